@@ -1,0 +1,28 @@
+"""gf-integrations: send LangChain/LangGraph, LlamaIndex and OpenAI conversations and
+agent traces to Greenflash.
+
+The package root imports no framework; each integration lives in its own module
+(:mod:`gf_integrations.langchain`, :mod:`gf_integrations.llamaindex`,
+:mod:`gf_integrations.openai`) and imports its framework lazily.
+"""
+
+from __future__ import annotations
+
+from .client import GreenflashClient, configure, flush, get_client, shutdown
+from .core.context import conversation
+from .core.masking import redact_pii
+from .core.settings import ConfigurationError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "GreenflashClient",
+    "__version__",
+    "configure",
+    "conversation",
+    "flush",
+    "get_client",
+    "redact_pii",
+    "shutdown",
+]

@@ -1,0 +1,1 @@
+"""Framework-neutral core: settings, ids, safe JSON, masking, prompts and the recorder."""

@@ -1,0 +1,756 @@
+"""The recorder: turns neutral events into Greenflash wire messages.
+
+Runs on the uploader's worker thread only, so its per-conversation state needs no
+lock. Output dicts are already in wire form (camelCase, JSON-safe, masked, truncated);
+the schema tests check that every shape it produces validates against
+:mod:`gf_integrations.schema`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..schema import MessageItem
+from .context import Conv
+from .events import (
+    ChatMessage,
+    Document,
+    Embedding,
+    Event,
+    FinalAnswer,
+    LLMCall,
+    RawMessage,
+    Retrieval,
+    SetSystemPrompt,
+    Step,
+    SystemPrompt,
+    ToolResult,
+    UserInput,
+    resolve,
+)
+from .ids import content_digest, sample_fraction, stable_id
+from .masking import MaskFn
+from .safejson import Limits, as_object, to_jsonable, truncate_text
+
+log = logging.getLogger("gf_integrations")
+
+_MAX_SENT_IDS = 20_000
+_MAX_CONVERSATIONS = 5_000
+_CONTEXT_SEPARATOR = "\n\n"
+
+
+@dataclasses.dataclass(slots=True)
+class Outgoing:
+    """One wire message ready for batching, with the conversation it belongs to."""
+
+    conv: Conv
+    message: dict[str, Any]
+    # The conversation's system prompt in wire form, attached to the first message
+    # mapped after it was set or changed.
+    system_prompt: str | dict[str, Any] | None = None
+
+    @property
+    def batch_key(self) -> tuple[str | None, str, str, str | None]:
+        c = self.conv
+        return (
+            c.product_id,
+            c.external_conversation_id,
+            c.external_user_id,
+            c.external_organization_id,
+        )
+
+
+class _ConvState:
+    __slots__ = (
+        "last_user",
+        "pending_context",
+        "pending_prompt",
+        "prompt_digest",
+        "sent",
+        "turn_has_tools",
+    )
+
+    def __init__(self) -> None:
+        self.sent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.prompt_digest: str | None = None
+        self.pending_prompt: str | dict[str, Any] | None = None
+        self.last_user: str | None = None
+        self.turn_has_tools = False
+        self.pending_context: list[str] = []
+
+    def seen(self, mid: str) -> bool:
+        return mid in self.sent
+
+    def mark(self, mid: str) -> None:
+        self.sent[mid] = None
+        if len(self.sent) > _MAX_SENT_IDS:
+            self.sent.popitem(last=False)
+
+
+def _iso(t: dt.datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _text(value: Any, limits: Limits) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return truncate_text(value, limits.max_string)
+    converted = to_jsonable(value, limits)
+    if isinstance(converted, str):
+        return converted
+    return truncate_text(json.dumps(converted, ensure_ascii=False), limits.max_string)
+
+
+def _error_info(error: BaseException | str) -> dict[str, str]:
+    if isinstance(error, BaseException):
+        return {"type": type(error).__name__, "message": str(error)[:4_000]}
+    return {"type": "Error", "message": str(error)[:4_000]}
+
+
+class Mapper:
+    """Stateful event-to-message mapping, one per client, used by one thread."""
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        mask: MaskFn | None = None,
+        sample_rate: float = 1.0,
+    ) -> None:
+        self.limits = limits
+        self.mask = mask
+        self.sample_rate = sample_rate
+        self.sampled_out = 0
+        self._convs: collections.OrderedDict[str, _ConvState] = collections.OrderedDict()
+
+    # -- public ------------------------------------------------------------------------
+
+    def keep(self, conv: Conv) -> bool:
+        """Deterministic client-side sampling by conversation key."""
+        if conv.force_sample or self.sample_rate >= 1.0:
+            return True
+        return sample_fraction(conv.key) < self.sample_rate
+
+    def map(self, event: Event) -> list[Outgoing]:
+        """Map one event to zero or more outgoing messages (parents first)."""
+        if not self.keep(event.conv):
+            self.sampled_out += 1
+            return []
+        state = self._state(event.conv.key)
+        out: list[Outgoing] = []
+        if isinstance(event, LLMCall):
+            self._llm(event, state, out)
+        elif isinstance(event, ToolResult):
+            self._tool_result(event, state, out)
+        elif isinstance(event, Retrieval):
+            self._retrieval(event, state, out)
+        elif isinstance(event, UserInput):
+            self._user_input(event, state, out)
+        elif isinstance(event, FinalAnswer):
+            self._final(event, state, out)
+        elif isinstance(event, Embedding):
+            self._embedding(event, state, out)
+        elif isinstance(event, Step):
+            self._step(event, state, out)
+        elif isinstance(event, SetSystemPrompt):
+            self._set_prompt(event.conv, state, event.prompt)
+        elif isinstance(event, RawMessage):
+            self._raw(event, state, out)
+        else:  # pragma: no cover - typed union
+            raise TypeError(f"unknown event {type(event).__name__}")
+        if out and state.pending_prompt is not None:
+            out[0].system_prompt = state.pending_prompt
+            state.pending_prompt = None
+        return out
+
+    # -- state -------------------------------------------------------------------------
+
+    def _state(self, key: str) -> _ConvState:
+        state = self._convs.get(key)
+        if state is None:
+            state = self._convs[key] = _ConvState()
+            if len(self._convs) > _MAX_CONVERSATIONS:
+                self._convs.popitem(last=False)
+        else:
+            self._convs.move_to_end(key)
+        return state
+
+    def _emit(
+        self,
+        out: list[Outgoing],
+        state: _ConvState,
+        conv: Conv,
+        mid: str,
+        at: dt.datetime,
+        fields: dict[str, Any],
+        parent: str | None = None,
+    ) -> bool:
+        """Append one message unless its id was already sent in this conversation."""
+        if state.seen(mid):
+            return False
+        msg: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+        if self.mask is not None:
+            for name in ("content", "context", "input", "output", "properties"):
+                if name in msg:
+                    msg[name] = self._masked(msg[name])
+        msg["externalMessageId"] = mid
+        msg["createdAt"] = _iso(at)
+        if parent is not None and parent != mid:
+            msg["parentExternalMessageId"] = parent
+        state.mark(mid)
+        out.append(Outgoing(conv, msg))
+        return True
+
+    def _masked(self, value: Any) -> Any:
+        assert self.mask is not None
+        try:
+            return self.mask(value)
+        except Exception:
+            log.warning("gf_integrations: mask function raised; field replaced by a placeholder")
+            return "[masking failed]" if isinstance(value, str) else {"masked": "[masking failed]"}
+
+    # -- system prompt -----------------------------------------------------------------
+
+    def _set_prompt(self, conv: Conv, state: _ConvState, prompt: SystemPrompt) -> None:
+        wire = self._prompt_wire(prompt)
+        if wire is None:
+            return
+        digest = content_digest(json.dumps(wire, sort_keys=True, ensure_ascii=False))
+        if digest != state.prompt_digest:
+            state.prompt_digest = digest
+            state.pending_prompt = wire
+
+    def _prompt_wire(self, prompt: SystemPrompt) -> str | dict[str, Any] | None:
+        lim = self.limits
+        if prompt.components:
+            comps = []
+            for comp in prompt.components:
+                content = comp.get("content")
+                if content is None:
+                    continue
+                c: dict[str, Any] = {"content": truncate_text(str(content), lim.max_string)}
+                for src, dst in (
+                    ("name", "name"),
+                    ("type", "type"),
+                    ("source", "source"),
+                    ("is_dynamic", "isDynamic"),
+                    ("external_component_id", "externalComponentId"),
+                ):
+                    if comp.get(src) is not None:
+                        c[dst] = comp.get(src)
+                if self.mask is not None:
+                    c["content"] = self._masked(c["content"])
+                comps.append(c)
+            if not comps:
+                return None
+            obj: dict[str, Any] = {"components": comps}
+            if prompt.variables:
+                variables = {str(k): _text(v, lim) or "" for k, v in prompt.variables.items()}
+                obj["variables"] = self._masked(variables) if self.mask else variables
+            if prompt.external_prompt_id:
+                obj["externalPromptId"] = prompt.external_prompt_id
+            return obj
+        if prompt.content:
+            text = truncate_text(prompt.content, lim.max_string)
+            if self.mask is not None:
+                text = self._masked(text)
+            if prompt.external_prompt_id:
+                return {"content": text, "externalPromptId": prompt.external_prompt_id}
+            return text
+        return None
+
+    # -- chat --------------------------------------------------------------------------
+
+    def _message_id(self, conv: Conv, msg: ChatMessage, position: int) -> str:
+        native = msg.get("id")
+        if native:
+            return stable_id(conv.key, "msg", native)
+        digest_src = msg.get("content") or ""
+        calls = msg.get("tool_calls") or []
+        if calls:
+            digest_src += "|" + ",".join(str(c.get("id") or c.get("name")) for c in calls)
+        return stable_id(conv.key, "pos", position, msg.get("role"), content_digest(digest_src))
+
+    def _llm(self, ev: LLMCall, state: _ConvState, out: list[Outgoing]) -> None:
+        conv = ev.conv
+        messages: Sequence[ChatMessage] = resolve(ev.messages) or ()
+        system_texts = [m.get("content") or "" for m in messages if m.get("role") == "system"]
+        if ev.system_prompt is not None:
+            self._set_prompt(conv, state, ev.system_prompt)
+        elif any(system_texts):
+            self._set_prompt(
+                conv, state, SystemPrompt(content="\n\n".join(t for t in system_texts if t))
+            )
+        history = [m for m in messages if m.get("role") != "system"]
+        ended = ev.ended_at
+        started = ev.started_at or (ended - dt.timedelta(milliseconds=1))
+        if ev.record_inputs:
+            for i, msg in enumerate(history):
+                at = started + dt.timedelta(microseconds=i)
+                self._history_message(conv, state, msg, self._message_id(conv, msg, i), at, out)
+        props = self._llm_properties(ev)
+        if ev.error is not None and not ev.partial:
+            info = _error_info(ev.error)
+            self._emit(
+                out,
+                state,
+                conv,
+                stable_id(conv.key, "llm_error", ev.key),
+                ended,
+                {
+                    "messageType": "llm",
+                    "content": f"{info['type']}: {info['message']}",
+                    "model": ev.model,
+                    "properties": {**props, "error": info},
+                },
+                parent=state.last_user,
+            )
+            return
+        reply = resolve(ev.reply)
+        if reply is None:
+            return
+        rid = self._message_id(conv, reply, len(history))
+        self._reply(
+            conv, state, reply, rid, ended, out, model=ev.model, props=props, final=ev.final
+        )
+
+    def _llm_properties(self, ev: LLMCall) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        if ev.usage:
+            props["usage"] = to_jsonable(dict(ev.usage), self.limits)
+        if ev.started_at is not None:
+            props["latencyMs"] = round((ev.ended_at - ev.started_at).total_seconds() * 1000, 3)
+        if ev.finish_reason:
+            props["finishReason"] = ev.finish_reason
+        if ev.provider:
+            props["provider"] = ev.provider
+        if ev.partial:
+            props["partial"] = True
+            if ev.error is not None:
+                props["error"] = _error_info(ev.error)
+        if ev.properties:
+            props.update(to_jsonable(dict(ev.properties), self.limits))
+        return props
+
+    def _history_message(
+        self,
+        conv: Conv,
+        state: _ConvState,
+        msg: ChatMessage,
+        mid: str,
+        at: dt.datetime,
+        out: list[Outgoing],
+    ) -> None:
+        role = msg.get("role")
+        if role == "user":
+            if state.seen(mid):
+                state.last_user = mid
+                return
+            self._emit(
+                out,
+                state,
+                conv,
+                mid,
+                at,
+                {"role": "user", "content": _text(msg.get("content"), self.limits)},
+            )
+            state.last_user = mid
+            state.turn_has_tools = False
+            state.pending_context = []
+        elif role == "assistant":
+            self._reply(conv, state, msg, mid, at, out, model=None, props={}, final=False)
+        elif role == "tool":
+            self._tool_message(conv, state, msg, at, out)
+        # unknown roles (function, developer handled as system upstream) are skipped
+
+    def _reply(
+        self,
+        conv: Conv,
+        state: _ConvState,
+        msg: ChatMessage,
+        mid: str,
+        at: dt.datetime,
+        out: list[Outgoing],
+        *,
+        model: str | None,
+        props: dict[str, Any],
+        final: bool | None,
+    ) -> None:
+        lim = self.limits
+        calls = msg.get("tool_calls") or []
+        text = _text(msg.get("content"), lim)
+        reasoning = msg.get("reasoning")
+        refusal = msg.get("refusal")
+        parent = state.last_user
+        if reasoning:
+            self._emit(
+                out,
+                state,
+                conv,
+                stable_id(mid, "reasoning"),
+                at,
+                {
+                    "messageType": "thought",
+                    "content": _text(reasoning, lim),
+                    "model": model,
+                    "properties": {"kind": "reasoning"},
+                },
+                parent=parent,
+            )
+        if calls:
+            state.turn_has_tools = True
+            tool_props = props or None
+            if text:
+                self._emit(
+                    out,
+                    state,
+                    conv,
+                    mid,
+                    at,
+                    {
+                        "messageType": "thought",
+                        "content": text,
+                        "model": model,
+                        "properties": tool_props,
+                    },
+                    parent=parent,
+                )
+                tool_props = None
+            else:
+                state.mark(mid)
+            for n, call in enumerate(calls):
+                cid = self._tool_call_id(conv, call.get("id"), mid, n)
+                self._emit(
+                    out,
+                    state,
+                    conv,
+                    cid,
+                    at + dt.timedelta(microseconds=n + 1),
+                    {
+                        "messageType": "tool_call",
+                        "toolName": str(call.get("name") or "unknown_tool"),
+                        "input": as_object(call.get("arguments"), "arguments", lim),
+                        "model": model,
+                        "properties": tool_props if n == 0 else None,
+                    },
+                    parent=mid if text else parent,
+                )
+            return
+        if refusal and not text:
+            text = refusal
+            props = {**props, "refusal": True}
+        if final is None:
+            final = state.turn_has_tools
+        context = None
+        if state.pending_context:
+            context = truncate_text(_CONTEXT_SEPARATOR.join(state.pending_context), lim.max_string)
+            state.pending_context = []
+        fields: dict[str, Any] = {
+            "content": text or "",
+            "model": model,
+            "context": context,
+            "properties": props or None,
+        }
+        if final:
+            fields["messageType"] = "final_response"
+        else:
+            fields["role"] = "assistant"
+        self._emit(out, state, conv, mid, at, fields, parent=parent)
+
+    def _tool_call_id(self, conv: Conv, call_id: str | None, owner: str, n: int) -> str:
+        if call_id:
+            return stable_id(conv.key, "tool_call", call_id)
+        return stable_id(owner, "tool_call", n)
+
+    def _tool_message(
+        self, conv: Conv, state: _ConvState, msg: ChatMessage, at: dt.datetime, out: list[Outgoing]
+    ) -> None:
+        call_id = msg.get("tool_call_id")
+        content = _text(msg.get("content"), self.limits)
+        is_error = msg.get("status") == "error"
+        oid = (
+            stable_id(conv.key, "observation", call_id)
+            if call_id
+            else stable_id(conv.key, "observation", "pos", content_digest(content))
+        )
+        parent = stable_id(conv.key, "tool_call", call_id) if call_id else state.last_user
+        if parent is not None and not state.seen(parent):
+            parent = state.last_user
+        fields: dict[str, Any] = {
+            "messageType": "tool_error" if is_error else "observation",
+            "content": content,
+            "toolName": msg.get("name"),
+            "output": {"error": content} if is_error else {"result": content},
+        }
+        self._emit(out, state, conv, oid, at, fields, parent=parent)
+
+    # -- tools, retrieval, steps ---------------------------------------------------------
+
+    def _tool_result(self, ev: ToolResult, state: _ConvState, out: list[Outgoing]) -> None:
+        conv, lim = ev.conv, self.limits
+        call_id = ev.tool_call_id
+        tcid = (
+            stable_id(conv.key, "tool_call", call_id)
+            if call_id
+            else stable_id(conv.key, "tool_call", "run", ev.key)
+        )
+        if not state.seen(tcid):
+            # a tool run with no model-requested call (invoked directly): record the call
+            at = ev.started_at or (ev.at - dt.timedelta(microseconds=1))
+            self._emit(
+                out,
+                state,
+                conv,
+                tcid,
+                at,
+                {
+                    "messageType": "tool_call",
+                    "toolName": ev.tool_name or "unknown_tool",
+                    "input": as_object(ev.input, "input", lim) if ev.input is not None else None,
+                },
+                parent=state.last_user,
+            )
+            state.turn_has_tools = True
+        oid = (
+            stable_id(conv.key, "observation", call_id)
+            if call_id
+            else stable_id(conv.key, "observation", "run", ev.key)
+        )
+        props: dict[str, Any] = dict(to_jsonable(dict(ev.properties), lim)) if ev.properties else {}
+        if ev.started_at is not None:
+            props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
+        if ev.error is not None:
+            info = _error_info(ev.error)
+            fields: dict[str, Any] = {
+                "messageType": "tool_error",
+                "toolName": ev.tool_name,
+                "content": f"{info['type']}: {info['message']}",
+                "output": {"error": info},
+                "properties": props or None,
+            }
+        else:
+            result = to_jsonable(ev.output, lim)
+            fields = {
+                "messageType": "observation",
+                "toolName": ev.tool_name,
+                "content": _text(result, lim),
+                "output": {"result": result},
+                "properties": props or None,
+            }
+        self._emit(out, state, conv, oid, ev.at, fields, parent=tcid)
+
+    def _retrieval(self, ev: Retrieval, state: _ConvState, out: list[Outgoing]) -> None:
+        conv, lim = ev.conv, self.limits
+        docs: Sequence[Document] = resolve(ev.documents) or ()
+        excerpt_limit = min(lim.max_string, 2_000)
+        wire_docs = []
+        texts = []
+        for d in list(docs)[: lim.max_items]:
+            text = d.get("text") or ""
+            texts.append(text)
+            wire: dict[str, Any] = {"id": d.get("id"), "text": truncate_text(text, excerpt_limit)}
+            if d.get("metadata"):
+                wire["metadata"] = to_jsonable(d.get("metadata"), lim)
+            if d.get("score") is not None:
+                wire["score"] = to_jsonable(d.get("score"), lim)
+            wire_docs.append(wire)
+        props: dict[str, Any] = dict(to_jsonable(dict(ev.properties), lim)) if ev.properties else {}
+        if ev.retriever:
+            props["retriever"] = ev.retriever
+        if ev.started_at is not None:
+            props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
+        output: dict[str, Any] = {"documents": wire_docs}
+        if ev.error is not None:
+            output["error"] = _error_info(ev.error)
+        query = _text(ev.query, lim)
+        self._emit(
+            out,
+            state,
+            conv,
+            stable_id(conv.key, "retrieval", ev.key),
+            ev.at,
+            {
+                "messageType": "retrieval",
+                "content": query,
+                "input": as_object(ev.query, "query", lim),
+                "output": output,
+                "properties": props or None,
+            },
+            parent=state.last_user,
+        )
+        state.pending_context.extend(t for t in texts if t)
+
+    def _user_input(self, ev: UserInput, state: _ConvState, out: list[Outgoing]) -> None:
+        mid = stable_id(ev.conv.key, "user", ev.key)
+        props = to_jsonable(dict(ev.properties), self.limits) if ev.properties else None
+        self._emit(
+            out,
+            state,
+            ev.conv,
+            mid,
+            ev.at,
+            {"role": "user", "content": _text(ev.content, self.limits), "properties": props},
+        )
+        state.last_user = mid
+        state.turn_has_tools = False
+        state.pending_context = []
+
+    def _final(self, ev: FinalAnswer, state: _ConvState, out: list[Outgoing]) -> None:
+        msg: ChatMessage = {"role": "assistant", "content": _text(ev.content, self.limits)}
+        props = to_jsonable(dict(ev.properties), self.limits) if ev.properties else {}
+        self._reply(
+            ev.conv,
+            state,
+            msg,
+            stable_id(ev.conv.key, "final", ev.key),
+            ev.at,
+            out,
+            model=ev.model,
+            props=props,
+            final=True,
+        )
+
+    def _embedding(self, ev: Embedding, state: _ConvState, out: list[Outgoing]) -> None:
+        props: dict[str, Any] = (
+            dict(to_jsonable(dict(ev.properties), self.limits)) if ev.properties else {}
+        )
+        if ev.usage:
+            props["usage"] = to_jsonable(dict(ev.usage), self.limits)
+        if ev.started_at is not None:
+            props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
+        self._emit(
+            out,
+            state,
+            ev.conv,
+            stable_id(ev.conv.key, "embedding", ev.key),
+            ev.at,
+            {
+                "messageType": "embedding",
+                "content": f"{ev.count} embedding(s)"
+                + (f" of dimension {ev.dimensions}" if ev.dimensions else ""),
+                "model": ev.model,
+                "input": {"count": ev.count},
+                "output": {"count": ev.count, "dimensions": ev.dimensions},
+                "properties": props or None,
+            },
+            parent=state.last_user,
+        )
+
+    def _step(self, ev: Step, state: _ConvState, out: list[Outgoing]) -> None:
+        conv, lim = ev.conv, self.limits
+        start_id = stable_id(conv.key, "step", ev.key, "start")
+        parent = (
+            stable_id(conv.key, "step", ev.parent_key, "start")
+            if ev.parent_key
+            else state.last_user
+        )
+        if parent is not None and not state.seen(parent):
+            parent = state.last_user
+        props = dict(to_jsonable(dict(ev.properties), lim)) if ev.properties else {}
+        props["name"] = ev.name
+        if ev.kind == "chain":
+            if ev.phase == "start":
+                self._emit(
+                    out,
+                    state,
+                    conv,
+                    start_id,
+                    ev.at,
+                    {
+                        "messageType": "chain_start",
+                        "content": ev.name,
+                        "input": as_object(ev.data, "input", lim) if ev.data is not None else None,
+                        "properties": props,
+                    },
+                    parent=parent,
+                )
+                return
+            fields: dict[str, Any] = {
+                "messageType": "chain_end",
+                "content": ev.name,
+                "properties": props,
+            }
+            if ev.phase == "error":
+                fields["output"] = {
+                    "error": _error_info(ev.data if ev.data is not None else "error")
+                }
+            elif ev.data is not None:
+                fields["output"] = as_object(ev.data, "output", lim)
+            self._emit(
+                out,
+                state,
+                conv,
+                stable_id(conv.key, "step", ev.key, "end"),
+                ev.at,
+                fields,
+                parent=start_id if state.seen(start_id) else parent,
+            )
+            return
+        if ev.phase == "start":
+            return
+        fields = {"messageType": ev.kind, "content": ev.name, "properties": props}
+        if ev.phase == "error":
+            fields["output"] = {"error": _error_info(ev.data if ev.data is not None else "error")}
+        elif ev.data is not None:
+            fields["output"] = as_object(ev.data, "output", lim)
+        self._emit(out, state, conv, start_id, ev.at, fields, parent=parent)
+
+    def _raw(self, ev: RawMessage, state: _ConvState, out: list[Outgoing]) -> None:
+        lim = self.limits
+        fields = dict(ev.fields)
+        for name in ("input", "output", "properties"):
+            if fields.get(name) is not None:
+                fields[name] = as_object(fields[name], name, lim)
+        for name in ("content", "context"):
+            if fields.get(name) is not None:
+                fields[name] = _text(fields[name], lim)
+        item = MessageItem(**fields)  # raises a clear ValueError for a malformed message
+        wire = item.model_dump(by_alias=True, exclude_none=True, mode="json")
+        mid = wire.pop("externalMessageId", None) or stable_id(ev.conv.key, "raw", ev.key)
+        wire.pop("createdAt", None)
+        parent = wire.pop("parentExternalMessageId", None)
+        if parent is None and ev.parent_key is not None:
+            parent = stable_id(ev.conv.key, "raw", ev.parent_key)
+        created = fields.get("created_at")
+        at = ev.at
+        if isinstance(created, str):
+            with contextlib.suppress(ValueError):
+                at = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        elif isinstance(created, dt.datetime):
+            at = created
+        self._emit(out, state, ev.conv, mid, at, wire, parent=parent)
+        if wire.get("role") == "user" or wire.get("messageType") == "user_message":
+            state.last_user = mid
+            state.turn_has_tools = False
+
+
+def conversation_fields(conv: Conv) -> dict[str, Any]:
+    """Request-level wire fields for a conversation (without messages)."""
+    body: dict[str, Any] = {
+        "externalUserId": conv.external_user_id,
+        "externalConversationId": conv.external_conversation_id,
+    }
+    if conv.product_id:
+        body["productId"] = conv.product_id
+    if conv.external_organization_id:
+        body["externalOrganizationId"] = conv.external_organization_id
+    if conv.properties:
+        body["properties"] = to_jsonable(dict(conv.properties))
+    if conv.force_sample:
+        body["forceSample"] = True
+    return body
+
+
+def as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """Small helper for integrations: a Mapping or None."""
+    return value if isinstance(value, Mapping) else None

@@ -1,0 +1,229 @@
+"""Exporters: where a finished batch (one ``POST /messages`` body) goes.
+
+An exporter classifies the outcome; the uploader owns the retry policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+log = logging.getLogger("gf_integrations")
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What happened to one batch: delivered, retryable (with optional delay), or fatal."""
+
+    ok: bool
+    retryable: bool = False
+    retry_after: float | None = None
+    status: int | None = None
+    detail: str = ""
+    # per-message statuses when the server reported them ("created"/"deduplicated")
+    response: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Ships one JSON payload. Must not raise; must return within ``timeout`` seconds."""
+
+    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
+        """Deliver ``payload`` (a serialised request body)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release resources."""
+        ...
+
+
+def parse_retry_after(
+    headers: httpx.Headers | dict[str, str], now: float | None = None
+) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (preferred) or ``Retry-After`` (seconds or
+    HTTP-date). Returns None for a missing, malformed, negative or past value."""
+    getter = headers.get
+    raw_ms = getter("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+            if value >= 0 and value == value and value != float("inf"):
+                return value
+        except ValueError:
+            pass
+    raw = getter("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+        return value if 0 <= value < float("inf") else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return delta if delta > 0 else None
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The server's error message, short, never the request payload."""
+    try:
+        data = response.json()
+    except Exception:
+        return (response.text or "")[:300]
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail", "errors"):
+            if key in data:
+                return json.dumps(data[key], ensure_ascii=False)[:500]
+    return json.dumps(data, ensure_ascii=False)[:300]
+
+
+class HTTPExporter:
+    """POSTs batches to ``{base_url}/messages`` with a Bearer key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        user_agent: str = "gf-integrations",
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/messages"
+        headers = {"content-type": "application/json", "user-agent": user_agent}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self._headers = headers
+        self._transport = transport
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HTTPExporter(url={self.url!r})"
+
+    def _get_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    headers=self._headers,
+                    transport=self._transport,
+                    limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+                )
+            return self._client
+
+    def reset_after_fork(self) -> None:
+        """Drop the connection pool inherited from the parent process."""
+        self._lock = threading.Lock()
+        self._client = None
+
+    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
+        """POST the payload; classify the outcome."""
+        try:
+            client = self._get_client()
+            response = client.post(self.url, content=payload, timeout=max(timeout, 0.001))
+        except httpx.TimeoutException as exc:
+            return ExportResult(False, retryable=True, detail=f"timeout ({type(exc).__name__})")
+        except httpx.TransportError as exc:
+            return ExportResult(
+                False, retryable=True, detail=f"connection error ({type(exc).__name__})"
+            )
+        except Exception as exc:
+            return ExportResult(
+                False, retryable=False, detail=f"client error ({type(exc).__name__})"
+            )
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                body = response.json()
+            except Exception:
+                body = None
+            return ExportResult(
+                True, status=status, response=body if isinstance(body, dict) else None
+            )
+        should_retry = response.headers.get("x-should-retry")
+        retryable = status in RETRY_STATUSES or status >= 500
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
+        return ExportResult(
+            False,
+            retryable=retryable,
+            retry_after=parse_retry_after(response.headers),
+            status=status,
+            detail=_error_detail(response),
+        )
+
+    def shutdown(self) -> None:
+        """Close the connection pool."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class InMemoryExporter:
+    """Keeps every delivered request body in memory (tests, notebooks)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
+        """Store the decoded body."""
+        body = json.loads(payload)
+        with self._lock:
+            self.requests.append(body)
+        return ExportResult(True, status=200)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """All delivered messages, in delivery order."""
+        with self._lock:
+            return [m for r in self.requests for m in r.get("messages", [])]
+
+    def clear(self) -> None:
+        """Forget everything stored."""
+        with self._lock:
+            self.requests.clear()
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+class JSONLExporter:
+    """Appends each request body as one JSON line to a file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"JSONLExporter(path={str(self.path)!r})"
+
+    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
+        """Append the payload as a line."""
+        try:
+            with self._lock, self.path.open("ab") as fh:
+                fh.write(payload.replace(b"\n", b" ") + b"\n")
+        except OSError as exc:
+            return ExportResult(
+                False, retryable=True, detail=f"write failed ({type(exc).__name__})"
+            )
+        return ExportResult(True)
+
+    def shutdown(self) -> None:
+        """Nothing to release."""

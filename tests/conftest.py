@@ -1,0 +1,174 @@
+"""Shared fixtures: a real loopback HTTP capture server and clients pointed at it.
+
+The capture server is a real HTTP endpoint on 127.0.0.1 (no mocks of our own code). Tests
+can script its answers (status, headers, delay) and read every request body it received.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+import gf_integrations as gf
+
+
+@dataclass
+class Reply:
+    """One scripted answer of the capture server."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    delay: float = 0.0
+    close: bool = False  # drop the connection without answering
+
+
+class CaptureServer:
+    """A loopback ``POST /api/v1/messages`` endpoint that records what it received."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []  # bodies of answered-2xx requests
+        self.attempts: list[dict[str, Any]] = []  # every body received, any answer
+        self.headers: list[dict[str, str]] = []
+        self.script: list[Reply] = []
+        self.default = Reply()
+        self.lock = threading.Lock()
+        self.received = threading.Condition(self.lock)
+        self.release = threading.Event()  # set to let "hung" replies finish
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {"_invalid": raw[:200].decode("utf-8", "replace")}
+                with server.lock:
+                    reply = server.script.pop(0) if server.script else server.default
+                    server.attempts.append(body)
+                    server.headers.append(dict(self.headers))
+                if reply.delay:
+                    server.release.wait(reply.delay)
+                if reply.close:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if 200 <= reply.status < 300:
+                    payload = reply.body or {
+                        "success": True,
+                        "conversationId": str(uuid.uuid4()),
+                        "messages": [
+                            {
+                                "messageId": str(uuid.uuid4()),
+                                "messageType": m.get("messageType") or m.get("role"),
+                                "externalMessageId": m.get("externalMessageId"),
+                                "status": "created",
+                            }
+                            for m in body.get("messages", [])
+                        ],
+                        "systemPromptComponentIds": [],
+                    }
+                else:
+                    payload = reply.body or {"error": f"scripted {reply.status}"}
+                data = json.dumps(payload).encode()
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                with server.received:
+                    if 200 <= reply.status < 300:
+                        server.requests.append(body)
+                    server.received.notify_all()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/api/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every delivered message (2xx-answered requests), in arrival order."""
+        with self.lock:
+            return [m for r in self.requests for m in r.get("messages", [])]
+
+    def wait_for(self, predicate: Callable[[CaptureServer], bool], timeout: float = 10.0) -> bool:
+        """Block until ``predicate(self)`` holds (event-driven, not a sleep)."""
+        deadline = time.monotonic() + timeout
+        with self.received:
+            while True:
+                self.lock.release()
+                try:
+                    ok = predicate(self)
+                finally:
+                    self.lock.acquire()
+                if ok:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.received.wait(min(remaining, 0.1))
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def capture_server() -> Iterator[CaptureServer]:
+    """A fresh loopback capture server for one test."""
+    server = CaptureServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def make_client(capture_server: CaptureServer) -> Iterator[Callable[..., gf.GreenflashClient]]:
+    """Factory for clients pointed at the capture server; all are shut down afterwards."""
+    clients: list[gf.GreenflashClient] = []
+
+    def factory(**kwargs: Any) -> gf.GreenflashClient:
+        kwargs.setdefault("base_url", capture_server.base_url)
+        kwargs.setdefault("flush_interval", 0.05)
+        kwargs.setdefault("shutdown_timeout", 2.0)
+        client = gf.GreenflashClient(**kwargs)
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        c.shutdown(timeout=1.0)
+
+
+@pytest.fixture
+def gf_client(make_client: Callable[..., gf.GreenflashClient]) -> Iterator[gf.GreenflashClient]:
+    """A client pointed at the capture server, also installed as the default client."""
+    client = make_client()
+    import gf_integrations.client as client_mod
+
+    previous = client_mod._default
+    client_mod._default = client
+    yield client
+    client_mod._default = previous
