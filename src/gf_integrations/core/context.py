@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 
@@ -156,3 +156,28 @@ def resolve_conv(
         properties=props or None,
         force_sample=sc.force_sample,
     )
+
+
+# Probes registered by outer integrations (LangChain, LlamaIndex): each answers "is one
+# of our LLM runs active in the current context?" so that an inner integration (the
+# OpenAI wrapper) does not log the same call a second time.
+_capture_probes: list[Callable[[], bool]] = []
+
+
+def register_capture_probe(probe: Callable[[], bool]) -> None:
+    """Register a probe for :func:`outer_llm_capture_active` (idempotent)."""
+    if probe not in _capture_probes:
+        _capture_probes.append(probe)
+
+
+def outer_llm_capture_active() -> bool:
+    """True when an outer integration is already recording the current LLM call."""
+    if llm_capture_owner.get() is not None:
+        return True
+    for probe in _capture_probes:
+        try:
+            if probe():
+                return True
+        except Exception:
+            continue
+    return False
