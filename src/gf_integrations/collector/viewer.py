@@ -1,0 +1,338 @@
+"""Server-rendered HTML viewer: conversation list and a threaded transcript.
+
+No JavaScript and no build step. Every stored value goes through :func:`esc` (or
+:func:`pretty_json`, which escapes too) before it reaches the page, so message content
+is always shown as text, never interpreted as markup.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any
+
+from .store import Store, iter_tree
+
+__all__ = ["esc", "render_page"]
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+
+# type -> (label, css class)
+_KINDS: dict[str, tuple[str, str]] = {
+    "user_message": ("user", "k-user"),
+    "assistant_message": ("assistant", "k-assistant"),
+    "system_message": ("system", "k-system"),
+    "final_response": ("final answer", "k-final"),
+    "thought": ("thought", "k-thought"),
+    "tool_call": ("tool call", "k-tool"),
+    "observation": ("tool result", "k-observation"),
+    "tool_error": ("tool error", "k-error"),
+    "retrieval": ("retrieval", "k-retrieval"),
+    "memory_read": ("memory read", "k-memory"),
+    "memory_write": ("memory write", "k-memory"),
+    "chain_start": ("chain start", "k-step"),
+    "chain_end": ("chain end", "k-step"),
+    "task": ("task", "k-step"),
+    "workflow": ("workflow", "k-step"),
+    "callback": ("callback", "k-step"),
+    "embedding": ("embedding", "k-embedding"),
+    "llm": ("llm", "k-llm"),
+}
+
+
+def esc(value: Any) -> str:
+    """HTML-escape any value (quotes included)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON, escaped for HTML."""
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return esc(text)
+
+
+def _short_time(iso: str | None) -> str:
+    if not iso:
+        return ""
+    # 2026-01-02T03:04:05.678901Z -> 03:04:05.678
+    return iso[11:23] if len(iso) >= 23 else iso
+
+
+def _highlight(template: str, variables: dict[str, str] | None) -> str:
+    """Template text with each ``{{name}}`` shown as a highlighted chip (value if known)."""
+    out: list[str] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        out.append(esc(template[pos : m.start()]))
+        name = m.group(1)
+        if variables and name in variables:
+            out.append(
+                f'<span class="var" title="{{{{{esc(name)}}}}}"><span class="var-name">'
+                f"{esc(name)}</span>{esc(variables[name])}</span>"
+            )
+        else:
+            out.append(f'<span class="var unfilled">{{{{{esc(name)}}}}}</span>')
+        pos = m.end()
+    out.append(esc(template[pos:]))
+    return "".join(out)
+
+
+def _chips(msg: dict[str, Any]) -> str:
+    props = msg.get("properties") or {}
+    chips: list[str] = []
+    if msg.get("toolName"):
+        chips.append(f'<span class="chip chip-tool">{esc(msg["toolName"])}</span>')
+    if msg.get("model"):
+        chips.append(f'<span class="chip">{esc(msg["model"])}</span>')
+    usage = props.get("usage") if isinstance(props, dict) else None
+    if isinstance(usage, dict):
+        parts = []
+        for key, label in (
+            ("input_tokens", "in"),
+            ("prompt_tokens", "in"),
+            ("output_tokens", "out"),
+            ("completion_tokens", "out"),
+            ("total_tokens", "total"),
+        ):
+            if key in usage and not isinstance(usage[key], (dict, list)):
+                parts.append(f"{label} {esc(usage[key])}")
+        text = " · ".join(parts) if parts else esc(json.dumps(usage)[:80])
+        chips.append(f'<span class="chip chip-usage" title="token usage">{text} tok</span>')
+    if isinstance(props, dict) and isinstance(props.get("latencyMs"), (int, float)):
+        chips.append(f'<span class="chip chip-latency">{esc(round(props["latencyMs"]))} ms</span>')
+    if isinstance(props, dict) and props.get("finishReason"):
+        chips.append(f'<span class="chip">{esc(props["finishReason"])}</span>')
+    return "".join(chips)
+
+
+def _documents(output: Any) -> str:
+    docs = output.get("documents") if isinstance(output, dict) else None
+    if not isinstance(docs, list):
+        return ""
+    items = []
+    for n, doc in enumerate(docs, 1):
+        if not isinstance(doc, dict):
+            items.append(f'<li class="doc"><pre>{pretty_json(doc)}</pre></li>')
+            continue
+        head = [f'<span class="doc-n">#{n}</span>']
+        if doc.get("id"):
+            head.append(f'<span class="doc-id">{esc(doc["id"])}</span>')
+        if doc.get("score") is not None:
+            head.append(f'<span class="chip">score {esc(doc["score"])}</span>')
+        meta = doc.get("metadata")
+        meta_html = (
+            f'<div class="doc-meta">{esc(json.dumps(meta, ensure_ascii=False)[:300])}</div>'
+            if meta
+            else ""
+        )
+        items.append(
+            f'<li class="doc"><div class="doc-head">{"".join(head)}</div>'
+            f'<div class="doc-text">{esc(doc.get("text"))}</div>{meta_html}</li>'
+        )
+    return f'<ol class="docs">{"".join(items)}</ol>'
+
+
+def _message(depth: int, msg: dict[str, Any]) -> str:
+    mtype = msg.get("messageType") or "user_message"
+    label, kind = _KINDS.get(mtype, (mtype, "k-step"))
+    body: list[str] = []
+    if msg.get("content"):
+        body.append(f'<div class="content">{esc(msg["content"])}</div>')
+    output = msg.get("output")
+    if mtype == "retrieval":
+        body.append(_documents(output))
+    if msg.get("input") is not None:
+        body.append(
+            f'<div class="io"><div class="io-label">input</div>'
+            f"<pre>{pretty_json(msg['input'])}</pre></div>"
+        )
+    if output is not None and not (mtype == "retrieval" and set(output) <= {"documents"}):
+        shown = (
+            {k: v for k, v in output.items() if k != "documents"}
+            if mtype == "retrieval" and isinstance(output, dict)
+            else output
+        )
+        body.append(
+            '<div class="io"><div class="io-label">output</div>'
+            f"<pre>{pretty_json(shown)}</pre></div>"
+        )
+    if msg.get("context"):
+        body.append(
+            f'<details class="ctx"><summary>context ({len(msg["context"])} chars)</summary>'
+            f'<div class="content">{esc(msg["context"])}</div></details>'
+        )
+    props = {
+        k: v
+        for k, v in (msg.get("properties") or {}).items()
+        if k not in ("usage", "latencyMs", "finishReason")
+    }
+    if props:
+        body.append(
+            f'<details class="props"><summary>properties</summary>'
+            f"<pre>{pretty_json(props)}</pre></details>"
+        )
+    indent = min(depth, 6)
+    ext = msg.get("externalMessageId")
+    return (
+        f'<article class="msg {kind}" data-type="{esc(mtype)}" data-depth="{depth}" '
+        f'style="margin-left:{indent * 26}px" id="m-{esc(msg["id"])}">'
+        f'<header><span class="badge">{esc(label)}</span>{_chips(msg)}'
+        f'<span class="spacer"></span>'
+        f'<time title="{esc(msg.get("createdAt"))}">{esc(_short_time(msg.get("createdAt")))}</time>'
+        f"</header>{''.join(body)}"
+        + (f'<footer title="externalMessageId">{esc(ext)}</footer>' if ext else "")
+        + "</article>"
+    )
+
+
+def _prompt(prompt: dict[str, Any] | None, variables: dict[str, str] | None) -> str:
+    if not prompt:
+        return ""
+    comps = []
+    for c in prompt.get("components") or []:
+        tags = [f'<span class="chip">{esc(c.get("type") or "system")}</span>']
+        if c.get("name"):
+            tags.insert(0, f'<span class="comp-name">{esc(c["name"])}</span>')
+        if c.get("source"):
+            tags.append(f'<span class="chip">{esc(c["source"])}</span>')
+        if c.get("isDynamic"):
+            tags.append('<span class="chip chip-dyn">dynamic</span>')
+        comps.append(
+            f'<div class="comp"><div class="comp-head">{"".join(tags)}'
+            f'<span class="spacer"></span><code>{esc(c.get("id", "")[:8])}</code></div>'
+            f'<div class="comp-body">{_highlight(c.get("content") or "", variables)}</div></div>'
+        )
+    ext = prompt.get("externalPromptId")
+    title = f"system prompt · {esc(ext)}" if ext else "system prompt"
+    return f'<section class="prompt"><h3>{title}</h3>{"".join(comps)}</section>'
+
+
+_CSS = """
+:root{--bg:#f6f7f9;--panel:#fff;--ink:#1d2330;--muted:#6b7385;--line:#e3e6ec;
+--accent:#1f9d55;--user:#2f6fed;--tool:#c27803;--err:#d93b3b;--ret:#7c4ddb;--step:#8a93a6}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+background:var(--bg);color:var(--ink)}
+.top{display:flex;align-items:center;gap:10px;padding:12px 20px;background:#111827;color:#fff}
+.top .logo{width:12px;height:12px;border-radius:50%;background:#34d399;box-shadow:0 0 8px #34d399}
+.top b{font-weight:600}.top .sub{color:#9ca3af;font-size:12px}
+.wrap{display:grid;grid-template-columns:300px 1fr;min-height:calc(100vh - 46px)}
+nav{border-right:1px solid var(--line);background:var(--panel);overflow:auto}
+nav h2{font-size:11px;letter-spacing:.08em;text-transform:uppercase;color:var(--muted);margin:16px 16px 8px}
+nav a{display:block;padding:10px 16px;border-bottom:1px solid var(--line);color:inherit;text-decoration:none}
+nav a:hover{background:#f2f5fb}nav a.on{background:#eaf1ff;border-left:3px solid var(--user);padding-left:13px}
+nav .t{font-weight:600;font-size:13px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+nav .p{color:var(--muted);font-size:12px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+nav .m{color:var(--muted);font-size:11px;margin-top:2px}
+main{padding:20px 28px;max-width:1100px}
+.conv-head h1{font-size:18px;margin:0 0 6px}
+.meta{display:flex;flex-wrap:wrap;gap:6px;margin-bottom:16px}
+.chip{display:inline-block;font-size:11px;padding:1px 8px;border-radius:10px;background:#eef0f4;color:#444c5e;
+margin-left:6px;white-space:nowrap}
+.meta .chip{margin-left:0}
+.chip-tool{background:#fff3dc;color:#8a5300;font-family:ui-monospace,Menlo,Consolas,monospace}
+.chip-usage{background:#e7f6ee;color:#17663b}.chip-latency{background:#eef2ff;color:#3446a8}
+.chip-dyn{background:#fdecef;color:#a1284a}
+.prompt{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px;margin-bottom:18px}
+.prompt h3{margin:0 0 8px;font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted)}
+.comp{border-left:3px solid #cbd2e1;padding:4px 10px;margin:8px 0}
+.comp-head{display:flex;align-items:center;gap:4px;margin-bottom:2px}.comp-head .chip{margin-left:0}
+.comp-name{font-weight:600;font-size:12px;margin-right:4px}
+.comp-head code{color:var(--muted);font-size:11px}
+.comp-body{white-space:pre-wrap}
+.var{background:#fff4c2;border:1px solid #f0d264;border-radius:4px;padding:0 4px}
+.var-name{font-size:10px;color:#8a6d00;margin-right:4px;text-transform:uppercase;letter-spacing:.04em}
+.var.unfilled{font-family:ui-monospace,Menlo,monospace;font-size:12px}
+.msg{background:var(--panel);border:1px solid var(--line);border-left:4px solid var(--step);border-radius:8px;
+padding:8px 12px;margin:8px 0;position:relative}
+.msg header{display:flex;align-items:center;gap:2px;font-size:12px;color:var(--muted)}
+.msg .spacer,.comp-head .spacer{flex:1}
+.badge{font-weight:700;font-size:11px;text-transform:uppercase;letter-spacing:.05em;color:var(--step)}
+.msg .content{white-space:pre-wrap;word-break:break-word;margin-top:4px}
+.msg pre{margin:4px 0 0;background:#f7f8fb;border:1px solid var(--line);border-radius:6px;padding:8px;
+font:12px/1.45 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word;max-height:320px;overflow:auto}
+.io-label{font-size:10px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);margin-top:6px}
+.msg footer{font-size:10px;color:#a3aabb;margin-top:4px;font-family:ui-monospace,Menlo,monospace}
+details summary{cursor:pointer;color:var(--muted);font-size:12px;margin-top:4px}
+.k-user{border-left-color:var(--user);background:#f5f8ff}.k-user .badge{color:var(--user)}
+.k-assistant,.k-final{border-left-color:var(--accent)}.k-assistant .badge,.k-final .badge{color:var(--accent)}
+.k-final{background:#f3fbf6}
+.k-system .badge{color:#555}
+.k-thought{border-left-color:#b0b7c6}.k-thought .content{font-style:italic;color:#4b5365}
+.k-tool{border-left-color:var(--tool)}.k-tool .badge{color:var(--tool)}
+.k-observation{border-left-color:#d9a441}.k-observation .badge{color:#a16a00}
+.k-error{border-left-color:var(--err);background:#fff6f6}.k-error .badge{color:var(--err)}
+.k-retrieval{border-left-color:var(--ret)}.k-retrieval .badge{color:var(--ret)}
+.k-llm .badge,.k-embedding .badge,.k-memory .badge{color:#0e7490}.k-llm,.k-embedding,.k-memory{border-left-color:#0e7490}
+.k-step{padding:4px 12px}
+.docs{margin:6px 0 0;padding-left:0;list-style:none}
+.doc{border:1px solid #e6e0f7;background:#faf8ff;border-radius:6px;padding:6px 10px;margin:6px 0}
+.doc-head{display:flex;gap:6px;align-items:center;font-size:12px}.doc-head .chip{margin-left:0}
+.doc-n{color:var(--ret);font-weight:700}.doc-id{font-family:ui-monospace,Menlo,monospace;color:#555}
+.doc-text{white-space:pre-wrap;margin-top:2px}.doc-meta{font-size:11px;color:var(--muted)}
+.empty{color:var(--muted);padding:40px 0}
+"""  # noqa: E501
+
+
+def render_page(store: Store, conversation_id: str | None = None, limit: int = 100) -> str:
+    """The whole viewer page: list on the left, one conversation's transcript."""
+    listing = store.list_conversations(limit=limit)
+    convs = listing["conversations"]
+    if conversation_id is None and convs:
+        conversation_id = convs[0]["id"]
+    conv = store.get_conversation(conversation_id) if conversation_id else None
+    if conv is None and conversation_id:
+        found = store.find_conversation_id(conversation_id)
+        conv = store.get_conversation(found) if found else None
+
+    nav = []
+    for c in convs:
+        on = " on" if conv is not None and c["id"] == conv["id"] else ""
+        title = c["externalConversationId"] or c["id"]
+        nav.append(
+            f'<a class="conv{on}" href="/conversations/{esc(c["id"])}">'
+            f'<div class="t">{esc(title)}</div>'
+            f'<div class="p">{esc(c.get("preview") or "")}</div>'
+            f'<div class="m">{esc(c["externalUserId"])} · {esc(c["messageCount"])} messages · '
+            f"{esc((c.get('lastMessageAt') or c['updatedAt'])[:16].replace('T', ' '))}</div></a>"
+        )
+    if not convs:
+        nav.append('<div class="m" style="padding:16px">nothing stored yet</div>')
+
+    if conv is None:
+        main = (
+            '<div class="empty">No conversation yet. Send one with <code>gf-integrations demo'
+            "</code> or point a client at <code>/api/v1</code>.</div>"
+        )
+    else:
+        meta = [f'<span class="chip">user {esc(conv["externalUserId"])}</span>']
+        if conv.get("externalOrganizationId"):
+            meta.append(f'<span class="chip">org {esc(conv["externalOrganizationId"])}</span>')
+        if conv.get("productId"):
+            meta.append(f'<span class="chip">product {esc(conv["productId"])}</span>')
+        if conv.get("model"):
+            meta.append(f'<span class="chip">{esc(conv["model"])}</span>')
+        meta.append(f'<span class="chip">{len(conv["messages"])} messages</span>')
+        meta.append(f'<span class="chip"><code>{esc(conv["id"])}</code></span>')
+        msgs = "".join(_message(d, m) for d, m in iter_tree(conv["tree"]))
+        main = (
+            f'<div class="conv-head"><h1>{esc(conv["externalConversationId"] or conv["id"])}</h1>'
+            f'<div class="meta">{"".join(meta)}</div></div>'
+            f"{_prompt(conv.get('prompt'), conv.get('promptVariables'))}"
+            f'<section class="transcript">{msgs}</section>'
+        )
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        "<title>gf-integrations · local collector</title>"
+        f"<style>{_CSS}</style></head><body>"
+        '<div class="top"><span class="logo"></span><b>gf-integrations</b>'
+        '<span class="sub">local collector · Greenflash-compatible</span></div>'
+        f'<div class="wrap"><nav><h2>Conversations ({esc(listing["total"])})</h2>'
+        f"{''.join(nav)}</nav>"
+        f"<main>{main}</main></div></body></html>"
+    )
