@@ -54,6 +54,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _record_demo(client: Any, run: str) -> list[str]:
     """Record a multi-turn chat and an agentic run through the core recorder."""
     from .core.events import (
+        ChatMessage,
         LLMCall,
         Retrieval,
         SetSystemPrompt,
@@ -74,7 +75,8 @@ def _record_demo(client: Any, run: str) -> list[str]:
     prompt = SystemPrompt(
         components=[
             {
-                "content": "You are {{assistant_name}}, a concise travel assistant for {{company}}.",
+                "content": "You are {{assistant_name}}, a concise travel assistant "
+                "for {{company}}.",
                 "name": "persona",
                 "type": "system",
                 "source": "customer",
@@ -91,14 +93,14 @@ def _record_demo(client: Any, run: str) -> list[str]:
         external_prompt_id="travel-assistant",
     )
     client.record(SetSystemPrompt(chat, prompt))
-    u1 = {"role": "user", "content": "Hi! Is Lisbon nice in March?", "id": "u1"}
-    a1 = {
+    u1: ChatMessage = {"role": "user", "content": "Hi! Is Lisbon nice in March?", "id": "u1"}
+    a1: ChatMessage = {
         "role": "assistant",
         "content": "Yes: mild (around 18°C), fewer crowds and the jacarandas are about to bloom.",
         "id": "a1",
     }
-    u2 = {"role": "user", "content": "And what should I pack?", "id": "u2"}
-    a2 = {
+    u2: ChatMessage = {"role": "user", "content": "And what should I pack?", "id": "u2"}
+    a2: ChatMessage = {
         "role": "assistant",
         "content": "Layers, a light rain jacket and comfortable shoes for the hills.",
         "id": "a2",
@@ -132,7 +134,7 @@ def _record_demo(client: Any, run: str) -> list[str]:
     # The agent's prompt arrives as plain text; the collector matches it to the template
     # above and reports the detected variables (templateMatch).
     client.flush(5)
-    sys_msg = {
+    sys_msg: ChatMessage = {
         "role": "system",
         "content": "You are Skye, a concise travel assistant for Acme Travel.\n\n"
         "Answer in at most two sentences. Never invent prices.",
@@ -141,12 +143,12 @@ def _record_demo(client: Any, run: str) -> list[str]:
         defaults=_identity(agent_id, "ada@example.com", "acme"),
         fallback_conversation_id=agent_id,
     )
-    q = {
+    q: ChatMessage = {
         "role": "user",
         "content": "Book me a hotel in Lisbon near the river for 3 nights.",
         "id": "q",
     }
-    calls = {
+    calls: ChatMessage = {
         "role": "assistant",
         "content": "I'll check availability and the hotel policy.",
         "tool_calls": [
@@ -226,7 +228,7 @@ def _record_demo(client: Any, run: str) -> list[str]:
             at=at(13.5),
         )
     )
-    tool_msgs = [
+    tool_msgs: list[ChatMessage] = [
         {
             "role": "tool",
             "content": "Riverside Lofts 142 EUR; Casa do Tejo 118 EUR",
@@ -241,7 +243,7 @@ def _record_demo(client: Any, run: str) -> list[str]:
             "status": "error",
         },
     ]
-    final = {
+    final: ChatMessage = {
         "role": "assistant",
         "content": "Casa do Tejo has 3 nights by the river at 118 EUR/night, with free "
         "cancellation up to 48 h before check-in (one night's deposit). Shall I book it?",
