@@ -1,0 +1,285 @@
+"""Offline stand-ins for the notebooks: fake models that behave like real ones.
+
+Everything here replaces a paid model or the network, nothing else: the frameworks, our
+integrations, the uploader and the collector in the notebooks are the real thing.
+Each function imports its framework lazily, so the OpenAI notebook never imports
+LangChain and vice versa.
+
+* LangChain: :func:`fake_chat_model` (a ``GenericFakeChatModel`` that can be bound to
+  tools and reports a model name), :func:`keyword_retriever`.
+* OpenAI: :func:`fake_openai_client` (a real ``openai.OpenAI`` whose HTTP goes to an
+  ``httpx.MockTransport``); :func:`openai_reply` is the fake server's logic, also used
+  by the README test's loopback server.
+* LlamaIndex: :func:`fake_llm`, :func:`keyword_embedding`, :func:`fake_agent_llm`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+CITIES = {
+    "france": "Paris",
+    "paris": "Paris",
+    "portugal": "Lisbon",
+    "lisbon": "Lisbon",
+    "germany": "Berlin",
+    "berlin": "Berlin",
+    "japan": "Tokyo",
+    "tokyo": "Tokyo",
+    "italy": "Rome",
+    "rome": "Rome",
+}
+
+
+def _city(text: str) -> str:
+    """The first city (or a country's capital) named in ``text``; Paris by default."""
+    low = text.lower()
+    found = [(low.index(k), v) for k, v in CITIES.items() if k in low]
+    return min(found)[1] if found else "Paris"
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2}
+
+
+# --------------------------------------------------------------------------- LangChain
+
+
+def fake_chat_model(replies: Iterable[Any], model: str = "fake-gpt-1") -> Any:
+    """A LangChain chat model that answers with ``replies`` in order.
+
+    Each reply is a string or an ``AIMessage`` (use one with ``tool_calls`` to make an
+    agent call a tool). ``bind_tools`` is accepted (and ignored), so LangGraph agents
+    can use it; the model name shows up like a real provider's.
+    """
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    class FakeToolCallingChatModel(GenericFakeChatModel):
+        model: str = "fake-gpt-1"
+
+        def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+            return self
+
+    messages = [r if isinstance(r, AIMessage) else AIMessage(content=str(r)) for r in replies]
+    return FakeToolCallingChatModel(messages=iter(messages), model=model)
+
+
+def keyword_retriever(texts: dict[str, str], k: int = 2) -> Any:
+    """A LangChain retriever over ``{source: text}`` ranking by shared words."""
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    docs = [Document(page_content=t, metadata={"source": s}) for s, t in texts.items()]
+
+    class KeywordRetriever(BaseRetriever):
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
+            q = _words(query)
+            scored = sorted(docs, key=lambda d: -len(q & _words(d.page_content)))
+            return [d for d in scored[:k] if q & _words(d.page_content)]
+
+    return KeywordRetriever()
+
+
+# ------------------------------------------------------------------------------ OpenAI
+
+
+def _usage(prompt: str, completion: str) -> dict[str, int]:
+    p, c = len(prompt.split()), len(completion.split())
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _chat_answer(messages: list[dict[str, Any]], tools: list[Any] | None) -> dict[str, Any]:
+    last = messages[-1]
+    user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    text = str(user.get("content") or "")
+    if last.get("role") == "tool":
+        return {"role": "assistant", "content": f"Good news: {last.get('content')}"}
+    if tools:
+        name = tools[0]["function"]["name"]
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{zlib.crc32(text.encode()) % 10_000}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps({"city": _city(text)})},
+                }
+            ],
+        }
+    if "capital" in text.lower():
+        return {"role": "assistant", "content": f"The capital you asked about is {_city(text)}."}
+    return {"role": "assistant", "content": f"Here is a short answer about: {text[:60]}"}
+
+
+def _sse(events: Iterable[Any], done: bool = True) -> bytes:
+    out = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
+    return (out + ("data: [DONE]\n\n" if done else "")).encode()
+
+
+def openai_reply(path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    """The fake OpenAI server: (status, headers, body) for a POST to ``path``.
+
+    Answers ``/chat/completions`` (plain, streamed, tool calls, tool results) and
+    ``/responses`` (plain), deterministically, from the request alone.
+    """
+    model = body.get("model", "gpt-4o-mini")
+    as_json = {"content-type": "application/json"}
+    if path.endswith("/chat/completions"):
+        messages = body.get("messages") or []
+        msg = _chat_answer(messages, body.get("tools"))
+        prompt = " ".join(str(m.get("content") or "") for m in messages)
+        usage = _usage(prompt, str(msg.get("content") or ""))
+        finish = "tool_calls" if msg.get("tool_calls") else "stop"
+        cid = f"chatcmpl-{zlib.crc32(json.dumps(messages).encode())}"
+        if not body.get("stream"):
+            completion = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+                "usage": usage,
+            }
+            return 200, as_json, json.dumps(completion).encode()
+        base = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model}
+        words = re.findall(r"\S+\s*", str(msg.get("content") or ""))
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+        ]
+        chunks += [{**base, "choices": [{"index": 0, "delta": {"content": w}}]} for w in words]
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": usage})
+        return 200, {"content-type": "text/event-stream"}, _sse(chunks)
+    if path.endswith("/responses"):
+        raw = body.get("input")
+        text = raw if isinstance(raw, str) else json.dumps(raw)
+        if isinstance(raw, list):
+            users = [i for i in raw if isinstance(i, dict) and i.get("role") == "user"]
+            text = str(users[-1].get("content")) if users else text
+        answer = _chat_answer([{"role": "user", "content": text}], None)["content"]
+        rid = f"resp_{zlib.crc32((text + str(body.get('previous_response_id'))).encode())}"
+        u = _usage(text, answer)
+        response = {
+            "id": rid,
+            "object": "response",
+            "created_at": 0,
+            "status": "completed",
+            "model": model,
+            "instructions": body.get("instructions"),
+            "previous_response_id": body.get("previous_response_id"),
+            "output": [
+                {
+                    "id": f"msg_{rid}",
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": answer, "annotations": []}],
+                }
+            ],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": u["prompt_tokens"],
+                "output_tokens": u["completion_tokens"],
+                "total_tokens": u["total_tokens"],
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
+        return 200, as_json, json.dumps(response).encode()
+    return 404, as_json, json.dumps({"error": {"message": f"no fake for {path}"}}).encode()
+
+
+def fake_openai_client() -> Any:
+    """A real ``openai.OpenAI`` client whose requests are answered by :func:`openai_reply`
+    through ``httpx.MockTransport``: no network, no key."""
+    import httpx
+    from openai import OpenAI
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, headers, content = openai_reply(request.url.path, json.loads(request.content))
+        return httpx.Response(status, headers=headers, content=content)
+
+    return OpenAI(
+        api_key="sk-fake",
+        base_url="https://api.openai.com/v1",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+
+
+# -------------------------------------------------------------------------- LlamaIndex
+
+
+def fake_llm(model: str = "fake-llm-1") -> Any:
+    """A LlamaIndex completion LLM that answers a RAG prompt from its first context line."""
+    from llama_index.core.base.llms.types import CompletionResponse, LLMMetadata
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    class FakeRagLLM(MockLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name=model, num_output=256)
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            m = re.search(r"-{5,}\n(.*?)\n", prompt, re.S)
+            line = m.group(1).strip() if m else prompt.strip().splitlines()[-1]
+            return CompletionResponse(text=f"According to the docs: {line}")
+
+    return FakeRagLLM()
+
+
+def keyword_embedding(dim: int = 64) -> Any:
+    """A LlamaIndex embedding model: hashed bag of words, so retrieval ranks sensibly."""
+    from llama_index.core.embeddings import MockEmbedding
+
+    class KeywordEmbedding(MockEmbedding):
+        def _vec(self, text: str) -> list[float]:
+            v = [0.0] * self.embed_dim
+            for w in _words(text):
+                v[zlib.crc32(w.encode()) % self.embed_dim] += 1.0
+            return v if any(v) else [1.0] + [0.0] * (self.embed_dim - 1)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._vec(text)
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._vec(query)
+
+        async def _aget_text_embedding(self, text: str) -> list[float]:
+            return self._vec(text)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._vec(query)
+
+    return KeywordEmbedding(embed_dim=dim)
+
+
+def fake_agent_llm(plan: Sequence[tuple[str, dict[str, Any]]], answer: str) -> Any:
+    """A LlamaIndex function-calling LLM: calls the tools in ``plan`` one per step
+    (``(tool_name, kwargs)``), then answers ``answer``."""
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+
+    def respond(messages: Sequence[Any], **kwargs: Any) -> Any:
+        last_user = max(i for i, m in enumerate(messages) if m.role == MessageRole.USER)
+        done = sum(1 for m in messages[last_user:] if m.role == MessageRole.TOOL)
+        if done < len(plan):
+            name, args = plan[done]
+            block = ToolCallBlock(tool_call_id=f"call_{done + 1}", tool_name=name, tool_kwargs=args)
+            return ChatMessage(role=MessageRole.ASSISTANT, blocks=[block])
+        return ChatMessage(role=MessageRole.ASSISTANT, content=answer)
+
+    return MockFunctionCallingLLM(response_generator=respond, is_chat_model=True)

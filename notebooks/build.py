@@ -1,0 +1,468 @@
+"""Generate (and optionally execute) the demo notebooks, so they stay reproducible.
+
+    .venv/bin/python notebooks/build.py            # write the notebooks, executed, outputs normalised
+    .venv/bin/python notebooks/build.py --no-run   # write them without outputs
+    .venv/bin/python notebooks/build.py --check    # fail if a committed notebook's code differs
+
+The notebooks are the source of truth for readers, this file for maintainers: edit the
+cells here, rerun, commit both. Committed notebooks are executed and *normalised*, so a
+reader on GitHub sees the transcript without running anything, and a rerun gives the same
+bytes: no execution timings, fixed cell ids, the collector's random port replaced by
+``PORT``, stderr dropped, kernel metadata reduced to its name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+DB_ENV = "GF_NOTEBOOK_DB"  # the tests set it to read what the notebook's collector stored
+
+COLLECTOR_CELL = f'''\
+import os
+
+import gf_integrations as gf
+from gf_integrations.collector import start_collector
+
+# A local Greenflash-compatible collector (SQLite + viewer) on a free loopback port.
+collector = start_collector(os.environ.get("{DB_ENV}"))
+gf.configure(base_url=collector.base_url)  # every integration records through this client
+print("viewer:", collector.url)'''
+
+
+def md(text: str) -> Any:
+    return new_markdown_cell(textwrap.dedent(text).strip())
+
+
+def code(text: str) -> Any:
+    return new_code_cell(textwrap.dedent(text).strip())
+
+
+def langchain_notebook() -> list[Any]:
+    return [
+        md("""
+        # LangChain and LangGraph → Greenflash
+
+        Two things a LangChain app typically does, recorded with
+        `GreenflashCallbackHandler`: a prompt-template chat that keeps its history, then a
+        LangGraph agent that calls tools and a retriever. Everything runs offline: the
+        models are LangChain's `GenericFakeChatModel` with scripted replies, and the
+        conversations go to a local collector started in the next cell.
+
+        **Real API and model instead:** skip the collector cell, set `GREENFLASH_API_KEY`,
+        and replace `fake_chat_model([...])` with e.g. `ChatOpenAI(model="gpt-4o-mini")`.
+        """),
+        code(COLLECTOR_CELL),
+        md("""
+        ## 1. A prompt-template chat with history
+
+        `RunnableWithMessageHistory` resends the whole history on every turn; Greenflash
+        stores each message once. The system prompt comes from a `ChatPromptTemplate`, so
+        it is sent as a template (`{{company}}`) with its variables.
+        """),
+        code("""
+        from _helpers import fake_chat_model
+        from langchain_core.chat_history import InMemoryChatMessageHistory
+        from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+        from langchain_core.runnables.history import RunnableWithMessageHistory
+
+        from gf_integrations.langchain import GreenflashCallbackHandler
+
+        model = fake_chat_model([
+            "April in Lisbon is mild: 15-22 °C, with the odd shower. Pack a light jacket.",
+            "Take tram 28 early in the morning, before the crowds, and walk down to the river.",
+        ])
+        prompt = ChatPromptTemplate.from_messages([
+            ("system", "You are a travel assistant for {company}. Answer in two sentences."),
+            MessagesPlaceholder("history"),
+            ("human", "{question}"),
+        ])
+        histories = {}
+        chat = RunnableWithMessageHistory(
+            prompt | model,
+            lambda session_id: histories.setdefault(session_id, InMemoryChatMessageHistory()),
+            input_messages_key="question",
+            history_messages_key="history",
+        )
+        handler = GreenflashCallbackHandler(external_user_id="alice")
+
+        # Everything inside gf.conversation(...) lands in one Greenflash conversation.
+        with gf.conversation("trip-42"):
+            for question in ["What is Lisbon like in April?", "Any tip for getting around?"]:
+                reply = chat.invoke(
+                    {"company": "Acme Travel", "question": question},
+                    config={"callbacks": [handler], "configurable": {"session_id": "trip-42"}},
+                )
+                print(f"> {question}\\n{reply.content}")
+        """),
+        md("""
+        ## 2. A LangGraph agent with tools and a retriever
+
+        A small ReAct-style graph: the model asks for `search_docs` (a retriever wrapped as a
+        tool) and `order_status`, then answers. The LangGraph `thread_id` becomes the
+        Greenflash conversation id, so later turns of the same thread join it.
+        """),
+        code("""
+        from _helpers import keyword_retriever
+        from langchain_core.messages import AIMessage, SystemMessage
+        from langchain_core.tools import create_retriever_tool, tool
+        from langgraph.checkpoint.memory import InMemorySaver
+        from langgraph.graph import START, MessagesState, StateGraph
+        from langgraph.prebuilt import ToolNode, tools_condition
+
+        retriever = keyword_retriever({
+            "kb/refunds": "Refunds are paid to the original card within 14 days of the return.",
+            "kb/shipping": "Orders ship from Lisbon; delivery in the EU takes 2-4 days.",
+            "kb/returns": "Returns are free for 30 days; print the label from your account.",
+        })
+        search_docs = create_retriever_tool(retriever, "search_docs", "Search Acme's help center.")
+
+        @tool
+        def order_status(order_id: str) -> str:
+            \"\"\"Look up where an order is.\"\"\"
+            return f"Order {order_id} shipped on Monday and arrives on Friday."
+
+        tools = [search_docs, order_status]
+        agent_model = fake_chat_model([
+            AIMessage("", tool_calls=[{"name": "search_docs", "args": {"query": "refunds"}, "id": "call_1"}]),
+            AIMessage("", tool_calls=[{"name": "order_status", "args": {"order_id": "A-1001"}, "id": "call_2"}]),
+            AIMessage("Refunds reach your card within 14 days of the return, and order A-1001 arrives on Friday."),
+        ]).bind_tools(tools)
+
+        def call_model(state: MessagesState) -> dict:
+            system = SystemMessage("You are Acme's support agent. Use the tools.")
+            return {"messages": [agent_model.invoke([system, *state["messages"]])]}
+
+        graph = StateGraph(MessagesState)
+        graph.add_node("agent", call_model)
+        graph.add_node("tools", ToolNode(tools))
+        graph.add_edge(START, "agent")
+        graph.add_conditional_edges("agent", tools_condition)
+        graph.add_edge("tools", "agent")
+        agent = graph.compile(checkpointer=InMemorySaver())
+
+        result = agent.invoke(
+            {"messages": [("user", "How do refunds work, and where is my order A-1001?")]},
+            config={
+                "callbacks": [GreenflashCallbackHandler(external_user_id="bob")],
+                "configurable": {"thread_id": "support-7"},
+            },
+        )
+        print(result["messages"][-1].content)
+        """),
+        md("""
+        ## What Greenflash received
+
+        `show` flushes the uploader and renders what the collector stored: message types,
+        tool calls with their input, observations, the retrieval, the system prompt with its
+        components and variables. The link opens the same conversation in the viewer.
+        """),
+        code("""
+        from gf_integrations.notebook import show
+
+        show(collector, "trip-42")
+        """),
+        code("""
+        show(collector, "support-7")
+        """),
+    ]
+
+
+def openai_notebook() -> list[Any]:
+    return [
+        md("""
+        # OpenAI client → Greenflash
+
+        `wrap_openai(client)` instruments an `OpenAI` client in place (same object, same
+        types): chat completions, streaming, tool calls and the Responses API are recorded.
+        Offline here: the client's HTTP goes to an `httpx.MockTransport` that answers like
+        the API, and the conversations go to a local collector.
+
+        **Real API and model instead:** skip the collector cell, set `GREENFLASH_API_KEY`
+        and `OPENAI_API_KEY`, and replace `fake_openai_client()` with `OpenAI()`.
+        """),
+        code(COLLECTOR_CELL),
+        md("""
+        ## 1. Chat, then streaming, in one conversation
+
+        A stateless chat app resends its growing history; each message is stored once.
+        """),
+        code("""
+        from _helpers import fake_openai_client
+
+        from gf_integrations.openai import wrap_openai
+
+        client = wrap_openai(fake_openai_client(), external_user_id="alice")
+
+        with gf.conversation("geo-chat"):
+            history = [
+                {"role": "system", "content": "You are a concise geography tutor."},
+                {"role": "user", "content": "What is the capital of Portugal?"},
+            ]
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=history)
+            print(reply.choices[0].message.content)
+
+            history += [
+                {"role": "assistant", "content": reply.choices[0].message.content},
+                {"role": "user", "content": "And the capital of Japan?"},
+            ]
+            stream = client.chat.completions.create(model="gpt-4o-mini", messages=history, stream=True)
+            print("".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices))
+        """),
+        md("""
+        ## 2. Tool calls
+
+        The model asks for `get_weather`; the app runs it and sends the result back as a
+        `tool` message. Greenflash gets a `tool_call`, its `observation`, and the final answer.
+        """),
+        code("""
+        import json
+
+
+        def get_weather(city: str) -> str:
+            return f"Sunny and 24 °C in {city}."
+
+        tools = [{
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }]
+        with gf.conversation("weather-bot"):
+            messages = [{"role": "user", "content": "Should I pack sunglasses for Rome today?"}]
+            first = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
+            call = first.choices[0].message.tool_calls[0]
+            messages.append(first.choices[0].message.model_dump(exclude_none=True))
+            messages.append({
+                "role": "tool",
+                "tool_call_id": call.id,
+                "content": get_weather(**json.loads(call.function.arguments)),
+            })
+            final = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
+            print(final.choices[0].message.content)
+        """),
+        md("""
+        ## 3. The Responses API
+
+        `instructions` become the system prompt; a `previous_response_id` chain stays in
+        one conversation.
+        """),
+        code("""
+        with gf.conversation("capitals-quiz"):
+            first = client.responses.create(
+                model="gpt-4o-mini", instructions="Answer with the city only.", input="Capital of Italy?"
+            )
+            second = client.responses.create(
+                model="gpt-4o-mini", input="And of Germany?", previous_response_id=first.id
+            )
+        print(first.output_text, "|", second.output_text)
+        """),
+        md("""
+        ## What Greenflash received
+        """),
+        code("""
+        from gf_integrations.notebook import show
+
+        show(collector, "geo-chat")
+        """),
+        code("""
+        show(collector, "weather-bot")
+        """),
+        code("""
+        show(collector, "capitals-quiz")
+        """),
+    ]
+
+
+def llamaindex_notebook() -> list[Any]:
+    return [
+        md("""
+        # LlamaIndex → Greenflash
+
+        `GreenflashInstrumentor().instrument()` hooks LlamaIndex's instrumentation
+        dispatcher once for the whole process: query engines, retrievals, LLM calls and
+        agents are recorded. Offline here: a fake LLM and a keyword embedding model
+        (subclasses of LlamaIndex's `MockLLM` / `MockEmbedding`), and LlamaIndex's own
+        `MockFunctionCallingLLM` scripted for the agent.
+
+        **Real API and model instead:** skip the collector cell, set `GREENFLASH_API_KEY`,
+        and use e.g. `Settings.llm = OpenAI(model="gpt-4o-mini")` and `OpenAIEmbedding()`.
+        """),
+        code(COLLECTOR_CELL),
+        code("""
+        from gf_integrations.llamaindex import GreenflashInstrumentor
+
+        GreenflashInstrumentor(external_user_id="carol").instrument()
+        """),
+        md("""
+        ## 1. A query engine over a small index
+
+        The retrieved nodes are stored as a `retrieval` message and as the answer's `context`.
+        """),
+        code("""
+        from _helpers import fake_llm, keyword_embedding
+        from llama_index.core import Document, Settings, VectorStoreIndex
+
+        Settings.llm = fake_llm()
+        Settings.embed_model = keyword_embedding()
+        index = VectorStoreIndex.from_documents([
+            Document(text="The Acme X2 battery lasts 18 hours and charges fully in 90 minutes.", doc_id="x2-battery"),
+            Document(text="The Acme X2 weighs 1.2 kg and has a 14-inch screen.", doc_id="x2-specs"),
+            Document(text="Acme laptops come with a two-year warranty.", doc_id="warranty"),
+        ])
+        query_engine = index.as_query_engine(similarity_top_k=2)
+
+        with gf.conversation("x2-questions"):
+            print(query_engine.query("How long does the X2 battery last?"))
+        """),
+        md("""
+        ## 2. A FunctionAgent with a working and a failing tool
+
+        The agent swallows the tool's exception and carries on; Greenflash gets a
+        `tool_error` next to the `observation` of the tool that worked.
+        """),
+        code("""
+        from _helpers import fake_agent_llm
+        from llama_index.core.agent.workflow import FunctionAgent
+
+
+        def get_weather(city: str) -> str:
+            \"\"\"Current weather in a city.\"\"\"
+            return f"Sunny and 24 °C in {city}."
+
+        def book_table(city: str) -> str:
+            \"\"\"Book a table for tonight.\"\"\"
+            raise RuntimeError("no tables left tonight")
+
+        agent = FunctionAgent(
+            tools=[get_weather, book_table],
+            llm=fake_agent_llm(
+                [("get_weather", {"city": "Rome"}), ("book_table", {"city": "Rome"})],
+                "It is sunny in Rome, but I could not book a table: none are left tonight.",
+            ),
+            system_prompt="You are a concierge. Use the tools.",
+        )
+        with gf.conversation("concierge-1"):
+            print(await agent.run("What's the weather in Rome, and can you book a table?"))
+        """),
+        md("""
+        ## What Greenflash received
+        """),
+        code("""
+        from gf_integrations.notebook import show
+
+        show(collector, "x2-questions")
+        """),
+        code("""
+        show(collector, "concierge-1")
+        """),
+    ]
+
+
+NOTEBOOKS = {
+    "01_langchain.ipynb": langchain_notebook,
+    "02_openai.ipynb": openai_notebook,
+    "03_llamaindex.ipynb": llamaindex_notebook,
+}
+
+
+def build(name: str) -> Any:
+    """The notebook ``name`` without outputs, with stable cell ids and metadata."""
+    nb = new_notebook(cells=NOTEBOOKS[name]())
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    return nb
+
+
+_PORT = re.compile(r"((?:127\.0\.0\.1|localhost|\[::1\]):)\d+")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PORT.sub(r"\1PORT", value)
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    return value
+
+
+def normalise(nb: Any) -> Any:
+    """Make an executed notebook deterministic (see the module docstring)."""
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                continue
+            outputs.append(nbformat.from_dict(_scrub(dict(out))))
+        cell.outputs = outputs
+    return nb
+
+
+def execute(nb: Any, *, timeout: int = 120, kernel_name: str = "python3") -> Any:
+    """Run ``nb`` top to bottom in a real kernel, with ``notebooks/`` as working dir."""
+    from nbclient import NotebookClient
+
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=kernel_name,
+        record_timing=False,
+        resources={"metadata": {"path": str(HERE)}},
+    ).execute()
+    return nb
+
+
+def sources(nb: Any) -> list[tuple[str, str]]:
+    """(cell type, source) pairs: what ``--check`` compares."""
+    return [(c.cell_type, c.source) for c in nb.cells]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(NOTEBOOKS))
+    parser.add_argument("--no-run", action="store_true", help="write without outputs")
+    parser.add_argument("--check", action="store_true", help="compare code with the files")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in args.names:
+        path = HERE / name
+        nb = build(name)
+        if args.check:
+            if not path.exists() or sources(nbformat.read(path, as_version=4)) != sources(nb):
+                stale.append(name)
+            continue
+        if not args.no_run:
+            nb = normalise(execute(nb))
+        nbformat.validate(nb)
+        nbformat.write(nb, path)
+        print(f"wrote {path.relative_to(HERE.parent)}")
+    if stale:
+        print("out of date (run notebooks/build.py):", ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Show what Greenflash received, inside a Jupyter notebook.
+
+:func:`transcript` turns stored (or captured) messages into a :class:`Transcript`, an
+object that Jupyter displays as an HTML transcript: one row per message, threaded by
+parent, each message type visually distinct, tool input/output as JSON, retrieved
+context folded away. Every piece of content is HTML-escaped, so a message containing
+``<script>`` shows as text.
+
+The output is deterministic on purpose (no timestamps, ids or latencies), so executed
+notebooks can be committed with their outputs::
+
+    from gf_integrations.notebook import transcript
+    transcript(collector.messages("c1"), title="c1")   # last expression of a cell
+
+Or, with the local collector (:func:`gf_integrations.collector.start_collector`)::
+
+    from gf_integrations.notebook import show
+    show(collector, "c1")        # flushes the default client, then renders what was stored
+
+The module imports neither IPython nor any framework: Jupyter finds ``_repr_html_``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+__all__ = ["Transcript", "from_conversation", "show", "transcript"]
+
+# Background, border and label per message kind: distinct at a glance, readable in
+# both light and dark notebook themes (text colour is set explicitly).
+_STYLE: dict[str, tuple[str, str, str]] = {
+    "user": ("#e8f0fe", "#1a73e8", "user"),
+    "assistant": ("#e6f4ea", "#188038", "assistant"),
+    "final_response": ("#e6f4ea", "#0b5f2a", "final response"),
+    "system": ("#f1f3f4", "#5f6368", "system"),
+    "thought": ("#fef7e0", "#b06000", "thought"),
+    "tool_call": ("#f3e8fd", "#8430ce", "tool call"),
+    "observation": ("#fce8f3", "#a0337e", "observation"),
+    "tool_error": ("#fce8e6", "#c5221f", "tool error"),
+    "retrieval": ("#e4f7fb", "#007b83", "retrieval"),
+    "embedding": ("#f1f3f4", "#5f6368", "embedding"),
+}
+_DEFAULT_STYLE = ("#f8f9fa", "#80868b", "")
+
+# Properties worth a glance in a transcript; latency is left out because it changes on
+# every run (the viewer shows it).
+_SHOWN_PROPERTIES = ("finishReason", "provider", "partial", "refusal")
+
+
+def _get(msg: Mapping[str, Any], *names: str) -> Any:
+    """First present field among camelCase / snake_case spellings."""
+    for name in names:
+        value = msg.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _kind(msg: Mapping[str, Any]) -> str:
+    kind = _get(msg, "messageType", "message_type", "type", "role") or "message"
+    kind = str(kind)
+    # Greenflash stores role-messages as user_message / assistant_message.
+    return {"user_message": "user", "assistant_message": "assistant"}.get(kind, kind)
+
+
+def _as_dict(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _json_block(value: Any) -> str:
+    value = _as_dict(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    return f'<pre style="margin:4px 0;white-space:pre-wrap">{html.escape(text)}</pre>'
+
+
+def _meta(msg: Mapping[str, Any]) -> str:
+    bits: list[str] = []
+    model = _get(msg, "model")
+    if model:
+        bits.append(f"model {model}")
+    props = _as_dict(_get(msg, "properties")) or {}
+    if isinstance(props, Mapping):
+        usage = props.get("usage")
+        if isinstance(usage, Mapping):
+            total = usage.get("total_tokens", usage.get("totalTokens"))
+            if total is not None:
+                bits.append(f"{total} tokens")
+        for name in _SHOWN_PROPERTIES:
+            if props.get(name) not in (None, False):
+                bits.append(f"{name} {props[name]}")
+    return " · ".join(html.escape(str(b)) for b in bits)
+
+
+class Transcript:
+    """A conversation as Jupyter-displayable HTML (``_repr_html_``) and plain text.
+
+    Args:
+        messages: message dicts as the Greenflash API takes them or the local
+            collector stores them (camelCase or snake_case keys both work).
+        title: shown above the transcript (e.g. the conversation id).
+        system_prompt: the conversation's system prompt (string, or the wire object
+            with ``content`` or ``components`` and ``variables``).
+        viewer_url: a link to the same conversation in a viewer.
+    """
+
+    def __init__(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        title: str | None = None,
+        system_prompt: Any = None,
+        viewer_url: str | None = None,
+    ) -> None:
+        self.messages: list[Mapping[str, Any]] = list(messages)
+        self.title = title
+        self.system_prompt = system_prompt
+        self.viewer_url = viewer_url
+
+    # -- structure -------------------------------------------------------------------
+
+    def _threaded(self) -> list[tuple[int, Mapping[str, Any]]]:
+        """Messages in stored order, each with its depth below its parent."""
+        depth: dict[str, int] = {}
+        rows: list[tuple[int, Mapping[str, Any]]] = []
+        for msg in self.messages:
+            # Stored messages link by internal id (parentId), wire messages by external id.
+            parent = _get(
+                msg,
+                "parentId",
+                "parent_id",
+                "parentExternalMessageId",
+                "parent_external_message_id",
+            )
+            d = depth[str(parent)] + 1 if parent is not None and str(parent) in depth else 0
+            for key in ("id", "externalMessageId", "external_message_id"):
+                if msg.get(key) is not None:
+                    depth[str(msg[key])] = d
+            rows.append((min(d, 6), msg))
+        return rows
+
+    @property
+    def kinds(self) -> list[str]:
+        """The message kinds in order (``user``, ``tool_call``, ``final_response``...)."""
+        return [_kind(m) for m in self.messages]
+
+    # -- rendering -------------------------------------------------------------------
+
+    def _system_html(self) -> str:
+        sp = _as_dict(self.system_prompt)
+        if not sp:
+            return ""
+        bg, border, _ = _STYLE["system"]
+        parts: list[str] = []
+        if isinstance(sp, str):
+            parts.append(_json_block(sp))
+        elif isinstance(sp, Mapping):
+            if sp.get("content"):
+                parts.append(_json_block(str(sp["content"])))
+            for comp in sp.get("components") or []:
+                if isinstance(comp, Mapping):
+                    label = html.escape(str(comp.get("name") or comp.get("type") or "component"))
+                    parts.append(
+                        f"<div><i>{label}</i>{_json_block(str(comp.get('content')))}</div>"
+                    )
+            if sp.get("variables"):
+                parts.append("<div><i>variables</i>" + _json_block(sp["variables"]) + "</div>")
+        return (
+            f'<div style="background:{bg};border-left:4px solid {border};padding:6px 10px;'
+            f'margin:4px 0;color:#202124"><b>system prompt</b>{"".join(parts)}</div>'
+        )
+
+    def _message_html(self, depth: int, msg: Mapping[str, Any]) -> str:
+        kind = _kind(msg)
+        bg, border, label = _STYLE.get(kind, _DEFAULT_STYLE)
+        head = html.escape(label or kind)
+        tool = _get(msg, "toolName", "tool_name")
+        if tool:
+            head += f" <code>{html.escape(str(tool))}</code>"
+        meta = _meta(msg)
+        if meta:
+            head += f' <span style="color:#5f6368;font-size:85%">{meta}</span>'
+        body: list[str] = []
+        content = _get(msg, "content")
+        if content not in (None, ""):
+            body.append(f'<div style="white-space:pre-wrap">{html.escape(str(content))}</div>')
+        for name in ("input", "output"):
+            value = _as_dict(_get(msg, name))
+            if value in (None, {}, "") or value == {"result": content}:
+                continue  # an observation's output usually repeats its content
+            body.append(f"<div><i>{name}</i>{_json_block(value)}</div>")
+        context = _get(msg, "context")
+        if context:
+            body.append(f"<details><summary>context</summary>{_json_block(str(context))}</details>")
+        return (
+            f'<div class="gf-msg gf-{html.escape(kind)}" style="background:{bg};'
+            f"border-left:4px solid {border};padding:6px 10px;margin:4px 0 4px "
+            f'{depth * 24}px;color:#202124"><b>{head}</b>{"".join(body)}</div>'
+        )
+
+    def _repr_html_(self) -> str:
+        parts = ['<div class="gf-transcript" style="font-family:sans-serif;font-size:90%">']
+        if self.title:
+            parts.append(f'<h4 style="margin:4px 0">{html.escape(self.title)}</h4>')
+        parts.append(self._system_html())
+        parts.extend(self._message_html(d, m) for d, m in self._threaded())
+        if not self.messages:
+            parts.append("<p><i>no messages stored</i></p>")
+        if self.viewer_url:
+            url = html.escape(self.viewer_url, quote=True)
+            parts.append(f'<p>Open in the viewer: <a href="{url}" target="_blank">{url}</a></p>')
+        parts.append("</div>")
+        return "".join(parts)
+
+    def __str__(self) -> str:
+        lines = [self.title] if self.title else []
+        for depth, msg in self._threaded():
+            kind = _kind(msg)
+            tool = _get(msg, "toolName", "tool_name")
+            text = _get(msg, "content")
+            if text in (None, "") and _get(msg, "input") is not None:
+                text = json.dumps(_as_dict(_get(msg, "input")), sort_keys=True, default=str)
+            if text in (None, "") and _get(msg, "output") is not None:
+                text = json.dumps(_as_dict(_get(msg, "output")), sort_keys=True, default=str)
+            label = f"{kind}({tool})" if tool else kind
+            short = " ".join(str(text or "").split())
+            if len(short) > 100:
+                short = short[:97] + "..."
+            lines.append(f"{'  ' * depth}{label}: {short}")
+        if self.viewer_url:
+            lines.append(f"viewer: {self.viewer_url}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Transcript {self.title or ''} ({len(self.messages)} messages)>".replace("  ", " ")
+
+
+def transcript(
+    messages: Iterable[Mapping[str, Any]],
+    *,
+    title: str | None = None,
+    system_prompt: Any = None,
+    viewer_url: str | None = None,
+) -> Transcript:
+    """Build a :class:`Transcript`; make it a cell's last expression to display it."""
+    return Transcript(messages, title=title, system_prompt=system_prompt, viewer_url=viewer_url)
+
+
+def from_conversation(conv: Mapping[str, Any], *, viewer_url: str | None = None) -> Transcript:
+    """A :class:`Transcript` of one conversation as the local collector returns it
+    (``Store.get_conversation`` / ``GET /api/v1/conversations/{id}``): its messages, its
+    system prompt with components and variables, titled by the external conversation id."""
+    prompt = conv.get("prompt")
+    system_prompt: Any = None
+    if isinstance(prompt, Mapping):
+        system_prompt = {
+            "components": prompt.get("components") or [],
+            "variables": conv.get("promptVariables") or None,
+        }
+    title = str(conv.get("externalConversationId") or conv.get("id") or "")
+    return Transcript(
+        conv.get("messages") or [],
+        title=f"conversation {title}" if title else None,
+        system_prompt=system_prompt,
+        viewer_url=viewer_url,
+    )
+
+
+class _Collector(Protocol):
+    """What :func:`show` needs from a collector (``RunningCollector`` has it)."""
+
+    url: str
+
+    def conversation(self, external_conversation_id: str) -> dict[str, Any] | None: ...
+
+
+def show(collector: _Collector, external_conversation_id: str, *, flush: bool = True) -> Transcript:
+    """Render what ``collector`` stored for one conversation, with a link to its viewer page.
+
+    With ``flush`` (default) the default client is flushed first, so everything recorded
+    so far has arrived. An unknown conversation renders as "no messages stored".
+    """
+    if flush:
+        from .client import flush as flush_default
+
+        flush_default(10.0)
+    conv = collector.conversation(external_conversation_id)
+    if conv is None:
+        return Transcript([], title=f"conversation {external_conversation_id}")
+    url = f"{collector.url.rstrip('/')}/conversations/{conv.get('id')}"
+    return from_conversation(conv, viewer_url=url)

@@ -1,0 +1,172 @@
+"""The demo notebooks run top to bottom in a real Jupyter kernel, and store what they say.
+
+Each notebook starts its own local collector; the test hands it a database path through
+``GF_NOTEBOOK_DB`` and, after the kernel has shut down, opens that SQLite file with the
+collector's :class:`~gf_integrations.collector.Store` and checks the stored conversations.
+The kernel is this interpreter (a kernelspec written to a temp dir at test time), so the
+notebooks see exactly the packages under test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("uvicorn")
+
+from gf_integrations.collector import Store  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+KERNEL = "gf-integrations-test"
+
+
+def _load_build() -> Any:
+    spec = importlib.util.spec_from_file_location("gf_notebooks_build", NB_DIR / "build.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_build()
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A kernelspec pinned to this interpreter, found first through JUPYTER_PATH."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec_dir = root / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "gf-integrations tests",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(root), old) if p)
+    try:
+        yield KERNEL
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = old
+
+
+def run_notebook(
+    name: str, kernel_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Store]:
+    """Execute the committed notebook; return it (with fresh outputs) and its store."""
+    db = tmp_path / "notebook.sqlite3"
+    for var in [v for v in os.environ if v.startswith("GREENFLASH_")]:
+        monkeypatch.delenv(var)  # the notebooks must not need (or reach) a real account
+    monkeypatch.setenv(build.DB_ENV, str(db))
+    nb = nbformat.read(NB_DIR / name, as_version=4)
+    build.execute(nb, kernel_name=kernel_name, timeout=90)
+    assert db.exists(), "the notebook's collector did not use GF_NOTEBOOK_DB"
+    return nb, Store(db)
+
+
+def stored(store: Store, external_id: str) -> dict[str, Any]:
+    cid = store.find_conversation_id(external_id)
+    assert cid is not None, f"conversation {external_id!r} was not stored"
+    conv = store.get_conversation(cid)
+    assert conv is not None
+    return conv
+
+
+def kinds(conv: dict[str, Any]) -> list[str]:
+    return [m["messageType"] for m in conv["messages"]]
+
+
+def html_outputs(nb: Any) -> list[str]:
+    return [
+        out["data"]["text/html"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if "text/html" in out.get("data", {})
+    ]
+
+
+def assert_transcripts_shown(nb: Any, store: Store, *external_ids: str) -> None:
+    """The last cells display each conversation's transcript, linked to the viewer."""
+    shown = html_outputs(nb)
+    assert len(shown) == len(external_ids)
+    for page, ext in zip(shown, external_ids, strict=True):
+        conv = stored(store, ext)
+        assert f"conversation {ext}" in page
+        assert f"/conversations/{conv['id']}" in page
+        for m in conv["messages"]:
+            if m["content"]:
+                # Escaped exactly like the transcript escapes it.
+                assert m["content"].replace("'", "&#x27;").replace('"', "&quot;") in page
+
+
+def test_langchain_notebook(kernel_name, tmp_path, monkeypatch):
+    nb, store = run_notebook("01_langchain.ipynb", kernel_name, tmp_path, monkeypatch)
+    chat = stored(store, "trip-42")
+    assert chat["externalUserId"] == "alice"
+    assert kinds(chat) == ["user_message", "assistant_message"] * 2
+    assert [m["content"] for m in chat["messages"]][::2] == [
+        "What is Lisbon like in April?",
+        "Any tip for getting around?",
+    ]
+    assert chat["messages"][1]["model"] == "fake-gpt-1"
+    components = chat["prompt"]["components"]
+    assert any("{{company}}" in c["content"] for c in components)
+    assert chat["promptVariables"] == {"company": "Acme Travel"}
+
+    agent = stored(store, "support-7")
+    assert agent["externalUserId"] == "bob"
+    msgs = agent["messages"]
+    ks = kinds(agent)
+    assert ks[0] == "user_message"
+    assert ks[-1] == "final_response"
+    calls = [m for m in msgs if m["messageType"] == "tool_call"]
+    assert [(c["toolName"], c["input"]) for c in calls] == [
+        ("search_docs", {"query": "refunds"}),
+        ("order_status", {"order_id": "A-1001"}),
+    ]
+    by_id = {m["id"]: m for m in msgs}
+    observations = [m for m in msgs if m["messageType"] == "observation"]
+    assert [by_id[o["parentId"]]["toolName"] for o in observations] == [
+        "search_docs",
+        "order_status",
+    ]
+    (retrieval,) = [m for m in msgs if m["messageType"] == "retrieval"]
+    assert retrieval["output"]["documents"][0]["metadata"] == {"source": "kb/refunds"}
+    assert "within 14 days" in msgs[-1]["content"]
+    assert "Acme's support agent" in agent["prompt"]["components"][0]["content"]
+    assert_transcripts_shown(nb, store, "trip-42", "support-7")
+
+
+def test_committed_notebooks_are_generated_and_normalised():
+    """The committed files match notebooks/build.py and carry no ports or timings."""
+    assert build.main(["--check"]) == 0
+    for name in build.NOTEBOOKS:
+        text = (NB_DIR / name).read_text()
+        assert not re.search(r"127\.0\.0\.1:\d", text), name
+        nb = nbformat.read(NB_DIR / name, as_version=4)
+        nbformat.validate(nb)
+        for cell in nb.cells:
+            assert "execution" not in cell.metadata, name
+            for out in cell.get("outputs", []):
+                assert out.get("output_type") != "error", name
+                assert out.get("name") != "stderr", name
