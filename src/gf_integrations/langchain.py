@@ -105,11 +105,14 @@ _LLM, _CHAIN, _TOOL, _RETRIEVER = 1, 2, 3, 4
 class _Root:
     """Per-root-run state shared by all runs of one tree."""
 
-    __slots__ = ("client", "conv", "prompt")
+    __slots__ = ("client", "conv", "held", "llm_seen", "prompt", "run_id")
 
-    def __init__(self, client: GreenflashClient, conv: Any) -> None:
+    def __init__(self, client: GreenflashClient, conv: Any, run_id: UUID) -> None:
         self.client = client
         self.conv = conv
+        self.run_id = run_id
+        self.llm_seen = False
+        self.held: list[Retrieval] | None = None
         # (serialized ChatPromptTemplate, its inputs) from the last prompt run
         self.prompt: tuple[Mapping[str, Any], Any] | None = None
 
@@ -535,7 +538,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             native_organization_id=md.get("greenflash_organization_id"),
             fallback_conversation_id=str(run_id),
         )
-        return _Root(client, conv)
+        return _Root(client, conv, run_id)
 
     # -- chat models and LLMs ------------------------------------------------------------
 
@@ -685,10 +688,19 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         if isinstance(messages, list):
             messages = functools.partial(_to_chats, messages)
         partial = error is not None and reply is not None
-        if error is not None and (
-            isinstance(error, GeneratorExit) or type(error).__name__ == "CancelledError"
-        ):
-            partial = True  # abandoned stream / cancelled task: keep what was said, no error row
+        if isinstance(error, GeneratorExit) or type(error).__name__ == "CancelledError":
+            # abandoned stream / cancelled task: keep what was said, not an error
+            partial, error = True, None
+        held = root.held
+        if held:
+            # retrievals made before the turn's user message was known (RAG chains):
+            # emit the history first, then the retrievals, then the reply, so that the
+            # retrieved text lands in the reply's context
+            root.held = None
+            root.client.record(LLMCall(conv=root.conv, key=key, messages=messages or ()))
+            for ev in held:
+                root.client.record(ev)
+        root.llm_seen = True
         root.client.record(
             LLMCall(
                 conv=root.conv,
@@ -765,7 +777,11 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         """Free the run; record the step end when captured."""
         try:
             run = _runs.pop(run_id, None)
-            if run is None or run.name is None:
+            if run is None:
+                return
+            if run.root.held and run.root.run_id == run_id:
+                _release_held(run.root)
+            if run.name is None:
                 return
             run.root.client.record(
                 Step(run.root.conv, str(run_id), run.name, "end", data=outputs, parent_key=run.a)
@@ -784,7 +800,11 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         """Free the run; an interrupt ends a captured step normally."""
         try:
             run = _runs.pop(run_id, None)
-            if run is None or run.name is None:
+            if run is None:
+                return
+            if run.root.held and run.root.run_id == run_id:
+                _release_held(run.root)
+            if run.name is None:
                 return
             interrupted = _is_bubble_up(error)
             run.root.client.record(
@@ -947,17 +967,27 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     @staticmethod
     def _record_retrieval(run: _Run, key: str, documents: Any, error: BaseException | None) -> None:
         root = run.root
-        root.client.record(
-            Retrieval(
-                root.conv,
-                key,
-                run.a,
-                documents,
-                retriever=run.name,
-                started_at=run.started,
-                error=error,
-            )
+        event = Retrieval(
+            root.conv,
+            key,
+            run.a,
+            documents,
+            retriever=run.name,
+            started_at=run.started,
+            error=error,
         )
+        if root.llm_seen or root.run_id.hex == key:
+            root.client.record(event)
+        else:
+            # no model call yet in this root: the user message is unknown, hold it
+            # (see _record_llm); released at the root's end if no model call comes
+            root.held = [*(root.held or ()), event]
+
+
+def _release_held(root: _Root) -> None:
+    held, root.held = root.held, None
+    for ev in held or ():
+        root.client.record(ev)
 
 
 def _is_step(
