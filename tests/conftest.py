@@ -172,3 +172,21 @@ def gf_client(make_client: Callable[..., gf.GreenflashClient]) -> Iterator[gf.Gr
     client_mod._default = client
     yield client
     client_mod._default = previous
+
+
+@pytest.fixture
+def collector() -> Iterator[Any]:
+    """A real local collector (temp SQLite file, free loopback port) for one test.
+
+    Point clients at ``collector.base_url``; read back with ``collector.messages(ext_id)``,
+    ``collector.conversation_tree(ext_id)``, ``collector.conversations()``.
+    """
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    from gf_integrations.collector import start_collector
+
+    running = start_collector()
+    try:
+        yield running
+    finally:
+        running.stop()

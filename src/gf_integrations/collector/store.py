@@ -366,10 +366,13 @@ class Store:
         results: list[dict[str, Any]] = []
         by_external: dict[str, str] = {}  # within this request
         created_ids: set[str] = set()
+        # Sequential stamps start at "now", or just after the conversation's latest
+        # server-time message when requests come faster than the clock ticks. Explicit
+        # future createdAt values do not drag later stamps along.
         last = db.execute(
-            "SELECT MAX(created_at) FROM messages WHERE conversation_id = ?", (cid,)
+            "SELECT MAX(created_at) FROM messages WHERE conversation_id = ? AND created_at <= ?",
+            (cid, _iso(now + dt.timedelta(seconds=1))),
         ).fetchone()[0]
-        # Sequential stamps: after "now" and after the conversation's last message.
         clock = now
         if last is not None:
             last_dt = _parse_time(last)
