@@ -167,15 +167,24 @@ def test_interrupt_is_not_an_error_and_resume_stays_in_conversation(gf_client, c
 
 def test_capture_steps_records_nodes_only_properly_parented(gf_client, capture_server):
     graph = agent([get_weather])
-    graph.invoke({"messages": [("user", "weather in Bern?")]},
-                 config=cfg(GreenflashCallbackHandler(capture_steps=True)))
+    graph.invoke(
+        {"messages": [("user", "weather in Bern?")]},
+        config=cfg(GreenflashCallbackHandler(capture_steps=True)),
+    )
     msgs = delivered(capture_server, gf_client)
-    steps = [(m["messageType"], m["content"]) for m in msgs if m.get("messageType", "").startswith("chain")]
+    steps = [
+        (m["messageType"], m["content"])
+        for m in msgs
+        if m.get("messageType", "").startswith("chain")
+    ]
     assert steps == [
         ("chain_start", "LangGraph"),
-        ("chain_start", "agent"), ("chain_end", "agent"),
-        ("chain_start", "tools"), ("chain_end", "tools"),
-        ("chain_start", "agent"), ("chain_end", "agent"),
+        ("chain_start", "agent"),
+        ("chain_end", "agent"),
+        ("chain_start", "tools"),
+        ("chain_end", "tools"),
+        ("chain_start", "agent"),
+        ("chain_end", "agent"),
         ("chain_end", "LangGraph"),
     ]
     ids = {m["externalMessageId"]: m for m in msgs}
@@ -195,11 +204,15 @@ def test_fifty_concurrent_conversations_on_one_handler(gf_client, capture_server
     handler = GreenflashCallbackHandler(external_user_id="u-many")
 
     async def main() -> None:
-        await asyncio.gather(*(
-            graph.ainvoke({"messages": [("user", f"weather in City{i}?")]},
-                          config=cfg(handler, f"conv-{i}"))
-            for i in range(50)
-        ))
+        await asyncio.gather(
+            *(
+                graph.ainvoke(
+                    {"messages": [("user", f"weather in City{i}?")]},
+                    config=cfg(handler, f"conv-{i}"),
+                )
+                for i in range(50)
+            )
+        )
 
     asyncio.run(main())
     delivered(capture_server, gf_client)
