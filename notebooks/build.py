@@ -259,11 +259,10 @@ def openai_notebook() -> list[Any]:
         """),
         code("""
         with gf.conversation("capitals-quiz"):
-            first = client.responses.create(
-                model="gpt-4o-mini", instructions="Answer with the city only.", input="Capital of Italy?"
-            )
+            rules = "Answer with the city only."  # instructions are not carried over: resend them
+            first = client.responses.create(model="gpt-4o-mini", instructions=rules, input="Capital of Italy?")
             second = client.responses.create(
-                model="gpt-4o-mini", input="And of Germany?", previous_response_id=first.id
+                model="gpt-4o-mini", instructions=rules, input="And of Germany?", previous_response_id=first.id
             )
         print(first.output_text, "|", second.output_text)
         """),
@@ -302,7 +301,8 @@ def llamaindex_notebook() -> list[Any]:
         code("""
         from gf_integrations.llamaindex import GreenflashInstrumentor
 
-        GreenflashInstrumentor(external_user_id="carol").instrument()
+        GreenflashInstrumentor(external_user_id="carol").instrument()  # once per process
+        print("LlamaIndex is instrumented")
         """),
         md("""
         ## 1. A query engine over a small index
@@ -311,14 +311,15 @@ def llamaindex_notebook() -> list[Any]:
         """),
         code("""
         from _helpers import fake_llm, keyword_embedding
-        from llama_index.core import Document, Settings, VectorStoreIndex
+        from llama_index.core import Settings, VectorStoreIndex
+        from llama_index.core.schema import TextNode
 
         Settings.llm = fake_llm()
         Settings.embed_model = keyword_embedding()
-        index = VectorStoreIndex.from_documents([
-            Document(text="The Acme X2 battery lasts 18 hours and charges fully in 90 minutes.", doc_id="x2-battery"),
-            Document(text="The Acme X2 weighs 1.2 kg and has a 14-inch screen.", doc_id="x2-specs"),
-            Document(text="Acme laptops come with a two-year warranty.", doc_id="warranty"),
+        index = VectorStoreIndex([
+            TextNode(id_="x2-battery", text="The Acme X2 battery lasts 18 hours and charges fully in 90 minutes."),
+            TextNode(id_="x2-specs", text="The Acme X2 weighs 1.2 kg and has a 14-inch screen."),
+            TextNode(id_="warranty", text="Acme laptops come with a two-year warranty."),
         ])
         query_engine = index.as_query_engine(similarity_top_k=2)
 

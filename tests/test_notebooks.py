@@ -170,3 +170,70 @@ def test_committed_notebooks_are_generated_and_normalised():
             for out in cell.get("outputs", []):
                 assert out.get("output_type") != "error", name
                 assert out.get("name") != "stderr", name
+
+
+def tool_results(conv: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(type, tool name of the parent tool_call, content) of observations and tool errors."""
+    by_id = {m["id"]: m for m in conv["messages"]}
+    return [
+        (m["messageType"], by_id[m["parentId"]]["toolName"], m["content"])
+        for m in conv["messages"]
+        if m["messageType"] in ("observation", "tool_error")
+    ]
+
+
+def test_llamaindex_notebook(kernel_name, tmp_path, monkeypatch):
+    nb, store = run_notebook("03_llamaindex.ipynb", kernel_name, tmp_path, monkeypatch)
+    rag = stored(store, "x2-questions")
+    assert rag["externalUserId"] == "carol"
+    ks = kinds(rag)
+    assert ks[0] == "user_message"
+    assert ks[-1] == "final_response"
+    assert rag["messages"][0]["content"] == "How long does the X2 battery last?"
+    (retrieval,) = [m for m in rag["messages"] if m["messageType"] == "retrieval"]
+    assert [d["id"] for d in retrieval["output"]["documents"]] == ["x2-battery", "x2-specs"]
+    answer = rag["messages"][-1]
+    assert answer["content"].endswith("lasts 18 hours and charges fully in 90 minutes.")
+    assert "lasts 18 hours" in answer["context"]
+    assert answer["model"] == "fake-llm-1"
+
+    agent = stored(store, "concierge-1")
+    ks = kinds(agent)
+    assert ks[0] == "user_message"
+    assert ks[-1] == "final_response"
+    calls = [(m["toolName"], m["input"]) for m in agent["messages"] if m["toolName"]]
+    assert ("get_weather", {"city": "Rome"}) in calls
+    assert ("book_table", {"city": "Rome"}) in calls
+    assert tool_results(agent) == [
+        ("observation", "get_weather", "Sunny and 24 °C in Rome."),
+        ("tool_error", "book_table", "RuntimeError: no tables left tonight"),
+    ]
+    assert agent["prompt"]["components"][0]["content"] == "You are a concierge. Use the tools."
+    assert_transcripts_shown(nb, store, "x2-questions", "concierge-1")
+
+
+def test_openai_notebook(kernel_name, tmp_path, monkeypatch):
+    nb, store = run_notebook("02_openai.ipynb", kernel_name, tmp_path, monkeypatch)
+    chat = stored(store, "geo-chat")
+    assert chat["externalUserId"] == "alice"
+    assert kinds(chat) == ["user_message", "assistant_message"] * 2  # history stored once
+    assert [m["content"] for m in chat["messages"]] == [
+        "What is the capital of Portugal?",
+        "The capital you asked about is Lisbon.",
+        "And the capital of Japan?",
+        "The capital you asked about is Tokyo.",  # the streamed reply
+    ]
+    assert chat["prompt"]["components"][0]["content"] == "You are a concise geography tutor."
+    assert chat["messages"][1]["model"] == "gpt-4o-mini"
+
+    tools = stored(store, "weather-bot")
+    assert kinds(tools) == ["user_message", "tool_call", "observation", "final_response"]
+    assert tools["messages"][1]["toolName"] == "get_weather"
+    assert tools["messages"][1]["input"] == {"city": "Rome"}
+    assert tool_results(tools) == [("observation", "get_weather", "Sunny and 24 °C in Rome.")]
+
+    quiz = stored(store, "capitals-quiz")
+    assert kinds(quiz) == ["user_message", "assistant_message"] * 2
+    assert [m["content"] for m in quiz["messages"]][1::2] == ["Rome", "Berlin"]
+    assert quiz["prompt"]["components"][0]["content"] == "Answer with the city only."
+    assert_transcripts_shown(nb, store, "geo-chat", "weather-bot", "capitals-quiz")
