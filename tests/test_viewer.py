@@ -1,0 +1,236 @@
+"""The viewer in a real headless Chromium: transcript order, message kinds, escaping."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("starlette")
+
+from gf_integrations.collector import start_collector
+
+pytestmark = pytest.mark.slow
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+
+def _post(col, body):
+    r = httpx.post(col.base_url + "/messages", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _seed(col, *, hostile: bool = True) -> None:
+    """A tidy chat and agentic conversation (for the screenshot), and a hostile one."""
+    _post(
+        col,
+        {
+            "externalUserId": "grace@example.com",
+            "externalConversationId": "chat-7",
+            "messages": [
+                {"role": "user", "content": "Is Lisbon nice in March?"},
+                {"role": "assistant", "content": "Yes: mild weather and fewer crowds."},
+            ],
+        },
+    )
+    _post(
+        col,
+        {
+            "externalUserId": "ada@example.com",
+            "externalOrganizationId": "acme",
+            "externalConversationId": "support-42",
+            "model": "gpt-4o",
+            "systemPrompt": {
+                "externalPromptId": "travel",
+                "components": [
+                    {
+                        "content": "You are {{assistant}}, a travel assistant for {{company}}.",
+                        "name": "persona",
+                        "type": "system",
+                        "source": "customer",
+                    },
+                    {"content": "Never invent prices.", "name": "guardrails", "type": "guardrail"},
+                ],
+                "variables": {"assistant": "Skye", "company": "Acme Travel"},
+            },
+            "messages": [
+                {"role": "user", "content": "Find me a hotel in Lisbon.", "externalMessageId": "u"},
+                {
+                    "messageType": "thought",
+                    "content": "Search hotels, check the policy.",
+                    "externalMessageId": "th",
+                    "parentExternalMessageId": "u",
+                    "model": "gpt-4o",
+                    "properties": {
+                        "usage": {"input_tokens": 120, "output_tokens": 48},
+                        "latencyMs": 1180.5,
+                    },
+                },
+                {
+                    "messageType": "tool_call",
+                    "toolName": "search_hotels",
+                    "input": {"city": "Lisbon", "nights": 3},
+                    "externalMessageId": "tc",
+                    "parentExternalMessageId": "th",
+                },
+                {
+                    "messageType": "observation",
+                    "toolName": "search_hotels",
+                    "output": {"hotels": [{"name": "Casa do Tejo", "price_eur": 118}]},
+                    "externalMessageId": "ob",
+                    "parentExternalMessageId": "tc",
+                    "properties": {"latencyMs": 610},
+                },
+                {
+                    "messageType": "tool_call",
+                    "toolName": "get_rate",
+                    "input": {"from": "EUR"},
+                    "externalMessageId": "tc2",
+                    "parentExternalMessageId": "th",
+                },
+                {
+                    "messageType": "tool_error",
+                    "toolName": "get_rate",
+                    "content": "TimeoutError: rates service did not answer",
+                    "output": {"error": {"type": "TimeoutError"}},
+                    "externalMessageId": "te",
+                    "parentExternalMessageId": "tc2",
+                },
+                {
+                    "messageType": "retrieval",
+                    "content": "cancellation policy",
+                    "output": {
+                        "documents": [
+                            {"id": "policy.md", "score": 0.91, "text": "Free cancellation 48 h."}
+                        ]
+                    },
+                    "externalMessageId": "rt",
+                    "parentExternalMessageId": "u",
+                },
+                {
+                    "messageType": "final_response",
+                    "content": "Casa do Tejo, 118 EUR/night, free cancellation up to 48 h.",
+                    "model": "gpt-4o",
+                    "externalMessageId": "fa",
+                    "parentExternalMessageId": "u",
+                    "properties": {
+                        "usage": {"input_tokens": 260, "output_tokens": 51},
+                        "latencyMs": 1402,
+                    },
+                },
+            ],
+        },
+    )
+    if not hostile:
+        return
+    _post(
+        col,
+        {
+            "externalUserId": "mallory",
+            "externalConversationId": "hostile",
+            "systemPrompt": "<script>window.__pwned = 3</script>",
+            "messages": [
+                {"role": "user", "content": "first " + XSS, "externalMessageId": "1"},
+                {
+                    "role": "assistant",
+                    "content": "second",
+                    "properties": {"x": XSS},
+                    "input": {XSS: XSS},
+                },
+                {"role": "user", "content": "third"},
+            ],
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def browser():
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("no chromium binary (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=binary,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_viewer_transcript_order_kinds_and_screenshot(browser):
+    with start_collector() as col:
+        _seed(col, hostile=False)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        conv_id = col.conversation("support-42")["id"]
+        page.goto(f"{col.url}/conversations/{conv_id}")
+        kinds = page.eval_on_selector_all(".msg", "els => els.map(e => e.dataset.type)")
+        assert kinds == [
+            "user_message",
+            "thought",
+            "tool_call",
+            "observation",
+            "tool_call",
+            "tool_error",
+            "retrieval",
+            "final_response",
+        ]
+        depths = page.eval_on_selector_all(".msg", "els => els.map(e => +e.dataset.depth)")
+        assert depths == [0, 1, 2, 3, 2, 3, 1, 1]
+        # message kinds look different (distinct left border colours per kind)
+        colours = page.eval_on_selector_all(
+            ".msg", "els => els.map(e => getComputedStyle(e).borderLeftColor)"
+        )
+        assert len({colours[0], colours[2], colours[5], colours[6], colours[7]}) == 5
+        assert page.locator(".k-tool pre").first.inner_text().count('"city": "Lisbon"') == 1
+        assert "Free cancellation 48 h." in page.locator(".k-retrieval .doc-text").inner_text()
+        assert "in 120 · out 48 tok" in page.locator(".k-thought .chip-usage").inner_text()
+        assert page.locator(".k-final .chip-latency").inner_text() == "1402 ms"
+        # system prompt components with the variables highlighted
+        assert page.locator(".prompt .comp").count() == 2
+        assert page.locator(".prompt .var").all_text_contents() == [
+            "assistantSkye",
+            "companyAcme Travel",
+        ]
+        assert page.locator("nav a.conv").count() == 2
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / "viewer.png"), full_page=True)
+        page.close()
+    assert (DOCS / "viewer.png").stat().st_size > 10_000
+
+
+def test_injected_script_never_runs_and_shows_as_text(browser):
+    with start_collector() as col:
+        _seed(col)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(col.url + "/?c=hostile")
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.locator("script").count() == 0
+        assert page.locator(".msg img").count() == 0
+        contents = page.locator(".msg .content").all_inner_texts()
+        assert contents == ["first " + XSS, "second", "third"]
+        assert json.dumps(XSS) in page.locator(".k-assistant pre").first.inner_text()
+        assert "<script>window.__pwned = 3</script>" in page.locator(".prompt").inner_text()
+        # the list links to both conversations and navigation works
+        page.click("nav a.conv >> text=support-42")
+        assert page.locator(".msg").count() == 8
+        assert page.locator("nav a.conv").count() == 3
+        assert page.evaluate("() => window.__pwned") is None
+        assert errors == []
+        page.close()
