@@ -384,6 +384,11 @@ class _Progress:
         self.tty = stream.isatty()
         self.last = 0.0
 
+    def note(self, message: str) -> None:
+        """Print a message line without leaving a half-drawn bar behind."""
+        self.stream.write(("\r\033[K" if self.tty else "") + message + "\n")
+        self.stream.flush()
+
     def update(
         self, done: int, created: int, dedup: int, skipped: int, final: bool = False
     ) -> None:
@@ -565,7 +570,7 @@ def upload_file(
     base_url: str,
     api_key: str | None,
     batch_size: int = 100,
-    err: TextIO = sys.stderr,
+    err: TextIO | None = None,
     retry_budget: float = 60.0,
 ) -> dict[str, int]:
     """Upload a JSONL file; returns counts: created, deduplicated, skipped, failed, lines."""
@@ -574,7 +579,7 @@ def upload_file(
     file_key = os.path.basename(path)
     with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         lines = fh.readlines()
-    progress = _Progress(len(lines), err)
+    progress = _Progress(len(lines), err or sys.stderr)
     try:
         for line_no, raw in enumerate(lines, 1):
             counts["lines"] += 1
@@ -586,19 +591,18 @@ def upload_file(
                         f"{'.'.join(str(p) for p in e['loc']) or '(line)'}: {e['msg']}"
                         for e in exc.errors(include_url=False)[:5]
                     )
-                    print(f"\nline {line_no}: skipped: {where}", file=err)
+                    progress.note(f"line {line_no}: skipped: {where}")
                     counts["skipped"] += 1
                 except (ValueError, TypeError, RecursionError) as exc:
-                    print(f"\nline {line_no}: skipped: {str(exc)[:200]}", file=err)
+                    progress.note(f"line {line_no}: skipped: {str(exc)[:200]}")
                     counts["skipped"] += 1
                 else:
                     for body in _chunks(req, batch_size):
                         result = _post(exporter, body, 30.0, retry_budget)
                         if not result.ok:
-                            print(
-                                f"\nline {line_no}: rejected ({result.status or 'no answer'}): "
-                                f"{result.detail[:300]}",
-                                file=err,
+                            progress.note(
+                                f"line {line_no}: rejected ({result.status or 'no answer'}): "
+                                f"{result.detail[:300]}"
                             )
                             counts["failed"] += 1
                             break

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 INSTALL_HINT = "pip install 'gf-integrations[local]'"
 
 
 def require() -> None:
     """Raise ImportError naming the extra when starlette or uvicorn is missing."""
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    missing = []
+    for name in ("starlette", "uvicorn"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ImportError(
             f"the local collector needs {' and '.join(missing)}: {INSTALL_HINT}",
