@@ -6,9 +6,11 @@ An exporter classifies the outcome; the uploader owns the retry policy.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import email.utils
 import json
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -57,40 +59,86 @@ def parse_retry_after(
     if raw_ms is not None:
         try:
             value = float(raw_ms) / 1000.0
-            if value >= 0 and value == value and value != float("inf"):
-                return value
         except ValueError:
             pass
+        else:
+            if math.isfinite(value) and value >= 0:
+                return value
     raw = getter("retry-after")
     if raw is None:
         return None
     raw = raw.strip()
     try:
         value = float(raw)
-        return value if 0 <= value < float("inf") else None
     except ValueError:
         pass
+    else:
+        return value if math.isfinite(value) and value >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP-dates are GMT
+        when = when.replace(tzinfo=dt.timezone.utc)
     delta = when.timestamp() - (time.time() if now is None else now)
     return delta if delta > 0 else None
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """The server's error message, short, never the request payload."""
+# Keys of a JSON error body worth logging. Validation errors often echo the offending
+# value ("received", "input", "value"...): those are payload, so they are left out.
+_ERROR_KEYS = frozenset(
+    {
+        "error",
+        "message",
+        "detail",
+        "details",
+        "errors",
+        "issues",
+        "path",
+        "loc",
+        "field",
+        "code",
+        "msg",
+        "type",
+        "expected",
+        "status",
+        "title",
+    }
+)
+
+
+def _error_summary(data: Any, depth: int = 0) -> Any:
+    if depth > 6:
+        return "..."
+    if isinstance(data, dict):
+        return {
+            k: _error_summary(v, depth + 1)
+            for k, v in data.items()
+            if isinstance(k, str) and k in _ERROR_KEYS
+        }
+    if isinstance(data, list):
+        return [_error_summary(v, depth + 1) for v in data[:10]]
+    if isinstance(data, str):
+        return data[:200]
+    return data
+
+
+def _error_detail(response: httpx.Response, secret: str | None = None) -> str:
+    """The server's error message, short, never the request payload nor the key."""
     try:
         data = response.json()
     except Exception:
-        return (response.text or "")[:300]
-    if isinstance(data, dict):
-        for key in ("error", "message", "detail", "errors"):
-            if key in data:
-                return json.dumps(data[key], ensure_ascii=False)[:500]
-    return json.dumps(data, ensure_ascii=False)[:300]
+        ctype = response.headers.get("content-type", "")
+        text = "" if "html" in ctype else (response.text or "").strip()[:200]
+    else:
+        if isinstance(data, dict) and ("error" in data or "message" in data):
+            data = {k: v for k, v in data.items() if k in _ERROR_KEYS}
+        text = json.dumps(_error_summary(data), ensure_ascii=False)[:500]
+    if secret and secret in text:
+        text = text.replace(secret, "***")
+    return text
 
 
 class HTTPExporter:
@@ -109,9 +157,11 @@ class HTTPExporter:
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._headers = headers
+        self._secret = api_key
         self._transport = transport
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+        self._fork_orphans: list[httpx.Client] = []
 
     def __repr__(self) -> str:
         return f"HTTPExporter(url={self.url!r})"
@@ -127,8 +177,14 @@ class HTTPExporter:
             return self._client
 
     def reset_after_fork(self) -> None:
-        """Drop the connection pool inherited from the parent process."""
+        """Drop the connection pool inherited from the parent process.
+
+        The parent's pool is kept referenced (never closed nor collected here), so its
+        sockets are not shut down under the parent.
+        """
         self._lock = threading.Lock()
+        if self._client is not None:
+            self._fork_orphans.append(self._client)
         self._client = None
 
     def export(self, payload: bytes, *, timeout: float) -> ExportResult:
@@ -164,7 +220,7 @@ class HTTPExporter:
             retryable=retryable,
             retry_after=parse_retry_after(response.headers),
             status=status,
-            detail=_error_detail(response),
+            detail=_error_detail(response, self._secret),
         )
 
     def shutdown(self) -> None:

@@ -1,0 +1,1 @@
+"""Test helpers: server control for the capture server and subprocess scripts."""

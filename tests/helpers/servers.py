@@ -1,0 +1,36 @@
+"""Control a :class:`conftest.CaptureServer` beyond its fixture: take it down, bring it back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+
+def server_down(server: Any) -> None:
+    """Stop listening: new connections are refused until :func:`server_up`."""
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def server_up(server: Any) -> None:
+    """Listen again on the same port, with the same handler (and the same records)."""
+    handler = server.httpd.RequestHandlerClass
+    httpd = ThreadingHTTPServer(("127.0.0.1", server.port), handler)
+    httpd.daemon_threads = True
+    server.httpd = httpd
+    server.thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    server.thread.start()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (for state with no event)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        pause.wait(0.01)
+    return True
