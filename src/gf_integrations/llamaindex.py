@@ -763,7 +763,10 @@ class _Engine:
             return
         llm.error = ev.exception
         llm.partial = True
-        llm.open = max(0, llm.open - 1)
+        if span is None or span.id == llm.owner:
+            llm.open = 0  # the outer stream was closed or failed: the call is over
+        else:
+            llm.open = max(0, llm.open - 1)
         if llm.open == 0:
             llm.exited = True
             self._maybe_finish(llm)

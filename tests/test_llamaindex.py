@@ -1,0 +1,593 @@
+"""GreenflashInstrumentor with LlamaIndex's own fakes, against the loopback capture server.
+
+Everything is offline: ``Settings.llm`` / ``Settings.embed_model`` are set to MockLLM /
+MockEmbedding for every test, agents use MockFunctionCallingLLM with scripted replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("llama_index.core")
+
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.agent.workflow import FunctionAgent
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CompletionResponse,
+    MessageRole,
+    TextBlock,
+    ToolCallBlock,
+)
+from llama_index.core.chat_engine import SimpleChatEngine
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.dispatcher import instrument_tags
+from llama_index.core.llms import MockLLM
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.prompts import PromptTemplate
+
+import gf_integrations as gf
+from gf_integrations.core.context import outer_llm_capture_active
+from gf_integrations.llamaindex import GreenflashInstrumentor
+from gf_integrations.schema import MessageCreateRequest
+
+# -- fixtures and helpers --------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def offline_settings() -> Iterator[None]:
+    """Never let LlamaIndex fall back to OpenAI."""
+    old_llm, old_embed = Settings._llm, Settings._embed_model
+    Settings.llm = MockLLM(max_tokens=4)
+    Settings.embed_model = MockEmbedding(embed_dim=8)
+    yield
+    Settings._llm, Settings._embed_model = old_llm, old_embed
+
+
+@pytest.fixture
+def inst(gf_client: gf.GreenflashClient) -> Iterator[GreenflashInstrumentor]:
+    instrumentor = GreenflashInstrumentor(external_user_id="u-default").instrument()
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+def settle(client: gf.GreenflashClient, server: Any) -> None:
+    """Flush, then wait until the server has stored every delivered message.
+
+    (The capture server appends a body after answering it, so a returned flush can be a
+    moment ahead of ``server.requests``.)
+    """
+    assert client.flush(5)
+    sent = client.stats()["sent"]
+    assert server.wait_for(lambda s: sum(len(r["messages"]) for r in s.requests) >= sent)
+
+
+def conv_requests(server: Any, conv_id: str) -> list[dict[str, Any]]:
+    reqs = [r for r in server.requests if r["externalConversationId"] == conv_id]
+    for r in reqs:
+        MessageCreateRequest.model_validate(r)
+    return reqs
+
+
+def conv_messages(server: Any, conv_id: str) -> list[dict[str, Any]]:
+    return [m for r in conv_requests(server, conv_id) for m in r["messages"]]
+
+
+def kinds(msgs: list[dict[str, Any]]) -> list[str]:
+    return [m.get("role") or m["messageType"] for m in msgs]
+
+
+def system_prompts(server: Any, conv_id: str) -> list[Any]:
+    return [r["systemPrompt"] for r in conv_requests(server, conv_id) if "systemPrompt" in r]
+
+
+def assert_state_empty(inst: GreenflashInstrumentor) -> None:
+    sizes = inst._state_sizes()
+    assert {k: v for k, v in sizes.items() if k != "recent"} == {
+        "spans": 0,
+        "roots": 0,
+        "pending": 0,
+        "awaiting": 0,
+        "builds": 0,
+    }
+
+
+def sys_user(user: str, system: str = "be terse") -> list[ChatMessage]:
+    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
+
+
+@pytest.fixture
+def index() -> VectorStoreIndex:
+    docs = [Document(text="Paris is the capital of France.", metadata={"src": "wiki"})]
+    return VectorStoreIndex.from_documents(docs)
+
+
+def get_weather(city: str) -> str:
+    """Weather for a city."""
+    return f"Sunny in {city}"
+
+
+def broken(x: int) -> str:
+    """Always fails."""
+    raise ValueError("boom")
+
+
+def scripted_tools(messages: Any, **kwargs: Any) -> ChatMessage:
+    """After the latest user message: first ask for both tools, then answer."""
+    turn = sum(1 for m in messages if m.role == MessageRole.USER)
+    last_user = max(i for i, m in enumerate(messages) if m.role == MessageRole.USER)
+    if any(m.role == MessageRole.TOOL for m in messages[last_user:]):
+        return ChatMessage(role="assistant", content=f"It is sunny in Paris (turn {turn}).")
+    return ChatMessage(
+        role="assistant",
+        blocks=[
+            TextBlock(text="Let me check."),
+            ToolCallBlock(
+                tool_call_id=f"call_{turn}_1",
+                tool_name="get_weather",
+                tool_kwargs={"city": "Paris"},
+            ),
+            ToolCallBlock(tool_call_id=f"call_{turn}_2", tool_name="broken", tool_kwargs={"x": 1}),
+        ],
+    )
+
+
+# -- LLM calls ---------------------------------------------------------------------------------
+
+
+def test_chat_then_history_is_stored_once(inst, gf_client, capture_server):
+    llm = Settings.llm
+    with gf.conversation("chat-1", external_user_id="u1"):
+        first = llm.chat(sys_user("hi"))
+        history = [*sys_user("hi"), first.message, ChatMessage(role="user", content="more")]
+        llm.chat(history)
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "chat-1")
+    assert kinds(msgs) == ["user", "assistant", "user", "assistant"]
+    assert [m["content"] for m in msgs] == ["hi", first.message.content, "more", msgs[3]["content"]]
+    assert msgs[1]["parentExternalMessageId"] == msgs[0]["externalMessageId"]
+    assert msgs[3]["parentExternalMessageId"] == msgs[2]["externalMessageId"]
+    assert msgs[1]["model"] == "MockLLM"  # model_name is "unknown": class name instead
+    assert msgs[1]["properties"]["latencyMs"] >= 0
+    assert system_prompts(capture_server, "chat-1") == ["be terse"]  # once per conversation
+    assert {r["externalUserId"] for r in conv_requests(capture_server, "chat-1")} == {"u1"}
+    assert_state_empty(inst)
+
+
+def test_completion_call_and_usage_from_raw(inst, gf_client, capture_server):
+    class UsageLLM(MockLLM):
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+            raw = {"model": "gpt-test-1", "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+            return CompletionResponse(text="pong", raw=raw)
+
+    with gf.conversation("completion-1"):
+        UsageLLM().complete("ping")
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "completion-1")
+    assert kinds(msgs) == ["user", "assistant"]
+    assert [m["content"] for m in msgs] == ["ping", "pong"]
+    assert msgs[1]["model"] == "gpt-test-1"
+    assert msgs[1]["properties"]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2}
+
+
+def test_streaming_chat_is_recorded_at_its_end_and_abandoned_stream_is_closed(
+    inst, gf_client, capture_server
+):
+    llm = Settings.llm
+    with gf.conversation("stream-1"):
+        chunks = list(llm.stream_chat(sys_user("stream please")))
+    with gf.conversation("stream-2"):
+        gen = llm.stream_chat(sys_user("abandon me"))
+        next(gen)
+        gen.close()
+    settle(gf_client, capture_server)
+    full = conv_messages(capture_server, "stream-1")
+    assert kinds(full) == ["user", "assistant"]
+    assert full[1]["content"] == chunks[-1].message.content
+    cut = conv_messages(capture_server, "stream-2")
+    assert kinds(cut) == ["user", "assistant"]
+    assert cut[1]["properties"]["partial"] is True
+    assert cut[1]["properties"]["error"]["type"] == "GeneratorExit"
+    assert_state_empty(inst)
+
+
+def test_never_closed_stream_is_swept_after_ttl(inst, gf_client, capture_server):
+    with gf.conversation("stream-lost"):
+        gen = Settings.llm.stream_chat(sys_user("lost"))
+        next(gen)
+    assert inst._state_sizes()["pending"] == 1
+    engine = inst._engine
+    with engine.lock:
+        engine._sweep(time.monotonic() + 10_000)
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "stream-lost")
+    assert kinds(msgs) == ["user", "assistant"]
+    assert msgs[1]["properties"]["partial"] is True
+    assert_state_empty(inst)
+    del gen
+
+
+def test_llm_error_is_recorded_and_still_raised(inst, gf_client, capture_server):
+    class Failing(MockLLM):
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+            raise RuntimeError("provider down")
+
+    with gf.conversation("llm-error"), pytest.raises(RuntimeError, match="provider down"):
+        Failing().chat(sys_user("hello?"))
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "llm-error")
+    assert kinds(msgs) == ["user", "llm"]
+    assert msgs[1]["content"] == "RuntimeError: provider down"
+    assert msgs[1]["properties"]["error"]["type"] == "RuntimeError"
+    assert_state_empty(inst)
+
+
+def test_prompt_template_becomes_components_and_variables(inst, gf_client, capture_server):
+    with gf.conversation("template-1"):
+        out = Settings.llm.predict(
+            PromptTemplate("Tell me about {topic} in {style}."), topic="cats", style="haiku"
+        )
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "template-1")
+    assert kinds(msgs) == ["assistant"]
+    assert msgs[0]["content"] == out
+    (prompt,) = system_prompts(capture_server, "template-1")
+    assert prompt["components"][0]["content"] == "Tell me about {{topic}} in {{style}}."
+    assert prompt["variables"] == {"topic": "cats", "style": "haiku"}
+
+
+# -- query engines -----------------------------------------------------------------------------
+
+
+def test_query_engine_turn(inst, gf_client, capture_server, index):
+    with gf.conversation("rag-1", external_user_id="u-rag"):
+        response = index.as_query_engine(similarity_top_k=1).query("What is the capital of France?")
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "rag-1")
+    assert kinds(msgs) == ["user", "embedding", "retrieval", "final_response"]
+    user, emb, retrieval, final = msgs
+    assert user["content"] == "What is the capital of France?"
+    assert emb["output"] == {"count": 1, "dimensions": 8}
+    assert "embeddings" not in str(emb) or "0.5" not in str(emb)  # never vectors
+    (doc,) = retrieval["output"]["documents"]
+    node = response.source_nodes[0]
+    assert doc["id"] == node.node.node_id
+    assert doc["text"] == "Paris is the capital of France."
+    assert doc["metadata"] == {"src": "wiki"}
+    assert doc["score"] == pytest.approx(node.score)
+    assert final["content"] == response.response
+    assert final["context"] == "Paris is the capital of France."
+    assert final["model"] == "MockLLM"
+    for m in (emb, retrieval, final):
+        assert m["parentExternalMessageId"] == user["externalMessageId"]
+    (prompt,) = system_prompts(capture_server, "rag-1")
+    text = "\n".join(c["content"] for c in prompt["components"])
+    assert "{{context_str}}" in text
+    assert "{{query_str}}" in text
+    assert prompt["variables"]["query_str"] == "What is the capital of France?"
+    assert_state_empty(inst)
+
+
+class StreamingLLM(MockLLM):
+    """MockLLM whose streamed ``text`` is cumulative (MockLLM's lags one token behind)."""
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+        def gen() -> Iterator[CompletionResponse]:
+            text = ""
+            for word in ("Paris ", "it ", "is."):
+                text += word
+                yield CompletionResponse(text=text, delta=word)
+
+        return gen()
+
+
+def test_streaming_query_answer_is_recorded_when_consumed(inst, gf_client, capture_server, index):
+    Settings.llm = StreamingLLM()
+    with gf.conversation("rag-stream"):
+        response = index.as_query_engine(streaming=True).query("Capital of France?")
+        text = "".join(response.response_gen)
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "rag-stream")
+    assert kinds(msgs) == ["user", "embedding", "retrieval", "final_response"]
+    assert msgs[-1]["content"] == text == "Paris it is."
+    assert msgs[-1]["context"] == "Paris is the capital of France."
+    assert_state_empty(inst)
+
+
+def test_async_query_engine(inst, gf_client, capture_server, index):
+    async def main() -> Any:
+        with gf.conversation("rag-async"):
+            return await index.as_query_engine().aquery("Capital of France?")
+
+    response = asyncio.run(main())
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "rag-async")
+    assert kinds(msgs) == ["user", "embedding", "retrieval", "final_response"]
+    assert msgs[-1]["content"] == response.response
+
+
+def test_index_build_sends_one_summary_in_a_conversation_and_nothing_outside(
+    inst, gf_client, capture_server
+):
+    docs = [Document(text=f"doc number {i}") for i in range(25)]
+    Settings.embed_model = MockEmbedding(embed_dim=8, embed_batch_size=10)
+    VectorStoreIndex.from_documents(docs)  # no conversation: nothing
+    with gf.conversation("build-1"):
+        VectorStoreIndex.from_documents(docs)  # three batches: one summary
+    inst.flush_pending()
+    settle(gf_client, capture_server)
+    assert [m for m in capture_server.messages if m["messageType"] != "embedding"] == []
+    msgs = conv_messages(capture_server, "build-1")
+    assert kinds(msgs) == ["embedding"]
+    assert msgs[0]["output"] == {"count": 25, "dimensions": 8}
+    assert len(capture_server.messages) == 1
+    assert_state_empty(inst)
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+
+def test_function_agent_with_working_and_failing_tool(inst, gf_client, capture_server):
+    llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
+    agent = FunctionAgent(
+        tools=[get_weather, broken], llm=llm, system_prompt="You are a weather bot."
+    )
+
+    async def main() -> Any:
+        with gf.conversation("agent-1", external_user_id="u-agent"):
+            return await agent.run("Weather in Paris?")
+
+    result = asyncio.run(main())
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "agent-1")
+    assert kinds(msgs) == [
+        "user",
+        "thought",
+        "tool_call",
+        "tool_call",
+        "observation",
+        "tool_error",
+        "final_response",
+    ]
+    user, thought, call1, call2 = msgs[:4]
+    by_kind = {m["messageType"]: m for m in msgs[4:]}
+    assert user["content"] == "Weather in Paris?"
+    assert thought["content"] == "Let me check."
+    assert thought["model"] == "MockFunctionCallingLLM"
+    assert (call1["toolName"], call1["input"]) == ("get_weather", {"city": "Paris"})
+    assert (call2["toolName"], call2["input"]) == ("broken", {"x": 1})
+    assert call1["parentExternalMessageId"] == thought["externalMessageId"]
+    obs, err = by_kind["observation"], by_kind["tool_error"]
+    assert obs["output"] == {"result": "Sunny in Paris"}
+    assert obs["parentExternalMessageId"] == call1["externalMessageId"]
+    assert err["toolName"] == "broken"
+    assert "boom" in err["content"]
+    assert err["parentExternalMessageId"] == call2["externalMessageId"]
+    final = by_kind["final_response"]
+    assert final["content"] == str(result.response.content) == "It is sunny in Paris (turn 1)."
+    assert final["parentExternalMessageId"] == user["externalMessageId"]
+    assert system_prompts(capture_server, "agent-1") == ["You are a weather bot."]
+    assert {r["externalUserId"] for r in conv_requests(capture_server, "agent-1")} == {"u-agent"}
+    assert_state_empty(inst)
+
+
+def test_agent_second_turn_does_not_resend_history(inst, gf_client, capture_server):
+    from llama_index.core.memory import Memory
+
+    llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
+    agent = FunctionAgent(
+        tools=[get_weather, broken], llm=llm, system_prompt="You are a weather bot."
+    )
+    memory = Memory.from_defaults(session_id="s1")
+
+    async def main() -> None:
+        with instrument_tags({"gf.conversation_id": "agent-2", "gf.user_id": "u-tags"}):
+            await agent.run("Weather in Paris?", memory=memory)
+            await agent.run("And tomorrow?", memory=memory)
+
+    asyncio.run(main())
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "agent-2")
+    turn = ["thought", "tool_call", "tool_call", "observation", "tool_error", "final_response"]
+    assert sorted(kinds(msgs)) == sorted(["user", *turn, "user", *turn])  # history not resent
+    assert [m["content"] for m in msgs if m.get("role") == "user"] == [
+        "Weather in Paris?",
+        "And tomorrow?",
+    ]
+    assert kinds(msgs)[-1] == "final_response"
+    assert msgs[-1]["content"] == "It is sunny in Paris (turn 2)."
+    assert {r["externalUserId"] for r in conv_requests(capture_server, "agent-2")} == {"u-tags"}
+
+
+# -- chat engines ------------------------------------------------------------------------------
+
+
+def test_chat_engine_plain_and_streaming(inst, gf_client, capture_server):
+    engine = SimpleChatEngine.from_defaults(system_prompt="You are kind.")
+    with gf.conversation("ce-1"):
+        first = engine.chat("hello")
+        streamed = engine.stream_chat("how are you")
+        text = "".join(streamed.response_gen)
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "ce-1")
+    assert kinds(msgs) == ["user", "assistant", "user", "assistant"]
+    assert [m["content"] for m in msgs] == ["hello", first.response, "how are you", text]
+    assert msgs[3]["parentExternalMessageId"] == msgs[2]["externalMessageId"]
+    assert system_prompts(capture_server, "ce-1") == ["You are kind."]
+    assert_state_empty(inst)
+
+
+def test_chat_engine_async_streaming(inst, gf_client, capture_server):
+    engine = SimpleChatEngine.from_defaults(system_prompt="You are kind.")
+
+    async def main() -> str:
+        with gf.conversation("ce-async"):
+            r = await engine.astream_chat("async hi")
+            return "".join([t async for t in r.async_response_gen()])
+
+    text = asyncio.run(main())
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "ce-async")
+    assert kinds(msgs) == ["user", "assistant"]  # the nested stream_chat is not a second reply
+    assert msgs[1]["content"] == text
+    assert_state_empty(inst)
+
+
+# -- identity, threads, install ----------------------------------------------------------------
+
+
+def test_tags_name_the_conversation_and_scope_wins_over_tags(inst, gf_client, capture_server):
+    with instrument_tags({"gf.conversation_id": "tag-conv", "gf.user_id": "tag-user"}):
+        Settings.llm.chat(sys_user("from tags"))
+        with gf.conversation("scope-conv", external_user_id="scope-user"):
+            Settings.llm.chat(sys_user("from scope"))
+    Settings.llm.chat(sys_user("from nowhere"))
+    settle(gf_client, capture_server)
+    (tagged,) = conv_requests(capture_server, "tag-conv")
+    assert tagged["externalUserId"] == "tag-user"
+    assert tagged["messages"][0]["content"] == "from tags"
+    (scoped,) = conv_requests(capture_server, "scope-conv")
+    assert scoped["externalUserId"] == "scope-user"
+    other = [
+        r
+        for r in capture_server.requests
+        if r["externalConversationId"] not in ("tag-conv", "scope-conv")
+    ]
+    assert len(other) == 1
+    assert other[0]["externalUserId"] == "u-default"
+
+
+def test_threads_without_copied_context_land_by_tags(inst, gf_client, capture_server):
+    errors: list[BaseException] = []
+
+    def worker(conv: str) -> None:
+        try:
+            with instrument_tags({"gf.conversation_id": conv, "gf.user_id": "u-" + conv}):
+                Settings.llm.chat(sys_user("question from " + conv))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f"thread-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    settle(gf_client, capture_server)
+    for i in range(4):
+        msgs = conv_messages(capture_server, f"thread-{i}")
+        assert kinds(msgs) == ["user", "assistant"]
+        assert msgs[0]["content"] == f"question from thread-{i}"
+    assert_state_empty(inst)
+
+
+def test_root_identity_reaches_a_thread_with_copied_context(inst, gf_client, capture_server, index):
+    from llama_index_instrumentation.span_handlers.base import Thread
+
+    engine = index.as_query_engine()
+    out: list[Any] = []
+    with gf.conversation("copied-ctx"):
+        t = Thread(target=lambda: out.append(engine.query("Capital?")))
+        t.start()
+        t.join()
+    settle(gf_client, capture_server)
+    assert kinds(conv_messages(capture_server, "copied-ctx")) == [
+        "user",
+        "embedding",
+        "retrieval",
+        "final_response",
+    ]
+
+
+def test_instrument_is_idempotent_and_uninstrument_detaches(gf_client, capture_server):
+    dispatcher = get_dispatcher()
+    n_events, n_spans = len(dispatcher.event_handlers), len(dispatcher.span_handlers)
+    first = GreenflashInstrumentor().instrument()
+    try:
+        first.instrument()
+        second = GreenflashInstrumentor(external_user_id="other").instrument()
+        assert len(dispatcher.event_handlers) == n_events + 1
+        assert len(dispatcher.span_handlers) == n_spans + 1
+        assert not second.is_instrumented
+        with gf.conversation("idem-1"):
+            Settings.llm.chat(sys_user("once"))
+        settle(gf_client, capture_server)
+        assert kinds(conv_messages(capture_server, "idem-1")) == ["user", "assistant"]
+    finally:
+        first.uninstrument()
+    assert len(dispatcher.event_handlers) == n_events
+    assert len(dispatcher.span_handlers) == n_spans
+    with gf.conversation("idem-2"):
+        Settings.llm.chat(sys_user("not recorded"))
+    settle(gf_client, capture_server)
+    assert conv_messages(capture_server, "idem-2") == []
+    # after uninstrument, a new instance can attach again
+    again = GreenflashInstrumentor().instrument()
+    try:
+        assert again.is_instrumented
+    finally:
+        again.uninstrument()
+
+
+def test_handler_errors_are_logged_once_and_never_reach_the_host(
+    inst, gf_client, caplog, monkeypatch
+):
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("bug in our handler")
+
+    monkeypatch.setattr(inst._engine, "on_chat_start", explode, raising=False)
+    import gf_integrations.llamaindex as mod
+
+    monkeypatch.setitem(mod._DISPATCH, "LLMChatStartEvent", lambda self, *a: explode())
+    with caplog.at_level(logging.WARNING, logger="gf_integrations"):
+        for _ in range(3):
+            assert Settings.llm.chat(sys_user("still works")).message.content
+    warnings = [r for r in caplog.records if "LLMChatStartEvent" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+# -- cross-integration dedup -------------------------------------------------------------------
+
+
+class ProbingLLM(MockLLM):
+    """Records what ``outer_llm_capture_active()`` says inside the provider call."""
+
+    seen: list[bool] = []
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kw: Any) -> CompletionResponse:
+        ProbingLLM.seen.append(outer_llm_capture_active())
+        return CompletionResponse(text="ok")
+
+
+def test_capture_probe_is_active_inside_recorded_llm_calls(inst, gf_client):
+    ProbingLLM.seen = []
+    llm = ProbingLLM()
+    assert outer_llm_capture_active() is False
+    llm.chat(sys_user("sync"))
+    llm.complete("direct")
+
+    async def main() -> None:
+        await llm.achat(sys_user("async"))
+        await llm.acomplete("async direct")
+
+    asyncio.run(main())
+    assert ProbingLLM.seen == [True, True, True, True]
+    assert outer_llm_capture_active() is False
+    inst.uninstrument()
+    llm.complete("not instrumented")
+    assert ProbingLLM.seen[-1] is False
