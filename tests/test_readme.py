@@ -25,7 +25,7 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from gf_integrations.collector import RunningCollector, start_collector  # noqa: E402
+from gf_integrations.collector import RunningCollector, start_collector
 
 pytestmark = pytest.mark.slow
 
