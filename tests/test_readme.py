@@ -162,3 +162,22 @@ def test_every_python_block_runs_and_records(collector, fake_openai, tmp_path):
     ]
     assert reply["content"] == "The capital you asked about is Paris."
     assert reply["model"] == "gpt-4o-mini"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", text))
+
+
+def test_links_and_images_resolve():
+    text = README.read_text()
+    outside_code = FENCE.sub("", text)
+    anchors = {_slug(h) for h in re.findall(r"^#+ (.+)$", outside_code, re.M)}
+    targets = re.findall(r"\]\(([^)\s]+)\)", outside_code)
+    assert "docs/viewer.png" in targets
+    for target in targets:
+        if target.startswith("#"):
+            assert target[1:] in anchors, f"dead anchor {target}"
+        elif not target.startswith(("http://", "https://")):
+            assert (ROOT / target).exists(), f"missing file {target}"
