@@ -157,7 +157,8 @@ class VoiceCallLatency(_Wire):
     """Latency aggregates of a voice call."""
 
     asr_ms: int | None = None
-    e2e_ms: int | None = None
+    # to_camel would give "e2EMs"; the API's name is "e2eMs"
+    e2e_ms: int | None = Field(default=None, alias="e2eMs")
     llm_ms: int | None = None
     tts_ms: int | None = None
 
