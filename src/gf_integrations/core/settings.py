@@ -156,7 +156,10 @@ def build_settings(**kwargs: Any) -> Settings:
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
     if "limits" in merged and isinstance(merged["limits"], dict):
-        merged["limits"] = Limits(**merged["limits"])
+        try:
+            merged["limits"] = Limits(**merged["limits"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"limits: {exc}") from None
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(merged) - known
     if unknown:
