@@ -157,6 +157,53 @@ def test_langchain_notebook(kernel_name, tmp_path, monkeypatch):
     assert_transcripts_shown(nb, store, "trip-42", "support-7")
 
 
+def test_transcript_escapes_content_and_threads_replies():
+    """The notebook transcript never lets stored content become markup."""
+    from gf_integrations.notebook import transcript
+
+    evil = '<script>alert("x")</script>'
+    t = transcript(
+        [
+            {"id": "u", "messageType": "user_message", "content": evil},
+            {
+                "id": "t",
+                "parentId": "u",
+                "messageType": "tool_call",
+                "toolName": "<u>evil-tool</u>",
+                "input": {"q": "<img src=x onerror=alert(1)>"},
+            },
+            {"id": "o", "parentId": "t", "messageType": "observation", "content": "ok"},
+            {
+                "id": "r",
+                "parentId": "u",
+                "messageType": "retrieval",
+                "content": "q",
+                "output": {"documents": [{"id": "d1", "text": "<em>doc</em>", "score": 0.5}]},
+            },
+        ],
+        title="<t-title>",
+        system_prompt={
+            "components": [{"name": "n", "content": "<s-comp>"}],
+            "variables": {"v": "<"},
+        },
+        viewer_url='http://127.0.0.1:1/"onmouseover="x',
+    )
+    page = t._repr_html_()
+    for raw in ("<script>", "<img", "<u>", "<em>", "<t-title>", "<s-comp>", '"onmouseover'):
+        assert raw not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;em&gt;doc&lt;/em&gt;" in page
+    assert t.kinds == ["user", "tool_call", "observation", "retrieval"]
+    # depth: the tool call and the retrieval under the user, the observation under the call
+    margins = re.findall(r"margin:4px 0 4px (\d+)px", page)
+    assert margins == ["0", "24", "48", "24"]
+    assert str(t).splitlines()[1:4] == [
+        f"user: {evil}",
+        '  tool_call(<u>evil-tool</u>): {"q": "<img src=x onerror=alert(1)>"}',
+        "    observation: ok",
+    ]
+
+
 def test_committed_notebooks_are_generated_and_normalised():
     """The committed files match notebooks/build.py and carry no ports or timings."""
     assert build.main(["--check"]) == 0

@@ -102,6 +102,23 @@ def _meta(msg: Mapping[str, Any]) -> str:
     return " · ".join(html.escape(str(b)) for b in bits)
 
 
+def _documents_html(docs: list[Any]) -> str:
+    """Retrieved documents as a numbered list: source or id, score, text excerpt."""
+    items = []
+    for doc in docs:
+        if not isinstance(doc, Mapping):
+            items.append(f"<li>{html.escape(str(doc))}</li>")
+            continue
+        meta = doc.get("metadata")
+        source = meta.get("source") if isinstance(meta, Mapping) else None
+        label = html.escape(str(source or doc.get("id") or "document"))
+        score = doc.get("score")
+        shown = f" <small>score {score:.2f}</small>" if isinstance(score, (int, float)) else ""
+        text = html.escape(str(doc.get("text") or ""))
+        items.append(f"<li><code>{label}</code>{shown}: {text}</li>")
+    return f'<ol style="margin:4px 0;padding-left:22px">{"".join(items)}</ol>'
+
+
 class Transcript:
     """A conversation as Jupyter-displayable HTML (``_repr_html_``) and plain text.
 
@@ -196,8 +213,14 @@ class Transcript:
             body.append(f'<div style="white-space:pre-wrap">{html.escape(str(content))}</div>')
         for name in ("input", "output"):
             value = _as_dict(_get(msg, name))
-            if value in (None, {}, "") or value == {"result": content}:
-                continue  # an observation's output usually repeats its content
+            # Skip what repeats the content: an observation's {"result": ...}, a
+            # retrieval's {"query": ...}.
+            if value in (None, {}, "") or value in ({"result": content}, {"query": content}):
+                continue
+            docs = value.get("documents") if isinstance(value, Mapping) else None
+            if kind == "retrieval" and isinstance(docs, list) and len(value) == 1:
+                body.append(_documents_html(docs))
+                continue
             body.append(f"<div><i>{name}</i>{_json_block(value)}</div>")
         context = _get(msg, "context")
         if context:
