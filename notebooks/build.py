@@ -57,8 +57,7 @@ def langchain_notebook() -> list[Any]:
         models are LangChain's `GenericFakeChatModel` with scripted replies, and the
         conversations go to a local collector started in the next cell.
 
-        **Real API and model instead:** skip the collector cell, set `GREENFLASH_API_KEY`,
-        and replace `fake_chat_model([...])` with e.g. `ChatOpenAI(model="gpt-4o-mini")`.
+        **Real API and model instead:** set `GREENFLASH_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and `fake_chat_model([...])` with e.g. `ChatOpenAI(model="gpt-4o-mini")`.
         """),
         code(COLLECTOR_CELL),
         md("""
@@ -186,8 +185,7 @@ def openai_notebook() -> list[Any]:
         Offline here: the client's HTTP goes to an `httpx.MockTransport` that answers like
         the API, and the conversations go to a local collector.
 
-        **Real API and model instead:** skip the collector cell, set `GREENFLASH_API_KEY`
-        and `OPENAI_API_KEY`, and replace `fake_openai_client()` with `OpenAI()`.
+        **Real API and model instead:** set `GREENFLASH_API_KEY` and `OPENAI_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and `fake_openai_client()` with `OpenAI()`.
         """),
         code(COLLECTOR_CELL),
         md("""
@@ -294,8 +292,7 @@ def llamaindex_notebook() -> list[Any]:
         (subclasses of LlamaIndex's `MockLLM` / `MockEmbedding`), and LlamaIndex's own
         `MockFunctionCallingLLM` scripted for the agent.
 
-        **Real API and model instead:** skip the collector cell, set `GREENFLASH_API_KEY`,
-        and use e.g. `Settings.llm = OpenAI(model="gpt-4o-mini")` and `OpenAIEmbedding()`.
+        **Real API and model instead:** set `GREENFLASH_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and the fakes with e.g. `OpenAI(model="gpt-4o-mini")` and `OpenAIEmbedding()`.
         """),
         code(COLLECTOR_CELL),
         code("""
