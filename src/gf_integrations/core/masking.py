@@ -1,6 +1,17 @@
 """Masking: a user hook plus a built-in PII redactor.
 
 Masks run on the worker thread before anything is serialised, sent or spooled.
+
+The built-in redactor aims at shapes that are almost never anything else, so that
+ordinary numbers (order ids, dates, versions, IP addresses, amounts) survive:
+
+* e-mail addresses;
+* phone numbers written as phone numbers: a leading ``+`` with 8-15 digits, a
+  parenthesised area code, the North-American ``415-555-2671`` grouping, or a national
+  number starting with ``0`` in 3+ groups with 9-12 digits (``030 1234 5678``);
+* card numbers: 13-19 digits, optionally grouped by spaces or dashes, that pass Luhn;
+* API keys with a known prefix (``sk-``, ``sk_live_``, ``ghp_``, ``xoxb-``, ``AKIA``,
+  ``AIza``...) whose body holds digits, JWTs, and ``Bearer`` tokens.
 """
 
 from __future__ import annotations
@@ -11,13 +22,29 @@ from typing import Any
 
 MaskFn = Callable[[Any], Any]
 
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")
 _API_KEY = re.compile(
-    r"\b(?:sk|pk|rk|gf|xox[abpr]|ghp|gho|github_pat|AKIA|AIza)[-_A-Za-z0-9]{12,}\b"
+    r"(?<![A-Za-z0-9])(?:"
+    r"(?:sk|pk|rk)[-_](?:[A-Za-z]+[-_])*[A-Za-z0-9_-]{16,}"  # OpenAI/Anthropic/Stripe
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"  # GitHub
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
+    r"|AIza[0-9A-Za-z_-]{30,}"  # Google API key
+    r"|gf[-_][A-Za-z0-9_-]{16,}"  # Greenflash-style keys
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
+    r")(?![A-Za-z0-9])"
 )
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_PHONE = re.compile(r"(?<![\w+])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?!\w)")
+# not inside a longer number, a decimal ("1234567890123.45") or a dashed id
+_CARD = re.compile(r"(?<!\d)(?<!\d[.-])\d(?:[ -]?\d){12,18}(?!\d|[.-]\d)")
+_PHONE = re.compile(
+    r"(?<![\w+.-])(?:"
+    r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}"  # international: +44 20 7946 0958
+    r"|\(\d{2,4}\)[ .-]?\d{3,4}[ .-]?\d{3,4}"  # (415) 555-2671
+    r"|\d{3}[.-]\d{3}[.-]\d{4}|\d{3} \d{3} \d{4}"  # 415-555-2671 / 415 555 2671
+    r"|0\d{1,4}(?:[ .-]\d{2,4}){2,4}"  # national: 030 1234 5678, 06 12 34 56 78
+    r")(?![\w.-]*\d)"
+)
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -33,23 +60,45 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _card(m: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", m.group(0))
-    if 13 <= len(digits) <= 19 and _luhn_ok(digits):
-        return "[REDACTED_CARD]"
-    return m.group(0)
+    text = m.group(0)
+    digits = re.sub(r"\D", "", text)
+    if not 13 <= len(digits) <= 19 or not _luhn_ok(digits):
+        return text
+    # mixed separators ("1234-5678 9012") are not how cards are written
+    if " " in text and "-" in text:
+        return text
+    return "[REDACTED_CARD]"
+
+
+def _api_key(m: re.Match[str]) -> str:
+    text = m.group(0)
+    # real keys are random: they hold digits; "sk-this-is-a-long-sentence" does not
+    if not any(ch.isdigit() for ch in text):
+        return text
+    return "[REDACTED_KEY]"
 
 
 def _phone(m: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", m.group(0))
-    return "[REDACTED_PHONE]" if 7 <= len(digits) <= 15 else m.group(0)
+    text = m.group(0)
+    digits = sum(ch.isdigit() for ch in text)
+    if text.startswith("+"):
+        ok = 8 <= digits <= 15
+    elif text.startswith("0"):
+        ok = 9 <= digits <= 12
+    else:
+        ok = digits == 10 or (text.startswith("(") and 9 <= digits <= 11)
+    return "[REDACTED_PHONE]" if ok else text
 
 
 def redact_text(text: str) -> str:
     """Replace e-mail addresses, Luhn-valid card numbers, API-key and bearer-token
     shapes and phone numbers with ``[REDACTED_*]`` placeholders."""
+    if not text:
+        return text
     text = _BEARER.sub("Bearer [REDACTED_TOKEN]", text)
-    text = _API_KEY.sub("[REDACTED_KEY]", text)
-    text = _EMAIL.sub("[REDACTED_EMAIL]", text)
+    text = _API_KEY.sub(_api_key, text)
+    if "@" in text:
+        text = _EMAIL.sub("[REDACTED_EMAIL]", text)
     text = _CARD.sub(_card, text)
     return _PHONE.sub(_phone, text)
 
@@ -60,7 +109,7 @@ def redact_pii(value: Any) -> Any:
         return redact_text(value)
     if isinstance(value, dict):
         return {k: redact_pii(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [redact_pii(v) for v in value]
     return value
 

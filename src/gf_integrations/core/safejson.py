@@ -33,8 +33,9 @@ class Limits:
     max_depth: int = 12
 
     def __post_init__(self) -> None:
-        if self.max_string < 16 or self.max_items < 1 or self.max_depth < 1:
-            raise ValueError("Limits: max_string >= 16, max_items >= 1 and max_depth >= 1")
+        if self.max_string < 16 or self.max_items < 1 or not 1 <= self.max_depth <= 100:
+            # depth is capped so that conversion can never hit Python's recursion limit
+            raise ValueError("Limits: max_string >= 16, max_items >= 1 and 1 <= max_depth <= 100")
 
 
 DEFAULT_LIMITS = Limits()
@@ -119,21 +120,29 @@ def _convert_container(obj: Any, limits: Limits, depth: int, seen: set[int]) -> 
             kept.append(f"…[truncated {len(items) - limits.max_items} items]")
         return kept
     # pydantic v2 models, without importing pydantic's type here
+    # (depth + 1 below: a converter that returns another such object, e.g. a mock,
+    # must still reach max_depth instead of recursing forever)
     dump = getattr(obj, "model_dump", None)
     if callable(dump) and not isinstance(obj, type):
         try:
-            return _convert(dump(mode="python"), limits, depth, seen)
+            return _convert(dump(mode="python"), limits, depth + 1, seen)
         except Exception:
             pass
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields = {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
-        return _convert(fields, limits, depth, seen)
+        return _convert(fields, limits, depth + 1, seen)
+    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist) and not isinstance(obj, type):
+        try:
+            return _convert(tolist(), limits, depth + 1, seen)
+        except Exception:
+            pass
     to_dict = getattr(obj, "to_dict", None) or getattr(obj, "dict", None)
     if callable(to_dict) and not isinstance(obj, type):
         try:
             data = to_dict()
             if isinstance(data, Mapping):
-                return _convert(data, limits, depth, seen)
+                return _convert(data, limits, depth + 1, seen)
         except Exception:
             pass
     if hasattr(obj, "__dict__") and not isinstance(obj, type):
