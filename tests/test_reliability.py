@@ -403,6 +403,39 @@ def test_19_subprocess_facing_a_hung_server_exits_within_the_budget(capture_serv
     assert len(json.loads(spooled[0].read_bytes())["messages"]) == 20
 
 
+@pytest.mark.slow
+def test_19_exit_is_one_bounded_pass_over_every_client(capture_server):
+    capture_server.default = Reply(delay=60)
+    exit_time, err = _run_exit_script(capture_server.base_url, 5, 1.0, "-", "4")
+    assert exit_time < 1.0 + 1.0, f"exit took {exit_time:.2f} s for 4 clients"
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_24_collected_uploader_then_fork_leaves_stderr_clean():
+    code = (
+        "import gc, os, weakref, gf_integrations as gf\n"
+        "c = gf.GreenflashClient(base_url='http://127.0.0.1:9')\n"
+        "used = gf.GreenflashClient(base_url='http://127.0.0.1:9', retry_budget=0)\n"
+        "used.shutdown(0.5)\n"
+        "refs = [weakref.ref(c.uploader), weakref.ref(used.uploader)]\n"
+        "del c, used\n"
+        "gc.collect()\n"
+        "assert [r() for r in refs] == [None, None], 'uploader not collectable'\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
 def test_20_thread_start_failing_never_raises(make_client, capture_server, monkeypatch):
     client = make_client()
 

@@ -162,11 +162,10 @@ class Uploader:
         self._init_runtime()
         self._closed = False
         self._warned: set[str] = set()
-        self._fork_orphans: list[Any] = []
         ref = weakref.WeakMethod(self._after_fork)
         os.register_at_fork(after_in_child=lambda: _call_ref(ref))
-        exit_ref = weakref.WeakMethod(self._atexit)
-        atexit.register(lambda: _call_ref(exit_ref))
+        with _live_lock[0]:
+            _live.add(self)  # one shared, bounded exit flush (see _shutdown_all_at_exit)
         if self._spool_has_files():
             # undelivered batches from an earlier run: resend them now, not on first use
             self._busy = True  # flush() waits for the resend
@@ -316,12 +315,34 @@ class Uploader:
         Idempotent and bounded: returns by the deadline even when the server hangs.
         Events submitted afterwards are dropped and counted.
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
         budget = self.settings.shutdown_timeout if timeout is None else max(timeout, 0.0)
         deadline = time.monotonic() + budget
+        if self._begin_shutdown(deadline):
+            self._finish_shutdown(deadline)
+
+    def _begin_shutdown(self, deadline: float, *, at_exit: bool = False) -> bool:
+        """Stop accepting events and tell the worker to send everything now."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            pending = self._pending_count()
+        if at_exit and pending:
+            log.info(
+                "gf_integrations: sending %d pending message(s) before exit (up to %.1f s)",
+                pending,
+                max(deadline - time.monotonic(), 0.0),
+            )
+        self._deadline = deadline
+        self._stopping.set()
+        try:
+            self._queue.put_nowait(_STOP)
+        except queue.Full:
+            pass  # the worker checks _stopping after each item
+        return True
+
+    def _finish_shutdown(self, deadline: float) -> None:
+        """Wait for the worker until ``deadline``, then spool whatever is left."""
         thread = self._thread
         alive = (
             thread is not None
@@ -329,14 +350,8 @@ class Uploader:
             and self._thread_pid == os.getpid()
             and thread is not threading.current_thread()
         )
-        self._deadline = deadline
-        self._stopping.set()
         if alive:
             assert thread is not None
-            try:
-                self._queue.put_nowait(_STOP)
-            except queue.Full:
-                pass  # the worker checks _stopping after each item
             thread.join(max(deadline - time.monotonic(), 0.0))
             alive = thread.is_alive()
         # Whatever the worker did not deliver in time: spool (or count as lost).
@@ -345,20 +360,6 @@ class Uploader:
             # never close the pool under a request that is still running
             with contextlib.suppress(Exception):
                 self.exporter.shutdown()
-
-    def _atexit(self) -> None:
-        with contextlib.suppress(Exception):
-            pending = 0
-            with self._lock:
-                if not self._closed:
-                    pending = self._pending_count()
-            if pending:
-                log.info(
-                    "gf_integrations: sending %d pending message(s) before exit (up to %.1f s)",
-                    pending,
-                    self.settings.shutdown_timeout,
-                )
-            self.shutdown()
 
     # -- worker ------------------------------------------------------------------------------
 
@@ -783,6 +784,33 @@ class Uploader:
         snap = self.counters.as_dict()
         snap["queue_size"] = self._queue.qsize()
         return snap
+
+
+# Every live uploader, so that exit makes ONE bounded pass over all of them: they stop
+# together and share the longest shutdown budget instead of waiting one after another.
+_live: weakref.WeakSet[Uploader] = weakref.WeakSet()
+_live_lock = [threading.Lock()]  # a list so the fork hook can replace it
+
+
+def _shutdown_all_at_exit() -> None:
+    with contextlib.suppress(Exception):
+        with _live_lock[0]:
+            uploaders = list(_live)
+        if not uploaders:
+            return
+        deadline = time.monotonic() + max(u.settings.shutdown_timeout for u in uploaders)
+        started = [u for u in uploaders if u._begin_shutdown(deadline, at_exit=True)]
+        for u in started:
+            with contextlib.suppress(Exception):
+                u._finish_shutdown(deadline)
+
+
+def _reinit_live_lock() -> None:
+    _live_lock[0] = threading.Lock()
+
+
+atexit.register(_shutdown_all_at_exit)
+os.register_at_fork(after_in_child=_reinit_live_lock)
 
 
 def _call_ref(ref: weakref.WeakMethod[Any]) -> None:
