@@ -374,6 +374,14 @@ def test_api_key_required_when_configured():
         assert post(col, body(), headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(col.base_url + "/conversations").status_code == 401
         assert col.counts()["messages"] == 1
+        # the viewer asks the browser for the key (Basic auth, key as password)
+        page = httpx.get(col.url + "/")
+        assert page.status_code == 401
+        assert page.headers["www-authenticate"].startswith("Basic")
+        assert httpx.get(col.url + "/", auth=("me", "wrong")).status_code == 401
+        page = httpx.get(col.url + "/", auth=("me", "s3cret"))
+        assert page.status_code == 200
+        assert "1 messages" in page.text
 
 
 def test_body_size_limit_413_declared_and_streamed():
@@ -443,6 +451,10 @@ def test_malformed_bodies_never_500_and_never_corrupt(collector):
     assert [(m["content"], m["externalMessageId"]) for m in stored] == [("safe", "k")]
     assert len(collector.messages("many")) == 10_000
     assert len(collector.messages("huge")[0]["content"]) == 2_000_000
+    page = httpx.get(collector.url + "/?c=many", timeout=30)
+    assert page.status_code == 200
+    assert page.text.count('class="msg ') == 2000
+    assert "showing the first 2000 of 10000 messages" in page.text
     assert httpx.get(collector.url + "/healthz").json() == {"ok": True}
 
 

@@ -7,6 +7,7 @@ and applied in one transaction. A 500 only means a bug in the collector itself.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -91,8 +92,15 @@ def create_app(
     def authorized(request: Request) -> bool:
         if expected is None:
             return True
-        given = request.headers.get("authorization", "").encode("utf-8", "replace")
-        return hmac.compare_digest(given, expected)
+        given = request.headers.get("authorization", "")
+        if given[:6].lower() == "basic ":
+            # the browser's login prompt for the viewer: any user name, the key as password
+            try:
+                decoded = base64.b64decode(given[6:], validate=True).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            given = "Bearer " + decoded.partition(":")[2]
+        return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
 
     def unauthorized() -> JSONResponse:
         resp = _error(401, "missing or invalid API key (Authorization: Bearer <key>)")
@@ -203,12 +211,24 @@ def create_app(
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    def viewer_login() -> Response:
+        return HTMLResponse(
+            "<!doctype html><title>gf-integrations</title><p>This collector needs its API key: "
+            "sign in with any user name and the key as password.</p>",
+            status_code=401,
+            headers={"www-authenticate": 'Basic realm="gf-integrations collector"'},
+        )
+
     async def index(request: Request) -> Response:
+        if not authorized(request):
+            return viewer_login()
         cid = request.query_params.get("c")
         page = await run_in_threadpool(viewer.render_page, store, cid)
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
     async def conversation_page(request: Request) -> Response:
+        if not authorized(request):
+            return viewer_login()
         page = await run_in_threadpool(viewer.render_page, store, request.path_params["cid"])
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 

@@ -16,6 +16,9 @@ from .store import Store, iter_tree
 
 __all__ = ["esc", "render_page"]
 
+#: Messages rendered per page; larger conversations are cut with a note.
+MAX_RENDERED = 2000
+
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 
 # type -> (label, css class)
@@ -318,7 +321,17 @@ def render_page(store: Store, conversation_id: str | None = None, limit: int = 1
             meta.append(f'<span class="chip">{esc(conv["model"])}</span>')
         meta.append(f'<span class="chip">{len(conv["messages"])} messages</span>')
         meta.append(f'<span class="chip"><code>{esc(conv["id"])}</code></span>')
-        msgs = "".join(_message(d, m) for d, m in iter_tree(conv["tree"]))
+        rendered: list[str] = []
+        for n, (depth, m) in enumerate(iter_tree(conv["tree"])):
+            if n == MAX_RENDERED:  # keep huge imports viewable; the JSON API has them all
+                rendered.append(
+                    f'<div class="empty">showing the first {MAX_RENDERED} of '
+                    f"{len(conv['messages'])} messages; the rest are in <code>/api/v1/"
+                    f"conversations/{esc(conv['id'])}</code></div>"
+                )
+                break
+            rendered.append(_message(depth, m))
+        msgs = "".join(rendered)
         main = (
             f'<div class="conv-head"><h1>{esc(conv["externalConversationId"] or conv["id"])}</h1>'
             f'<div class="meta">{"".join(meta)}</div></div>'
