@@ -10,6 +10,7 @@ skipped; there are none today, keep it that way.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -118,14 +119,19 @@ def test_every_python_block_runs_and_records(collector, fake_openai, tmp_path):
         OPENAI_API_KEY="sk-test-not-a-real-key",
         PYTHONUNBUFFERED="1",
     )
-    for line, code in blocks:
-        before = collector.counts()["messages"]
-        proc = run_block(code, env, tmp_path)
+    # Blocks run concurrently (each in its own interpreter); a per-block product id tells
+    # which block recorded what.
+    def run(n: int, code: str) -> subprocess.CompletedProcess[str]:
+        return run_block(code, {**env, "GREENFLASH_PRODUCT_ID": f"readme-{n}"}, tmp_path)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        procs = list(pool.map(run, range(len(blocks)), [code for _, code in blocks]))
+    for n, ((line, code), proc) in enumerate(zip(blocks, procs, strict=True)):
         assert proc.returncode == 0, f"README.md:{line} failed:\n{proc.stderr[-3000:]}"
         own_sink = "start_collector" in code or "capture_messages" in code
         if INTEGRATIONS.search(code) and not own_sink:
-            after = collector.counts()["messages"]
-            assert after > before, f"README.md:{line} recorded nothing"
+            recorded = collector.conversations(product_id=f"readme-{n}")
+            assert recorded, f"README.md:{line} recorded nothing"
 
     # What the quick starts recorded, conversation by conversation.
     def kinds(external_id: str) -> list[str]:
