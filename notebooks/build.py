@@ -418,17 +418,27 @@ def normalise(nb: Any) -> Any:
     return nb
 
 
-def execute(nb: Any, *, timeout: int = 120, kernel_name: str = "python3") -> Any:
-    """Run ``nb`` top to bottom in a real kernel, with ``notebooks/`` as working dir."""
+def execute(
+    nb: Any,
+    *,
+    timeout: int = 120,
+    kernel_name: str = "python3",
+    env: dict[str, str] | None = None,
+) -> Any:
+    """Run ``nb`` top to bottom in a real kernel, with ``notebooks/`` as working dir.
+
+    ``env`` replaces the kernel's environment (default: this process's).
+    """
     from nbclient import NotebookClient
 
-    NotebookClient(
+    client = NotebookClient(
         nb,
         timeout=timeout,
         kernel_name=kernel_name,
         record_timing=False,
         resources={"metadata": {"path": str(HERE)}},
-    ).execute()
+    )
+    client.execute(**({"env": env} if env is not None else {}))
     return nb
 
 

@@ -9,6 +9,7 @@ notebooks see exactly the packages under test.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import json
 import os
@@ -69,16 +70,40 @@ def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ["JUPYTER_PATH"] = old
 
 
-def run_notebook(
-    name: str, kernel_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Any, Store]:
-    """Execute the committed notebook; return it (with fresh outputs) and its store."""
-    db = tmp_path / "notebook.sqlite3"
-    for var in [v for v in os.environ if v.startswith("GREENFLASH_")]:
-        monkeypatch.delenv(var)  # the notebooks must not need (or reach) a real account
-    monkeypatch.setenv(build.DB_ENV, str(db))
-    nb = nbformat.read(NB_DIR / name, as_version=4)
-    build.execute(nb, kernel_name=kernel_name, timeout=90)
+@pytest.fixture(scope="module")
+def executed(
+    kernel_name: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Any, Path] | BaseException]:
+    """Execute the three committed notebooks concurrently (one kernel each).
+
+    Each kernel gets its own ``GF_NOTEBOOK_DB`` and no ``GREENFLASH_*`` variable: the
+    notebooks must not need (or reach) a real account. Maps each notebook to (executed
+    notebook, database path), or to the exception its execution raised.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GREENFLASH_")}
+
+    def run(name: str) -> tuple[Any, Path]:
+        db = tmp_path_factory.mktemp(name.split(".")[0]) / "notebook.sqlite3"
+        nb = nbformat.read(NB_DIR / name, as_version=4)
+        env = {**base, build.DB_ENV: str(db)}
+        build.execute(nb, kernel_name=kernel_name, timeout=90, env=env)
+        return nb, db
+
+    results: dict[str, tuple[Any, Path] | BaseException] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(build.NOTEBOOKS)) as pool:
+        futures = {name: pool.submit(run, name) for name in build.NOTEBOOKS}
+        for name, future in futures.items():
+            exc = future.exception()
+            results[name] = exc if exc is not None else future.result()
+    return results
+
+
+def run_notebook(executed: dict[str, Any], name: str) -> tuple[Any, Store]:
+    """The executed notebook (fresh outputs) and the collector store it wrote."""
+    result = executed[name]
+    if isinstance(result, BaseException):
+        raise result
+    nb, db = result
     assert db.exists(), "the notebook's collector did not use GF_NOTEBOOK_DB"
     return nb, Store(db)
 
@@ -119,8 +144,8 @@ def assert_transcripts_shown(nb: Any, store: Store, *external_ids: str) -> None:
                 assert m["content"].replace("'", "&#x27;").replace('"', "&quot;") in page
 
 
-def test_langchain_notebook(kernel_name, tmp_path, monkeypatch):
-    nb, store = run_notebook("01_langchain.ipynb", kernel_name, tmp_path, monkeypatch)
+def test_langchain_notebook(executed):
+    nb, store = run_notebook(executed, "01_langchain.ipynb")
     chat = stored(store, "trip-42")
     assert chat["externalUserId"] == "alice"
     assert kinds(chat) == ["user_message", "assistant_message"] * 2
@@ -229,8 +254,8 @@ def tool_results(conv: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     ]
 
 
-def test_llamaindex_notebook(kernel_name, tmp_path, monkeypatch):
-    nb, store = run_notebook("03_llamaindex.ipynb", kernel_name, tmp_path, monkeypatch)
+def test_llamaindex_notebook(executed):
+    nb, store = run_notebook(executed, "03_llamaindex.ipynb")
     rag = stored(store, "x2-questions")
     assert rag["externalUserId"] == "carol"
     ks = kinds(rag)
@@ -259,8 +284,8 @@ def test_llamaindex_notebook(kernel_name, tmp_path, monkeypatch):
     assert_transcripts_shown(nb, store, "x2-questions", "concierge-1")
 
 
-def test_openai_notebook(kernel_name, tmp_path, monkeypatch):
-    nb, store = run_notebook("02_openai.ipynb", kernel_name, tmp_path, monkeypatch)
+def test_openai_notebook(executed):
+    nb, store = run_notebook(executed, "02_openai.ipynb")
     chat = stored(store, "geo-chat")
     assert chat["externalUserId"] == "alice"
     assert kinds(chat) == ["user_message", "assistant_message"] * 2  # history stored once
