@@ -47,6 +47,12 @@ def test_official_greenflash_client_every_documented_field(collector):
         properties={"plan": "pro", "nested": {"a": [1, 2]}},
         sample_rate=1.0,
         force_sample=True,
+        voice_call={
+            "call_successful": True,
+            "duration_ms": 61_000,
+            "platform": "vapi",
+            "latency": {"e2e_ms": 900},
+        },
         system_prompt={
             "components": [
                 {
@@ -142,6 +148,29 @@ def test_official_greenflash_client_every_documented_field(collector):
     assert r2.system_prompt_prompt_id == r1.system_prompt_prompt_id
     assert r2.system_prompt_component_ids == r1.system_prompt_component_ids
 
+    # promptId refers to the stored prompt; a given componentId is kept as the id
+    r2b = gfc.messages.create(
+        external_user_id="user-3",
+        external_conversation_id="conv-3",
+        system_prompt={"prompt_id": r1.system_prompt_prompt_id, "variables": {"name": "Zed"}},
+        messages=[{"role": "user", "content": "x"}],
+    )
+    assert r2b.system_prompt_prompt_id == r1.system_prompt_prompt_id
+    assert r2b.prompt_variables == {"name": "Zed"}
+    r2c = gfc.messages.create(
+        external_user_id="user-3",
+        external_conversation_id="conv-4",
+        system_prompt={
+            "components": [
+                {"content": "Use tables.", "component_id": "comp-fixed"},
+                {"content": "Be brief."},
+            ]
+        },
+        messages=[{"role": "user", "content": "y"}],
+    )
+    assert r2c.system_prompt_component_ids[0] == "comp-fixed"
+    assert r2c.system_prompt_prompt_id != r1.system_prompt_prompt_id
+
     # a plain string prompt that fills the template is matched to it
     r3 = gfc.messages.create(
         external_user_id="user-2",
@@ -160,6 +189,12 @@ def test_official_greenflash_client_every_documented_field(collector):
     assert conv["externalOrganizationId"] == "org-1"
     assert conv["productId"] == "prod-1"
     assert conv["properties"] == {"plan": "pro", "nested": {"a": [1, 2]}}
+    assert conv["voiceCall"] == {
+        "callSuccessful": True,
+        "durationMs": 61_000,
+        "platform": "vapi",
+        "latency": {"e2eMs": 900},
+    }
     msgs = conv["messages"]
     assert [m["externalMessageId"] for m in msgs] == ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]
     assert msgs[0]["createdAt"] == "2025-01-01T10:00:00.000000Z"

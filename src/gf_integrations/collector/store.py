@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     properties TEXT,
     prompt_id TEXT REFERENCES prompts(id),
     prompt_variables TEXT,
+    voice_call TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -297,6 +298,12 @@ class Store:
                 "UPDATE conversations SET model = COALESCE(?, model), properties = ?, "
                 "organization_id = COALESCE(?, organization_id) WHERE id = ?",
                 (req.model, _dump(props or None), org_id, cid),
+            )
+
+        if req.voice_call is not None:
+            db.execute(
+                "UPDATE conversations SET voice_call = ? WHERE id = ?",
+                (_dump(req.voice_call.model_dump(by_alias=True, exclude_none=True)), cid),
             )
 
         prompt: _PromptResult | None = None
@@ -712,6 +719,7 @@ class Store:
             "properties": _load(r["properties"]),
             "promptId": r["prompt_id"],
             "promptVariables": _load(r["prompt_variables"]),
+            "voiceCall": _load(r["voice_call"]),
             "createdAt": r["created_at"],
             "updatedAt": r["updated_at"],
         }
