@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import shutil
@@ -73,6 +74,8 @@ class RunningCollector:
         self.base_url = self.url + "/api/v1"
         self.db_path = store.path
         self._stopped = False
+        # a forgotten collector still closes its database and deletes its temp file
+        atexit.register(self.stop)
 
     def __repr__(self) -> str:
         return f"RunningCollector(url={self.url!r}, db_path={self.db_path!r})"
@@ -93,6 +96,7 @@ class RunningCollector:
         if self._stopped:
             return
         self._stopped = True
+        atexit.unregister(self.stop)
         self._server.should_exit = True
         self._thread.join(timeout)
         with contextlib.suppress(OSError):
