@@ -121,6 +121,10 @@ def create_app(
             raw = await _read_body(request, max_body_bytes)
         except _TooLarge:
             return _error(413, f"request body larger than {max_body_bytes} bytes")
+        # parsing, validation and storage off the event loop: a 10 MB body takes a while
+        return await run_in_threadpool(_ingest_body, raw)
+
+    def _ingest_body(raw: bytes) -> Response:
         try:
             data = json.loads(raw)
         except UnicodeDecodeError:
@@ -149,7 +153,7 @@ def create_app(
                 400, "body is nested too deeply", [{"path": "(body)", "message": "too deep"}]
             )
         try:
-            result = await run_in_threadpool(store.ingest, req)
+            result = store.ingest(req)
         except IngestError as exc:
             return _error(400, str(exc)[:500], exc.problems)
         except (RecursionError, ValueError, TypeError, OverflowError) as exc:
