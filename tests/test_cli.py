@@ -184,6 +184,18 @@ def test_upload_jsonl_both_formats_rerun_dedups_and_skips_bad_lines(collector, t
     assert collector.counts()["messages"] == before == 6
 
 
+def test_upload_turns_split_over_lines_are_all_kept(collector, tmp_path, capsys):
+    turn = {
+        "externalUserId": "u",
+        "externalConversationId": "split",
+        "messages": [{"role": "user", "content": "again"}],
+    }
+    path = _write(tmp_path / "turns.jsonl", [turn, turn, turn])
+    assert main(["upload", str(path), "--url", collector.base_url]) == 0
+    assert "3 created, 0 deduplicated" in capsys.readouterr().out
+    assert [m["content"] for m in collector.messages("split")] == ["again"] * 3
+
+
 def test_upload_refuses_remote_without_key(tmp_path, capsys):
     path = _write(tmp_path / "a.jsonl", [{"messages": [{"role": "user", "content": "x"}]}])
     assert main(["upload", str(path), "--url", "https://example.invalid/api/v1"]) == 2

@@ -514,8 +514,9 @@ def _stamp(item: dict[str, Any], mid: str, created: Any, n: int) -> dict[str, An
 def parse_line(raw: str, line_no: int, file_key: str) -> MessageCreateRequest:
     """Parse one JSONL line (API request or OpenAI chat format) into a validated request.
 
-    Messages without ``externalMessageId`` get one derived from the conversation and the
-    message's position, so uploading the same file twice stores nothing twice.
+    Messages without ``externalMessageId`` get one derived from the conversation, the
+    file name, the line number and the message's position, so uploading the same file
+    twice (or with lines appended) stores nothing twice.
     """
     obj = json.loads(raw)
     if not isinstance(obj, dict):
@@ -530,7 +531,9 @@ def parse_line(raw: str, line_no: int, file_key: str) -> MessageCreateRequest:
         conv_key = req.external_conversation_id
     for n, m in enumerate(req.messages):
         if m.external_message_id is None:
-            m.external_message_id = stable_id("upload", req.product_id, conv_key, n, m.content)
+            m.external_message_id = stable_id(
+                "upload", req.product_id, conv_key, file_key, line_no, n, m.content
+            )
     return req
 
 
