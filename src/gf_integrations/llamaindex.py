@@ -85,7 +85,6 @@ TAG_USER = "gf.user_id"
 TAG_ORGANIZATION = "gf.organization_id"
 
 _PENDING_TTL = 300.0  # an LLM stream nobody finishes or closes is closed out after this
-_RECENT_TTL = 120.0  # exited spans stay resolvable for late children (lazy generators)
 _RECENT_MAX = 4096
 _BUILD_IDLE = 2.0  # an index build's embedding summary is sent after this idle time
 _SWEEP_EVERY = 2.0
@@ -107,7 +106,8 @@ def _warn_once(seen: set[str], kind: str, exc: BaseException | None = None) -> N
 
 def _method(span_id: str) -> tuple[str, str]:
     """``"Class.method-uuid"`` -> ``("Class", "method")``."""
-    head = span_id.rsplit("-", 5)[0] if span_id.count("-") >= 5 else span_id
+    # the suffix is "-" + a 36-character uuid4
+    head = span_id[:-37] if len(span_id) > 37 and span_id[-37] == "-" else span_id
     cls, _, meth = head.rpartition(".")
     return cls, meth
 
@@ -216,44 +216,73 @@ def _documents(nodes: Sequence[Any]) -> list[Document]:
     return docs
 
 
+_TEMPLATE_CACHE: dict[Any, tuple[list[PromptComponent], frozenset[str]]] = {}
+_TEMPLATE_CACHE_MAX = 256
+
+
+def _template_parts(inner: Any) -> tuple[list[PromptComponent], frozenset[str]] | None:
+    """Components and placeholder names of a template; cached by its texts (host thread)."""
+    message_templates = getattr(inner, "message_templates", None)
+    if message_templates:
+        raw: list[tuple[str, str]] = []
+        for m in message_templates:
+            text, _, _ = _blocks_text(m)
+            if text:
+                raw.append((_role(m), text))
+        key: Any = tuple(raw)
+    else:
+        text = getattr(inner, "template", None)
+        if not (isinstance(text, str) and text):
+            return None
+        raw = [("template", text)]
+        key = text
+    hit = _TEMPLATE_CACHE.get(key)
+    if hit is not None:
+        return hit
+    comps: list[PromptComponent] = []
+    names: set[str] = set()
+    for role, text in raw:
+        content, found = _braces(text)
+        names.update(found)
+        comp: PromptComponent = {"content": content, "name": role}
+        if role == "template":
+            comp["type"] = "user"
+        else:
+            comp["type"] = role if role in ("system", "user") else "other"
+            comp["source"] = "customer"
+        comps.append(comp)
+    if not comps:
+        return None
+    if len(_TEMPLATE_CACHE) >= _TEMPLATE_CACHE_MAX:
+        _TEMPLATE_CACHE.clear()
+    parts = (comps, frozenset(names))
+    _TEMPLATE_CACHE[key] = parts
+    return parts
+
+
 def _template_prompt(template: Any, args: Mapping[str, Any] | None) -> SystemPrompt | None:
     """A LlamaIndex prompt template as components with ``{{var}}`` and variables."""
     inner = getattr(template, "default_template", None) or template
+    parts = _template_parts(inner)
+    if parts is None:
+        return None
+    comps, names = parts
     variables: dict[str, str] = {}
     for source in (getattr(template, "kwargs", None), getattr(inner, "kwargs", None), args):
         if isinstance(source, Mapping):
             for k, v in source.items():
-                variables[str(k)] = v if isinstance(v, str) else str(v)
-    comps: list[PromptComponent] = []
-    message_templates = getattr(inner, "message_templates", None)
-    if message_templates:
-        for m in message_templates:
-            text, _, _ = _blocks_text(m)
-            if not text:
-                continue
-            role = _role(m)
-            comps.append(
-                {
-                    "content": _braces(text),
-                    "name": role,
-                    "type": role if role in ("system", "user") else "other",
-                    "source": "customer",
-                }
-            )
-    else:
-        text = getattr(inner, "template", None)
-        if isinstance(text, str) and text:
-            comps.append({"content": _braces(text), "name": "template", "type": "user"})
-    if not comps:
-        return None
-    used = {v for v in variables if any("{{" + v + "}}" in (c.get("content") or "") for c in comps)}
-    return SystemPrompt(
-        components=comps, variables={k: v for k, v in variables.items() if k in used} or None
-    )
+                if k in names:
+                    variables[str(k)] = v if isinstance(v, str) else str(v)
+    # the recorder only reads the cached components (it builds new wire dicts)
+    return SystemPrompt(components=list(comps), variables=variables or None)
 
 
-def _braces(text: str) -> str:
-    """Python-format ``{var}`` -> Greenflash ``{{var}}`` (``{{``/``}}`` literals stay single)."""
+def _braces(text: str) -> tuple[str, list[str]]:
+    """Python-format ``{var}`` -> Greenflash ``{{var}}`` (``{{``/``}}`` literals stay single).
+
+    Returns the converted text and the placeholder names found.
+    """
+    names: list[str] = []
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -269,6 +298,7 @@ def _braces(text: str) -> str:
             name = text[i + 1 : j] if j > 0 else ""
             if j > 0 and name.isidentifier():
                 out.append("{{" + name + "}}")
+                names.append(name)
                 i = j + 1
             else:
                 out.append(c)
@@ -276,7 +306,7 @@ def _braces(text: str) -> str:
         else:
             out.append(c)
             i += 1
-    return "".join(out)
+    return "".join(out), names
 
 
 def _usage_of(response: Any) -> dict[str, Any] | None:
@@ -476,7 +506,9 @@ class _Engine:
         self.capture_steps = capture_steps
         self.lock = threading.RLock()
         self.spans: dict[str, _Span] = {}
-        self.recent: collections.OrderedDict[str, tuple[float, _Span]] = collections.OrderedDict()
+        # exited spans, so that late children (lazy generators) still find their root;
+        # bounded by count, oldest first out
+        self.recent: collections.OrderedDict[str, _Span] = collections.OrderedDict()
         self.roots: dict[str, _Root] = {}
         self.pending: dict[str, _LLM] = {}  # LLM calls whose span exited before their end
         self.awaiting: collections.OrderedDict[str, tuple[float, _Root, _Query]] = (
@@ -521,9 +553,7 @@ class _Engine:
             return None
         span = self.spans.get(span_id)
         if span is None:
-            hit = self.recent.get(span_id)
-            if hit is not None:
-                span = hit[1]
+            span = self.recent.get(span_id)
         return span
 
     def _release(self, root: _Root) -> None:
@@ -649,7 +679,7 @@ class _Engine:
             self._release(root)
 
     def _remember(self, span: _Span) -> None:
-        self.recent[span.id] = (time.monotonic(), span)
+        self.recent[span.id] = span
         if len(self.recent) > _RECENT_MAX:
             self.recent.popitem(last=False)
 
@@ -1098,11 +1128,6 @@ class _Engine:
                 llm.open = 0
                 self._maybe_finish(llm)
                 self.pending.pop(sid, None)
-        while self.recent:
-            sid, (t, _) = next(iter(self.recent.items()))
-            if now_m - t <= _RECENT_TTL:
-                break
-            self.recent.popitem(last=False)
         for qtext, (t, root, q) in list(self.awaiting.items()):
             if now_m - t > _PENDING_TTL:
                 self.awaiting.pop(qtext, None)
