@@ -10,6 +10,7 @@ notebooks see exactly the packages under test.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import importlib.util
 import json
 import os
@@ -108,6 +109,22 @@ def run_notebook(executed: dict[str, Any], name: str) -> tuple[Any, Store]:
     return nb, Store(db)
 
 
+def plain_outputs(nb: Any) -> list[list[str]]:
+    """Per code cell, its printed text and the text/plain of what it displayed."""
+    return [
+        [out.get("text") or out.get("data", {}).get("text/plain", "") for out in cell.outputs]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+    ]
+
+
+def assert_committed_outputs_current(name: str, nb: Any) -> None:
+    """What the committed notebook shows is what it prints today (up to normalising)."""
+    fresh = plain_outputs(build.normalise(nbformat.from_dict(copy.deepcopy(dict(nb)))))
+    committed = plain_outputs(nbformat.read(NB_DIR / name, as_version=4))
+    assert fresh == committed, f"{name} outputs are stale: run .venv/bin/python notebooks/build.py"
+
+
 def stored(store: Store, external_id: str) -> dict[str, Any]:
     cid = store.find_conversation_id(external_id)
     assert cid is not None, f"conversation {external_id!r} was not stored"
@@ -180,6 +197,7 @@ def test_langchain_notebook(executed):
     assert "within 14 days" in msgs[-1]["content"]
     assert "Acme's support agent" in agent["prompt"]["components"][0]["content"]
     assert_transcripts_shown(nb, store, "trip-42", "support-7")
+    assert_committed_outputs_current("01_langchain.ipynb", nb)
 
 
 def test_transcript_escapes_content_and_threads_replies():
@@ -282,6 +300,7 @@ def test_llamaindex_notebook(executed):
     ]
     assert agent["prompt"]["components"][0]["content"] == "You are a concierge. Use the tools."
     assert_transcripts_shown(nb, store, "x2-questions", "concierge-1")
+    assert_committed_outputs_current("03_llamaindex.ipynb", nb)
 
 
 def test_openai_notebook(executed):
@@ -309,3 +328,4 @@ def test_openai_notebook(executed):
     assert [m["content"] for m in quiz["messages"]][1::2] == ["Rome", "Berlin"]
     assert quiz["prompt"]["components"][0]["content"] == "Answer with the city only."
     assert_transcripts_shown(nb, store, "geo-chat", "weather-bot", "capitals-quiz")
+    assert_committed_outputs_current("02_openai.ipynb", nb)
