@@ -228,6 +228,7 @@ def openai_notebook() -> list[Any]:
         def get_weather(city: str) -> str:
             return f"Sunny and 24 °C in {city}."
 
+
         tools = [{
             "type": "function",
             "function": {
@@ -252,8 +253,8 @@ def openai_notebook() -> list[Any]:
         md("""
         ## 3. The Responses API
 
-        `instructions` become the system prompt; a `previous_response_id` chain stays in
-        one conversation.
+        `instructions` become the system prompt. (Without `gf.conversation`, a
+        `previous_response_id` chain would keep these turns in one conversation too.)
         """),
         code("""
         with gf.conversation("capitals-quiz"):
