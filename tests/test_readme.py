@@ -119,6 +119,7 @@ def test_every_python_block_runs_and_records(collector, fake_openai, tmp_path):
         OPENAI_API_KEY="sk-test-not-a-real-key",
         PYTHONUNBUFFERED="1",
     )
+
     # Blocks run concurrently (each in its own interpreter); a per-block product id tells
     # which block recorded what.
     def run(n: int, code: str) -> subprocess.CompletedProcess[str]:
@@ -187,3 +188,40 @@ def test_links_and_images_resolve():
             assert target[1:] in anchors, f"dead anchor {target}"
         elif not target.startswith(("http://", "https://")):
             assert (ROOT / target).exists(), f"missing file {target}"
+
+
+def bash_lines(text: str) -> list[str]:
+    """Commands of the README's ```bash blocks, comments stripped."""
+    lines = []
+    for m in FENCE.finditer(text):
+        if m.group(1).split()[:1] == ["bash"]:
+            for raw in m.group(2).splitlines():
+                cmd = raw.split(" #")[0].strip()
+                if cmd:
+                    lines.append(cmd)
+    return lines
+
+
+def test_shell_commands_exist():
+    """Every `gf-integrations ...` line parses, every `make X` target and extra exists."""
+    import shlex
+
+    from gf_integrations.cli import build_parser
+
+    lines = bash_lines(README.read_text())
+    cli_lines = [shlex.split(c)[1:] for c in lines if c.startswith("gf-integrations ")]
+    assert len(cli_lines) >= 4
+    parser = build_parser()
+    for argv in cli_lines:
+        parser.parse_args(argv)  # SystemExit (a failure) on an unknown command or flag
+    makefile = (ROOT / "Makefile").read_text()
+    for cmd in lines:
+        if cmd.startswith("make "):
+            assert re.search(rf"^{cmd.split()[1]}:", makefile, re.M), cmd
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    deps = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = set(re.findall(r"^([\w-]+) = \[", deps, re.M))
+    pip_lines = [ln for ln in README.read_text().splitlines() if "pip install" in ln]
+    named = re.findall(r"\[(\w+)\]", " ".join(pip_lines))
+    assert named
+    assert set(named) <= extras, set(named) - extras
