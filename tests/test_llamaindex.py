@@ -591,3 +591,122 @@ def test_capture_probe_is_active_inside_recorded_llm_calls(inst, gf_client):
     inst.uninstrument()
     llm.complete("not instrumented")
     assert ProbingLLM.seen[-1] is False
+
+
+class ProbingStreamLLM(MockLLM):
+    """Like a provider client that sends its request lazily, inside the stream generator."""
+
+    seen: list[bool] = []
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kw: Any) -> Any:
+        def gen() -> Iterator[CompletionResponse]:
+            ProbingStreamLLM.seen.append(outer_llm_capture_active())
+            yield CompletionResponse(text="ok", delta="ok")
+
+        return gen()
+
+
+def test_capture_probe_is_active_while_a_recorded_stream_is_consumed(inst, gf_client):
+    ProbingStreamLLM.seen = []
+    llm = ProbingStreamLLM()
+    list(llm.stream_chat(sys_user("top-level stream")))
+    engine = SimpleChatEngine.from_defaults(llm=llm)
+    "".join(engine.stream_chat("engine stream").response_gen)
+    assert ProbingStreamLLM.seen == [True, True]
+    assert outer_llm_capture_active() is False
+
+
+# -- ReAct, multi-agent workflows, steps --------------------------------------------------------
+
+
+def react_script(messages: Any, **kwargs: Any) -> ChatMessage:
+    if any("Observation" in (m.content or "") for m in messages if m.role != MessageRole.SYSTEM):
+        return ChatMessage(
+            role="assistant",
+            content="Thought: I can answer without using any more tools.\nAnswer: It is sunny.",
+        )
+    return ChatMessage(
+        role="assistant",
+        content="Thought: I need the weather.\nAction: get_weather\n"
+        'Action Input: {"city": "Paris"}',
+    )
+
+
+def test_react_agent_turn(inst, gf_client, capture_server):
+    from llama_index.core.agent.workflow import ReActAgent
+
+    llm = MockFunctionCallingLLM(response_generator=react_script, is_chat_model=True)
+    agent = ReActAgent(tools=[get_weather], llm=llm, system_prompt="Be a weather bot.")
+
+    async def main() -> Any:
+        with gf.conversation("react-1"):
+            return await agent.run("Weather in Paris?")
+
+    result = asyncio.run(main())
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "react-1")
+    assert kinds(msgs) == [
+        "user",
+        "thought",
+        "tool_call",
+        "observation",
+        "thought",
+        "final_response",
+    ]
+    user, thought, call, obs, reasoning, final = msgs
+    assert user["content"] == "Weather in Paris?"  # not the "Observation:" scaffolding
+    assert thought["content"] == "I need the weather."
+    assert (call["toolName"], call["input"]) == ("get_weather", {"city": "Paris"})
+    assert call["parentExternalMessageId"] == thought["externalMessageId"]
+    assert obs["parentExternalMessageId"] == call["externalMessageId"]
+    assert obs["output"] == {"result": "Sunny in Paris"}
+    assert reasoning["content"] == "I can answer without using any more tools."
+    assert final["content"] == "It is sunny." == str(result.response.content)
+    (prompt,) = system_prompts(capture_server, "react-1")
+    assert "get_weather" in prompt  # the ReAct header the model saw, with its tools
+    assert_state_empty(inst)
+
+
+def test_agent_workflow_and_steps(gf_client, capture_server):
+    from llama_index.core.agent.workflow import AgentWorkflow
+
+    inst = GreenflashInstrumentor(capture_steps=True).instrument()
+    try:
+        llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
+        agent = FunctionAgent(
+            name="weather",
+            description="weather agent",
+            tools=[get_weather, broken],
+            llm=llm,
+            system_prompt="You are a weather bot.",
+        )
+        workflow = AgentWorkflow(agents=[agent], root_agent="weather")
+
+        async def main() -> Any:
+            with gf.conversation("workflow-1"):
+                return await workflow.run(user_msg="Weather in Paris?")
+
+        asyncio.run(main())
+        settle(gf_client, capture_server)
+        msgs = conv_messages(capture_server, "workflow-1")
+        core = [k for k in kinds(msgs) if k not in ("chain_start", "chain_end")]
+        assert core == [
+            "user",
+            "thought",
+            "tool_call",
+            "tool_call",
+            "observation",
+            "tool_error",
+            "final_response",
+        ]
+        steps = [m for m in msgs if m.get("messageType") in ("chain_start", "chain_end")]
+        names = {m["content"] for m in steps}
+        assert {"init_run", "setup_agent", "run_agent_step", "call_tool"} <= names
+        starts = {m["externalMessageId"] for m in steps if m["messageType"] == "chain_start"}
+        ends = [m for m in steps if m["messageType"] == "chain_end"]
+        assert len(ends) == len(starts)
+        assert all(m["parentExternalMessageId"] in starts for m in ends)
+        assert_state_empty(inst)
+    finally:
+        inst.uninstrument()

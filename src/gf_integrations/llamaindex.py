@@ -382,6 +382,10 @@ class _Root:
         "live",
         "llm_active",
         "query",
+        "react",
+        "react_llm",
+        "react_text",
+        "span",
         "started",
         "touched",
     )
@@ -396,6 +400,10 @@ class _Root:
         self.agent = False
         self.chat_engine = False
         self.llm_active: _LLM | None = None
+        self.react = False
+        self.react_llm: _LLM | None = None
+        self.react_text: str | None = None  # raw text of the last step without tool calls
+        self.span: _Span | None = None
         self.started = time.monotonic()
         self.touched = self.started
 
@@ -450,6 +458,7 @@ class _LLM:
         "started_at",
         "template",
         "template_args",
+        "thread",
         "touched",
     )
 
@@ -473,6 +482,7 @@ class _LLM:
         self.error: BaseException | str | None = None
         self.started_at = now()
         self.touched = time.monotonic()
+        self.thread = threading.get_ident()
 
 
 class _Build:
@@ -580,11 +590,21 @@ class _Engine:
                 root.live += 1
             span = _Span(id_, parent, root)
             self.spans[id_] = span
+            if parent is None:
+                root.span = span
             cls, meth = _method(id_)
             span.name = meth
             if meth == "run" and parent is None and _is_agent(instance):
                 root.agent = True
+                root.react = "ReActAgent" in _mro_names(instance)
                 self._turn_starts(root)
+            elif meth == "init_run" and root.react:
+                # ReAct prompts carry the user's words among "Observation:" user turns,
+                # so the turn's input comes from the workflow's start event instead
+                user_msg = getattr(bound_args.arguments.get("ev"), "user_msg", None)
+                text = user_msg if isinstance(user_msg, str) else _blocks_text(user_msg)[0]
+                if text:
+                    self._record(root, UserInput(root.conv, id_, text))
             elif meth in _CHAT_ENGINE_METHODS and parent is None and _is_chat_engine(instance):
                 root.chat_engine = True
                 self._turn_starts(root)
@@ -646,6 +666,11 @@ class _Engine:
             if llm is not None and llm.owner == id_:
                 llm.exited = True
                 self._maybe_finish(llm)
+            if root.react:
+                if span.name == "run_agent_step":
+                    self._react_step(root, id_, result)
+                elif span is root.span:
+                    self._react_final(root, result)
             q = root.query
             if q is not None and q.span_id == id_ and not q.ended:
                 # QueryEndEvent did not come (custom engine): close the turn with the result
@@ -884,7 +909,9 @@ class _Engine:
             root.llm_active = None
         try:
             q = root.query
-            if q is not None and not q.ended:
+            if root.react:
+                root.react_llm = llm  # mapped from the agent step's parsed output
+            elif q is not None and not q.ended:
                 q.last = llm
                 q.llm_calls += 1
             elif q is not None and q.ended and q.last is None:
@@ -1045,6 +1072,65 @@ class _Engine:
         llm.root = qroot
         q.ended = True
 
+    # ---- ReAct agents ---------------------------------------------------------------------------
+
+    def _react_llm_call(self, root: _Root, key: str, reply: ChatMessage, final: bool) -> None:
+        llm, root.react_llm = root.react_llm, None
+        msgs = llm.messages if llm is not None and llm.messages is not None else []
+        resp = llm.response if llm is not None else None
+        self._record(
+            root,
+            LLMCall(
+                root.conv,
+                key,
+                # inputs only for the system prompt: the rest is ReAct scaffolding
+                messages=lambda: [m for m in _convert_messages(msgs) if m.get("role") == "system"],
+                reply=reply,
+                model=self._model(llm) if llm is not None else None,
+                usage=_usage_of(resp),
+                started_at=llm.started_at if llm is not None else None,
+                record_inputs=False,
+                final=final,
+            ),
+        )
+
+    def _react_step(self, root: _Root, key: str, output: Any) -> None:
+        """``run_agent_step`` of a ReActAgent ended: its parsed tool calls become tool_calls."""
+        response = getattr(output, "response", None)
+        text = _blocks_text(response)[0] if response is not None else None
+        calls = getattr(output, "tool_calls", None) or []
+        if not calls:
+            root.react_text = text
+            return
+        specs: list[ToolCallSpec] = [
+            {
+                "id": getattr(c, "tool_id", None),
+                "name": str(getattr(c, "tool_name", "") or "unknown_tool"),
+                "arguments": getattr(c, "tool_kwargs", None),
+            }
+            for c in calls
+        ]
+        reply: ChatMessage = {
+            "role": "assistant",
+            "content": _react_thought(text),
+            "tool_calls": specs,
+            "id": key,
+        }
+        self._react_llm_call(root, key, reply, final=False)
+
+    def _react_final(self, root: _Root, result: Any) -> None:
+        raw = root.react_text
+        if raw is None and root.react_llm is None:
+            return
+        answer = _agent_answer(result)
+        if answer is None and raw is not None:
+            answer = raw.split("Answer:", 1)[-1].strip()
+        reply: ChatMessage = {"role": "assistant", "content": answer or "", "id": root.id}
+        thought = _react_thought(raw)
+        if thought:
+            reply["reasoning"] = thought
+        self._react_llm_call(root, root.id, reply, final=True)
+
     # ---- tools ------------------------------------------------------------------------------
 
     def _tool_done(self, span: _Span, result: Any, error: BaseException | str | None) -> None:
@@ -1149,9 +1235,16 @@ class _Engine:
         if not self.active:
             return False
         sid = active_span_id.get()
-        if sid is None:
-            return False
         with self.lock:
+            if sid is None:
+                # a top-level stream consumed by the caller's own thread, outside any span
+                me = threading.get_ident()
+                return any(
+                    llm.thread == me
+                    and (o := self._lookup(llm.owner)) is not None
+                    and o.parent is None
+                    for llm in self.pending.values()
+                )
             span = self._lookup(sid)
             depth = 0
             while span is not None and depth < 64:
@@ -1178,6 +1271,31 @@ class _Engine:
                 "builds": len(self.builds),
                 "recent": len(self.recent),
             }
+
+
+def _react_thought(text: str | None) -> str | None:
+    """The ``Thought:`` part of a ReAct step, without the Action/Answer lines."""
+    if not text:
+        return None
+    body = text.split("Thought:", 1)[-1]
+    for marker in ("\nAction:", "\nAnswer:"):
+        body = body.split(marker, 1)[0]
+    return body.strip() or None
+
+
+def _agent_answer(result: Any) -> str | None:
+    """The answer text of a workflow agent's StopEvent / AgentOutput."""
+    out = getattr(result, "result", result)
+    response = out.get("response") if isinstance(out, Mapping) else getattr(out, "response", None)
+    if isinstance(response, Mapping):
+        texts = [b.get("text") for b in response.get("blocks") or () if isinstance(b, Mapping)]
+        joined = "".join(t for t in texts if isinstance(t, str))
+        return joined or (
+            response.get("content") if isinstance(response.get("content"), str) else None
+        )
+    if response is not None:
+        return _blocks_text(response)[0]
+    return None
 
 
 def _is_ancestor(ancestor_id: str, span: _Span | None) -> bool:
