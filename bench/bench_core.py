@@ -166,7 +166,18 @@ def bench_caller(url: str, n: int) -> tuple[float, float, float]:
     return t_record, t_event, t_hand
 
 
-def bench_throughput(url: str, turns: int, convs: int) -> tuple[float, int, float]:
+def thread_cpu(thread: object) -> float:
+    """CPU seconds used by one thread (Linux /proc), or NaN elsewhere."""
+    tid = getattr(thread, "native_id", None)
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def bench_throughput(url: str, turns: int, convs: int) -> tuple[float, int, float, float]:
     before = server_count(url)
     conv_list = [Conv(f"tp-{k}", "u1") for k in range(convs)]
     events = [make_event(conv_list[i % convs], i) for i in range(turns)]
@@ -175,14 +186,16 @@ def bench_throughput(url: str, turns: int, convs: int) -> tuple[float, int, floa
     start = time.perf_counter()
     for ev in events:
         client.record(ev)
+    worker = client.uploader._thread
     ok = client.flush(120)
     elapsed = time.perf_counter() - start
+    worker_cpu = thread_cpu(worker)
     got = server_count(url) - before
     stats = client.stats()
     client.shutdown()
     if not ok or got != expected:
         print(f"  warning: flush={ok} delivered {got}/{expected}; stats={stats}")
-    return got / elapsed, got, elapsed
+    return got / elapsed, got, elapsed, worker_cpu
 
 
 def profile_worker(url: str, turns: int) -> None:
@@ -204,7 +217,8 @@ def profile_worker(url: str, turns: int) -> None:
         bench_throughput(url, turns, 100)
     finally:
         up.Uploader._run = original  # type: ignore[method-assign]
-    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
 
 
 def main() -> int:
@@ -219,7 +233,8 @@ def main() -> int:
             profile_worker(url + "/api/v1", args.turns)
             return 0
         t_record, t_event, t_hand = bench_caller(url + "/api/v1", args.caller_n)
-        rate, got, elapsed = bench_throughput(url + "/api/v1", args.turns, 100)
+        rate, got, elapsed, worker_cpu = bench_throughput(url + "/api/v1", args.turns, 100)
+        load = os.getloadavg()[0]
     finally:
         proc.terminate()
         proc.wait(5)
@@ -232,6 +247,9 @@ def main() -> int:
     print(f"{'ratio record / by hand':<52}{t_record / t_hand:>14.2f}")
     print(f"{'upload throughput (messages/s)':<52}{rate:>14,.0f}")
     print(f"{'  messages delivered / seconds':<52}{f'{got} / {elapsed:.2f}':>14}")
+    print(f"{'worker thread CPU seconds':<52}{worker_cpu:>14.2f}")
+    print(f"{'messages per worker CPU-second':<52}{got / worker_cpu:>14,.0f}")
+    print(f"{'load average (1 min) during the run':<52}{load:>14.2f}")
     print(f"{'  target':<52}{'>= 20,000':>14}")
     return 0
 

@@ -357,10 +357,12 @@ def test_14_unserializable_payloads_are_coerced_and_the_worker_lives_on(
 
     client.record(LLMCall(c, "bad", messages=boom, reply=None))
     client.record(user_msg(c, "after"))
-    assert client.flush(5)
+    assert client.flush(5) is False  # one event could not be delivered: flush says so
     kinds = [m.get("messageType") or m.get("role") for m in capture_server.messages]
     assert kinds == ["tool_call", "observation", "user"]
     assert client.stats()["failed_mapping"] == 1
+    client.record(user_msg(c, "later"))
+    assert client.flush(5)  # the verdict covers what was queued since the last flush
 
 
 # -- process exit -----------------------------------------------------------------------------
@@ -596,3 +598,12 @@ def test_stats_expose_the_counters(make_client):
     stats = make_client().stats()
     for name in ("queued", "sent", "retried", "dropped", "spooled", "unspooled", "queue_size"):
         assert name in stats
+
+
+def test_flush_reports_a_loss_that_happened_before_it_was_called(make_client, capture_server):
+    capture_server.default = Reply(400, body={"error": "bad"})
+    client = make_client(flush_interval=0.05)
+    client.record(user_msg(conv(), "k"))
+    assert wait_until(lambda: client.stats()["dropped_fatal"] == 1, 5)  # sent by the interval
+    assert client.flush(1) is False  # what was queued since the last flush did not arrive
+    assert client.flush(1) is True  # and it is reported once

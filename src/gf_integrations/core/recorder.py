@@ -73,6 +73,7 @@ class _ConvState:
         "pending_context",
         "pending_prompt",
         "prompt_digest",
+        "prompt_source",
         "sent",
         "turn_has_tools",
     )
@@ -80,6 +81,7 @@ class _ConvState:
     def __init__(self) -> None:
         self.sent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.prompt_digest: str | None = None
+        self.prompt_source: SystemPrompt | None = None  # last prompt seen, before mapping
         self.pending_prompt: str | dict[str, Any] | None = None
         self.last_user: str | None = None
         self.turn_has_tools = False
@@ -95,6 +97,8 @@ class _ConvState:
 
 
 def _iso(t: dt.datetime) -> str:
+    if t.tzinfo is dt.timezone.utc:  # the common case (events.now()): no conversion
+        return t.isoformat().replace("+00:00", "Z")
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
     return t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
@@ -222,6 +226,9 @@ class Mapper:
     # -- system prompt -----------------------------------------------------------------
 
     def _set_prompt(self, conv: Conv, state: _ConvState, prompt: SystemPrompt) -> None:
+        if prompt == state.prompt_source:
+            return  # the same prompt as last call (the usual case): skip mapping + digest
+        state.prompt_source = prompt
         wire = self._prompt_wire(prompt)
         if wire is None:
             return

@@ -39,6 +39,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def truncate_text(text: str, limit: int) -> str:
@@ -58,7 +59,27 @@ def to_jsonable(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
 
 
 def _convert(obj: Any, limits: Limits, depth: int, seen: set[int]) -> Any:
-    if obj is None or isinstance(obj, bool):
+    # fast path on the exact type: most values are plain str/int/float/bool/None
+    kind = type(obj)
+    if kind is str:
+        return obj if len(obj) <= limits.max_string else truncate_text(obj, limits.max_string)
+    if kind is int:
+        return obj if -(2**63) < obj < 2**63 else str(obj)
+    if kind is float:
+        return obj if math.isfinite(obj) else str(obj)
+    if obj is None or kind is bool:
+        return obj
+    if kind is dict and depth < limits.max_depth and len(obj) <= limits.max_items:
+        if all(type(k) is str and type(v) in _PLAIN for k, v in obj.items()):
+            # a flat dict of short plain values (usage, metadata): copy, check, done
+            if all(
+                (type(v) is not str or len(v) <= limits.max_string)
+                and (type(v) is not float or math.isfinite(v))
+                and (type(v) is not int or -(2**63) < v < 2**63)
+                for v in obj.values()
+            ):
+                return dict(obj)
+    if isinstance(obj, bool):
         return obj
     if isinstance(obj, str):
         return truncate_text(obj, limits.max_string)

@@ -188,7 +188,8 @@ class Uploader:
         self._stopping = threading.Event()
         self._deadline: float | None = None  # shutdown deadline (monotonic)
         self._busy = False  # worker holds items it has not finished
-        self._failures = 0  # messages lost or spooled, for flush()'s verdict
+        self._failures = 0  # events/messages lost or spooled, for flush()'s verdict
+        self._failures_reported = 0  # _failures at the end of the last flush()
         self._spooled_this_run = False
 
     def _after_fork(self) -> None:
@@ -260,15 +261,13 @@ class Uploader:
         if threading.current_thread() is self._thread:
             return False  # called from the worker (a mask or lazy callable): cannot wait
         with self._lock:
-            idle = self._is_idle()
-        if idle:
-            return True
+            if self._is_idle():
+                return self._verdict()
         thread = self._thread
         if thread is None or not thread.is_alive() or self._thread_pid != os.getpid():
             if not self._ensure_thread():
                 return False
         with self._lock:
-            failures_before = self._failures
             self._urgent += 1
         try:
             self._queue.put_nowait(None)  # wake a worker waiting on get()
@@ -285,10 +284,16 @@ class Uploader:
                         )
                         return False
                     self._idle.wait(min(remaining, 0.05))
-                return self._failures == failures_before
+                return self._verdict()
         finally:
             with self._lock:
                 self._urgent -= 1
+
+    def _verdict(self) -> bool:
+        """True when nothing was lost or spooled since the previous flush (holds _lock)."""
+        ok = self._failures == self._failures_reported
+        self._failures_reported = self._failures
+        return ok
 
     def _pending_count(self) -> int:
         # caller holds _lock
@@ -422,6 +427,7 @@ class Uploader:
             with self._map_lock:
                 for ev in items:
                     self._map(ev)
+            self.counters.set("sampled_out", self.mapper.sampled_out)
         self._send_due(force=stop or self._urgent > 0)
         with self._lock:
             self._busy = False
@@ -451,14 +457,14 @@ class Uploader:
             outgoing = self.mapper.map(event)
         except Exception as exc:
             self.counters.bump("failed_mapping")
+            with self._lock:
+                self._failures += 1  # flush() promises delivery: a lost event is a failure
             self._warn_once(
                 f"map:{type(exc).__name__}",
                 f"gf_integrations: could not map a {type(event).__name__} event "
                 f"({type(exc).__name__}: {str(exc)[:200]}); it was skipped",
             )
             return
-        finally:
-            self.counters.set("sampled_out", self.mapper.sampled_out)
         for item in outgoing:
             try:
                 self._add(item)
@@ -527,10 +533,11 @@ class Uploader:
     def _send_due(self, *, force: bool) -> None:
         s = self.settings
         now = time.monotonic()
+        # While a backlog waits in the queue, open batches get a little longer to fill up
+        # (bounded: 4 intervals): under load that means fewer, fuller POSTs.
+        age = s.flush_interval * (4 if self._queue.qsize() > 0 else 1)
         with self._lock:
-            for key in [
-                k for k, b in self._pending.items() if force or now - b.opened >= s.flush_interval
-            ]:
+            for key in [k for k, b in self._pending.items() if force or now - b.opened >= age]:
                 self._ready.append(self._encode(self._pending.pop(key)))
         while True:
             with self._lock:
