@@ -710,3 +710,58 @@ def test_agent_workflow_and_steps(gf_client, capture_server):
         assert_state_empty(inst)
     finally:
         inst.uninstrument()
+
+
+def test_context_chat_engine_streaming_and_condense_step(inst, gf_client, capture_server, index):
+    with gf.conversation("ce-context"):
+        engine = index.as_chat_engine(chat_mode="context", system_prompt="Sys", llm=StreamingLLM())
+        text = "".join(engine.stream_chat("capital?").response_gen)
+    with gf.conversation("ce-condense"):
+        engine = index.as_chat_engine(chat_mode="condense_plus_context")
+        engine.chat("capital?")
+        second = engine.chat("and more?")
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "ce-context")
+    assert kinds(msgs) == ["user", "embedding", "retrieval", "assistant"]
+    assert msgs[-1]["content"] == text
+    assert msgs[-1]["context"] == "Paris is the capital of France."
+    (prompt,) = system_prompts(capture_server, "ce-context")
+    assert "{{context_str}}" in prompt["components"][0]["content"]
+    msgs = conv_messages(capture_server, "ce-condense")
+    turn = ["user", "embedding", "retrieval", "assistant"]
+    assert kinds(msgs) == turn + turn  # the condense-question call is not an answer
+    assert msgs[-1]["content"] == second.response
+    assert_state_empty(inst)
+
+
+def test_query_engine_tool_inside_an_agent(inst, gf_client, capture_server, index):
+    from llama_index.core.tools import QueryEngineTool
+
+    def script(messages: Any, **kwargs: Any) -> ChatMessage:
+        if any(m.role == MessageRole.TOOL for m in messages):
+            return ChatMessage(role="assistant", content="Paris.")
+        call = ToolCallBlock(tool_call_id="q1", tool_name="docs", tool_kwargs={"input": "capital"})
+        return ChatMessage(role="assistant", blocks=[call])
+
+    tool = QueryEngineTool.from_defaults(index.as_query_engine(), name="docs", description="docs")
+    llm = MockFunctionCallingLLM(response_generator=script, is_chat_model=True)
+    agent = FunctionAgent(tools=[tool], llm=llm)
+
+    async def main() -> None:
+        with gf.conversation("agent-qe"):
+            await agent.run("What is the capital?")
+
+    asyncio.run(main())
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "agent-qe")
+    # the tool's own query and synthesis call are not user/assistant messages of the turn
+    assert kinds(msgs) == [
+        "user",
+        "tool_call",
+        "embedding",
+        "retrieval",
+        "observation",
+        "final_response",
+    ]
+    assert msgs[-1]["context"] == "Paris is the capital of France."
+    assert_state_empty(inst)

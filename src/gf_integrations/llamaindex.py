@@ -455,6 +455,7 @@ class _LLM:
         "reply",
         "response",
         "root",
+        "silent",
         "started_at",
         "template",
         "template_args",
@@ -479,6 +480,7 @@ class _LLM:
         self.exited = False
         self.finished = False
         self.partial = False
+        self.silent = False
         self.error: BaseException | str | None = None
         self.started_at = now()
         self.touched = time.monotonic()
@@ -611,6 +613,9 @@ class _Engine:
                 message = bound_args.arguments.get("message")
                 if isinstance(message, str):
                     self._record(root, UserInput(root.conv, id_, message))
+                    # like a query: the last LLM call is the answer (condense steps are not)
+                    root.query = _Query(id_, message)
+                    root.live += 1
             elif meth == "call_tool":
                 ev = bound_args.arguments.get("ev")
                 if ev is not None and hasattr(ev, "tool_name"):
@@ -740,6 +745,12 @@ class _Engine:
             span.llm = active
             return active
         llm = _LLM(span.id, root, None)
+        p: _Span | None = span
+        while p is not None:
+            if p.tool is not None:
+                llm.silent = True  # inside a tool: its result is the observation
+                break
+            p = p.parent
         span.llm = llm
         root.llm_active = llm
         root.live += 1
@@ -889,10 +900,6 @@ class _Engine:
             return
         self._add_build(root, len(chunks), dims, model)
 
-    def on_span_drop_event(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
-        # The drop itself is handled by span_drop (it carries the exception object).
-        return
-
     # ---- LLM calls ------------------------------------------------------------------------
 
     def _maybe_finish(self, llm: _LLM) -> None:
@@ -909,7 +916,9 @@ class _Engine:
             root.llm_active = None
         try:
             q = root.query
-            if root.react:
+            if llm.silent:
+                pass
+            elif root.react:
                 root.react_llm = llm  # mapped from the agent step's parsed output
             elif q is not None and not q.ended:
                 q.last = llm
@@ -965,7 +974,7 @@ class _Engine:
             kwargs = getattr(llm.template, "kwargs", None) or {}
             query = args.get("query_str") or kwargs.get("query_str")
             inputs_are_user = False
-            if isinstance(query, str) and not root.chat_engine:
+            if isinstance(query, str) and not root.chat_engine and not root.agent:
                 self._record(root, UserInput(root.conv, llm.owner, query))
         if root.chat_engine:
             inputs_are_user = False
@@ -999,16 +1008,18 @@ class _Engine:
 
     def _query_end(self, root: _Root, q: _Query, response: Any) -> None:
         q.ended = True
-        streaming = response is not None and (
-            hasattr(response, "response_gen") or hasattr(response, "async_response_gen")
-        )
+        # by type name: reading ``response_gen`` (a property on chat responses) is avoided,
+        # a streaming response is never touched
+        streaming = "Streaming" in type(response).__name__
         text = None if streaming else getattr(response, "response", None)
         if streaming and q.last is None:
-            # the answer is generated lazily when the caller consumes the stream, often in
-            # a new root span: wait for an LLM call predicting this query (see _adopt_stream)
-            self.awaiting[q.text] = (time.monotonic(), root, q)
-            if len(self.awaiting) > _AWAIT_MAX:
-                self.awaiting.popitem(last=False)
+            # the answer is generated lazily when the caller consumes the stream: a chat
+            # engine does it under its own root; a query engine often in a new root span,
+            # so wait for an LLM call predicting this query (see _adopt_stream)
+            if not root.chat_engine:
+                self.awaiting[q.text] = (time.monotonic(), root, q)
+                if len(self.awaiting) > _AWAIT_MAX:
+                    self.awaiting.popitem(last=False)
             root.query = q
             return
         self._emit_answer(root, q, text)
@@ -1031,11 +1042,16 @@ class _Engine:
             _template_prompt(llm.template, llm.template_args) if llm.template is not None else None
         )
         props = {"llmCalls": q.llm_calls} if q.llm_calls > 1 else None
+        messages: Any = ()
+        if prompt is None and llm.kind == "chat" and llm.messages is not None:
+            msgs = llm.messages  # for the system prompt only (record_inputs=False)
+            messages = lambda: _convert_messages(msgs)  # noqa: E731
         self._record(
             root,
             LLMCall(
                 root.conv,
                 q.key,
+                messages=messages,
                 reply=reply,
                 model=self._model(llm),
                 usage=_usage_of(llm.response),
