@@ -765,3 +765,24 @@ def test_query_engine_tool_inside_an_agent(inst, gf_client, capture_server, inde
     ]
     assert msgs[-1]["context"] == "Paris is the capital of France."
     assert_state_empty(inst)
+
+
+def test_capture_probe_inside_an_agents_async_stream(inst, gf_client):
+    seen: list[bool] = []
+
+    def script(messages: Any, **kwargs: Any) -> Any:
+        async def agen() -> Any:
+            seen.append(outer_llm_capture_active())  # the provider request happens here
+            yield ChatMessage(role="assistant", content="done")
+
+        return agen()
+
+    llm = MockFunctionCallingLLM(response_generator=script, is_chat_model=True)
+    agent = FunctionAgent(tools=[get_weather], llm=llm)
+
+    async def main() -> None:
+        await agent.run("hi")
+        seen.append(outer_llm_capture_active())
+
+    asyncio.run(main())
+    assert seen == [True, False]
