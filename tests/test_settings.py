@@ -189,3 +189,12 @@ def test_api_key_is_sent_as_bearer(capture_server):
     headers = {k.lower(): v for k, v in capture_server.headers[0].items()}
     assert headers["authorization"] == "Bearer gf-123"
     client.shutdown(1)
+
+
+def test_a_client_that_cannot_send_leaves_the_spool_alone(tmp_path):
+    spooled = tmp_path / "1-abc.json"
+    spooled.write_bytes(b'{"externalUserId":"u","externalConversationId":"c","messages":[]}')
+    client = gf.GreenflashClient(spool_dir=str(tmp_path))  # no key, remote URL
+    assert client.uploader._thread is None
+    client.shutdown(0.1)
+    assert spooled.exists()

@@ -77,7 +77,7 @@ class GreenflashClient:
                 s.base_url,
             )
         self.exporter: Exporter = exporter or HTTPExporter(s.base_url, s.api_key)
-        self.uploader = Uploader(s, self.exporter)
+        self.uploader = Uploader(s, self.exporter, resend_spool=self.active)
 
     def __repr__(self) -> str:
         return f"GreenflashClient({self.settings!r}, exporter={self.exporter!r})"

@@ -169,8 +169,15 @@ class Uploader:
     """Owns the queue, worker thread, batching, retries, flush, exit and fork handling."""
 
     def __init__(
-        self, settings: Settings, exporter: Exporter, mapper: Mapper | None = None
+        self,
+        settings: Settings,
+        exporter: Exporter,
+        mapper: Mapper | None = None,
+        *,
+        resend_spool: bool = True,
     ) -> None:
+        """``resend_spool=False`` leaves an existing spool alone (a client that cannot
+        send, e.g. no API key, must not turn spooled batches into 401 drops)."""
         self.settings = settings
         self.exporter = exporter
         self.mapper = mapper or Mapper(
@@ -185,7 +192,7 @@ class Uploader:
         os.register_at_fork(after_in_child=lambda: _call_ref(ref))
         with _live_lock[0]:
             _live.add(self)  # one shared, bounded exit flush (see _shutdown_all_at_exit)
-        if self._spool_has_files():
+        if resend_spool and self._spool_has_files():
             # undelivered batches from an earlier run: resend them now, not on first use
             self._busy = True  # flush() waits for the resend
             if not self._ensure_thread():
