@@ -58,16 +58,20 @@ def test_01_burst_larger_than_queue_never_blocks_and_counts_drops(
 
     slowest = 0.0
     accepted = 0
+    burst_start = time.perf_counter()
     for i in range(1_000):
         t0 = time.perf_counter()
         accepted += client.record(user_msg(c, f"b{i}"))
         slowest = max(slowest, time.perf_counter() - t0)
+    per_call = (time.perf_counter() - burst_start) / 1_000
 
     assert accepted == 100  # exactly the queue's capacity
     stats = client.stats()
     assert stats["dropped_queue_full"] == 900
     assert stats["dropped"] >= 900
-    assert slowest < 0.05, f"record blocked for {slowest * 1000:.1f} ms"
+    # never blocks on the hung server (30 s); generous bounds for a loaded CI machine
+    assert per_call < 0.005, f"{per_call * 1000:.2f} ms per record"
+    assert slowest < 0.5, f"record blocked for {slowest * 1000:.1f} ms"
     full_logs = [r for r in caplog.records if "queue full" in r.getMessage()]
     assert len(full_logs) == 1
 
@@ -267,11 +271,11 @@ def test_12_slow_server_flush_returns_by_its_deadline(make_client, capture_serve
     client.record(user_msg(conv(), "k"))
     start = time.monotonic()
     assert client.flush(0.5) is False
-    assert time.monotonic() - start < 0.8
+    assert time.monotonic() - start < 1.5  # 0.5 s asked; the server would take 10 s
     assert any("flush timed out" in r.getMessage() for r in caplog.records)
     start = time.monotonic()
     client.shutdown(timeout=0.5)
-    assert time.monotonic() - start < 0.8
+    assert time.monotonic() - start < 1.5  # 0.5 s asked; the server would take 10 s
 
 
 def test_12_shutdown_interrupts_a_retry_after_pause_and_spools(
@@ -285,7 +289,7 @@ def test_12_shutdown_interrupts_a_retry_after_pause_and_spools(
     assert capture_server.wait_for(lambda s: len(s.attempts) == 1, 5)
     start = time.monotonic()
     client.shutdown(timeout=1.0)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 2.5  # 1 s asked; Retry-After asked for 30 s
     assert client.stats()["spooled"] == 1
     assert len(list(tmp_path.glob("*.json"))) == 1
     assert capture_server.messages == []
@@ -621,7 +625,7 @@ def test_shutdown_with_a_hung_request_spools_the_inflight_batch_and_the_queue(
         client.record(user_msg(c, f"queued-{i}"))  # the worker cannot take these
     start = time.monotonic()
     client.shutdown(timeout=0.5)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 1.5  # 0.5 s asked; the server hangs for 30 s
     spooled = [m for f in tmp_path.glob("*.json") for m in json.loads(f.read_bytes())["messages"]]
     assert sorted(m["content"] for m in spooled) == sorted(
         ["text in-flight"] + [f"text queued-{i}" for i in range(5)]

@@ -193,7 +193,7 @@ def test_request_timeout_is_bounded_by_the_shutdown_deadline(monkeypatch):
     assert started.wait(5)
     t0 = time.monotonic()
     client.shutdown(timeout=0.5)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 1.5  # 0.5 s asked; the request timeout is 30 s
     release.set()
     assert exporter.timeouts[0] == 30  # before shutdown: the full request timeout
 
