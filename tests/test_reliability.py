@@ -642,3 +642,18 @@ def test_shutdown_with_a_hung_request_spools_the_inflight_batch_and_the_queue(
     contents = collections.Counter(m["content"] for m in capture_server.messages)
     assert set(contents) == {"text in-flight"} | {f"text queued-{i}" for i in range(5)}
     assert all(contents[f"text queued-{i}"] == 1 for i in range(5))
+
+
+def test_a_lazy_callable_raising_system_exit_loses_only_its_own_event(make_client, capture_server):
+    client = make_client()
+    c = conv()
+
+    def leave() -> list:
+        raise SystemExit(3)
+
+    client.record(user_msg(c, "before"))
+    client.record(LLMCall(c, "bad", messages=leave))
+    client.record(user_msg(c, "after"))
+    assert client.flush(5) is False  # one event was lost, and flush says so
+    assert sorted(m["content"] for m in capture_server.messages) == ["text after", "text before"]
+    assert client.uploader._thread.is_alive()

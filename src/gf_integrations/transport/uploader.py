@@ -484,7 +484,7 @@ class Uploader:
         """Map one event into batches (caller holds ``_map_lock``). Never raises."""
         try:
             outgoing = self.mapper.map(event)
-        except Exception as exc:
+        except BaseException as exc:  # a lazy callable's SystemExit must not kill the worker
             self.counters.bump("failed_mapping")
             with self._lock:
                 self._failures += 1  # flush() promises delivery: a lost event is a failure
