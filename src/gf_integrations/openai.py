@@ -912,11 +912,13 @@ def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
 
 def _reasoning_extra(msg: Any) -> str | None:
     """Reasoning text some OpenAI-compatible servers add (DeepSeek, vLLM, OpenRouter)."""
+    # pydantic models keep unknown fields in model_extra; asking getattr for a missing
+    # name goes through pydantic's slow __getattr__ miss path
+    source = msg if isinstance(msg, Mapping) else getattr(msg, "model_extra", None)
+    if not source:
+        return None
     for name in ("reasoning_content", "reasoning"):
-        value = _get(msg, name)
-        if value is None:
-            extra = getattr(msg, "model_extra", None)
-            value = extra.get(name) if isinstance(extra, dict) else None
+        value = source.get(name)
         if isinstance(value, str) and value:
             return value
     return None
