@@ -150,6 +150,13 @@ def child_rss(variant: str, queries: int) -> dict[str, Any]:
     if variant == "greenflash":
         out["state"] = state["inst"]._state_sizes()
         out["stats"] = {k: v for k, v in state["client"].stats().items() if v}
+        # the recorder's per-conversation dedup memory (core, bounded per conversation and
+        # by conversation count, not by this integration)
+        convs = getattr(getattr(state["client"].uploader, "mapper", None), "_convs", {})
+        out["recorder"] = {
+            "conversations": len(convs),
+            "sent_ids": sum(len(c.sent) for c in convs.values()),
+        }
     return out
 
 
@@ -247,7 +254,8 @@ def main() -> None:
             series = " ".join(str(kib) for _, kib in pts)
             print(f"{v:<12} first {first} last {last} growth {last - first:+d} | {series}")
             if "state" in r:
-                print(f"{'':<12} internal state after the run: {r['state']}")
+                print(f"{'':<12} instrumentor state after the run: {r['state']}")
+                print(f"{'':<12} recorder dedup state (core): {r['recorder']}")
 
 
 if __name__ == "__main__":

@@ -486,6 +486,12 @@ class _LLM:
         self.touched = time.monotonic()
         self.thread = threading.get_ident()
 
+    def drop_payload(self) -> None:
+        """Release framework objects once recorded (exited spans may keep this alive)."""
+        self.messages = None
+        self.response = self.reply = self.template = self.template_args = None
+        self.output = self.prompt = None
+
 
 class _Build:
     """Embedding calls outside any turn (index builds), summed into one message."""
@@ -928,6 +934,7 @@ class _Engine:
                 self._emit_answer(root, q, None)
             else:
                 self._emit_llm(root, llm)
+                llm.drop_payload()
         finally:
             self._release(root)
 
@@ -1065,6 +1072,8 @@ class _Engine:
                 properties=props,
             ),
         )
+        q.last = None
+        llm.drop_payload()
 
     def _adopt_stream(self, llm: _LLM) -> None:
         """A predict call of a streaming query's answer, started after the query ended."""
@@ -1109,6 +1118,8 @@ class _Engine:
                 final=final,
             ),
         )
+        if llm is not None:
+            llm.drop_payload()
 
     def _react_step(self, root: _Root, key: str, output: Any) -> None:
         """``run_agent_step`` of a ReActAgent ended: its parsed tool calls become tool_calls."""
