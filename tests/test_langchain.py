@@ -109,6 +109,8 @@ def kinds(msgs: list[dict[str, Any]]) -> list[str]:
 
 def delivered(server: Any, client: gf.GreenflashClient) -> list[dict[str, Any]]:
     assert client.flush(10)
+    # the capture server appends a body only after answering it: wait for the last one
+    assert server.wait_for(lambda s: len(s.requests) == len(s.attempts))
     for body in server.requests:
         MessageCreateRequest.model_validate(body)
     return server.messages

@@ -52,6 +52,7 @@ How it works (see DESIGN.md sections 3-4 for the mapping):
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import functools
 import logging
 import string
@@ -70,7 +71,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     ) from None
 
 from .client import GreenflashClient, get_client
-from .core.context import IdentityDefaults, register_capture_probe
+from .core.context import Conv, IdentityDefaults, current_scope, register_capture_probe
 from .core.events import (
     ChatMessage,
     Document,
@@ -81,7 +82,6 @@ from .core.events import (
     SystemPrompt,
     ToolCallSpec,
     ToolResult,
-    now,
 )
 
 if TYPE_CHECKING:
@@ -123,12 +123,11 @@ class _Run:
         "b",
         "c",
         "kind",
-        "mono",
         "name",
         "owner",
         "root",
-        "started",
         "step",
+        "t0",
     )
 
     def __init__(
@@ -138,8 +137,7 @@ class _Run:
         self.root = root
         self.kind = kind
         self.step = step  # key of the nearest captured Step (own or ancestor's)
-        self.started = now()
-        self.mono = time.monotonic()
+        self.t0 = time.time()  # one cheap clock read; a datetime only for recorded runs
         self.name: str | None = None
         # kind-specific slots: llm (messages, model, provider), tool (inputs, call id),
         # retriever (query)
@@ -148,12 +146,12 @@ class _Run:
         self.c: Any = None
 
 
-_runs: dict[UUID, _Run] = {}
+_runs: dict[int, _Run] = {}
 _sweep_lock = threading.Lock()
 _sweep_counter = 0
 
 # Marker of the chat/LLM run being recorded in this context (see module docstring).
-_active_llm: contextvars.ContextVar[UUID | None] = contextvars.ContextVar(
+_active_llm: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "gf_langchain_active_llm", default=None
 )
 
@@ -174,18 +172,28 @@ def _sweep(ttl: float) -> None:
     if not _sweep_lock.acquire(blocking=False):
         return
     try:
-        cutoff = time.monotonic() - ttl
+        cutoff = time.time() - ttl
         items = list(_runs.items())
-        stale = [rid for rid, run in items if run.mono < cutoff]
+        stale = [rid for rid, run in items if run.t0 < cutoff]
         overflow = len(items) - len(stale) - _MAX_RUNS
         if overflow > 0:
             # dict order is insertion order: the first ones are the oldest
-            fresh = [rid for rid, run in items if run.mono >= cutoff]
+            fresh = [rid for rid, run in items if run.t0 >= cutoff]
             stale.extend(fresh[:overflow])
         for rid in stale:
             _runs.pop(rid, None)
     finally:
         _sweep_lock.release()
+
+
+def _uuid_str(u: UUID) -> str:
+    """``str(uuid)``, about twice as fast (it is on the per-root path)."""
+    h = u.hex
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _at(t: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc)
 
 
 def run_state_size() -> int:
@@ -384,37 +392,54 @@ def _braces(template: str) -> str:
 def _template_prompt(
     prompt: tuple[Mapping[str, Any], Any], messages: Sequence[BaseMessage]
 ) -> SystemPrompt | None:
-    """The system prompt as components + variables when it is exactly the template's output."""
+    """The system prompt as components + variables when it is exactly the template's output.
+
+    Cached per (template, system text the model received): the same prompt rendered
+    with the same variables is the common case on the hot path.
+    """
     serialized, inputs = prompt
+    texts = [m.content for m in messages if m.type == "system"]
+    actual = texts[0] if len(texts) == 1 and texts[0].__class__ is str else None
+    if actual is None:
+        actual = "\n\n".join(t for t in map(_text, texts) if t)
+    key = (id(serialized), actual)
+    cached = _render_cache.get(key)
+    if cached is not None and cached[0] is serialized:
+        return cached[1]
+    result = _render_template(serialized, inputs, actual)
+    if len(_render_cache) >= 512:
+        _render_cache.clear()
+    _render_cache[key] = (serialized, result)
+    return result
+
+
+def _render_template(
+    serialized: Mapping[str, Any], inputs: Any, actual: str
+) -> SystemPrompt | None:
     templates = _system_templates(serialized)
     if not templates or not isinstance(inputs, Mapping):
         return None
     partials = (serialized.get("kwargs") or {}).get("partial_variables") or {}
-    values = {**partials, **inputs}
     variables: dict[str, str] = {}
-    rendered = []
-    for template, names in templates:
+    for _template, names in templates:
         for n in names:
-            if n not in values:
+            v = inputs[n] if n in inputs else partials.get(n)
+            if v is None:
                 return None
-            v = values[n]
             variables[n] = v if isinstance(v, str) else str(v)
-        rendered.append(template.format(**{n: values[n] for n in names}))
-    actual = [_text(m.content) for m in messages if m.type == "system"]
+    rendered = "\n\n".join(t for t in (tpl.format(**variables) for tpl, _n in templates) if t)
     # only when the model really received the template's rendering (a later, different
     # prompt in the same tree, or a system message built elsewhere, falls back to text)
-    if "\n\n".join(t for t in actual if t) != "\n\n".join(t for t in rendered if t):
+    if rendered != actual:
         return None
     components: list[PromptComponent] = [
-        {
-            "content": _braces(t),
-            "type": "system",
-            "source": "customer",
-            "is_dynamic": bool(names),
-        }
-        for t, names in templates
+        {"content": _braces(t), "type": "system", "source": "customer", "is_dynamic": bool(n)}
+        for t, n in templates
     ]
     return SystemPrompt(components=components, variables=variables or None)
+
+
+_render_cache: dict[tuple[int, str], tuple[Mapping[str, Any], SystemPrompt | None]] = {}
 
 
 # -- the handler -----------------------------------------------------------------------
@@ -491,6 +516,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         )
         self.client = client
         self.capture_steps = capture_steps
+        self._base: tuple[GreenflashClient, Conv] | None = None
         self.run_ttl = run_ttl
 
     def __repr__(self) -> str:
@@ -507,9 +533,11 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> _Run | None:
         """Claim ``run_id`` (None when already claimed: a duplicate delivery)."""
         global _sweep_counter
-        if run_id in _runs:
+        # keyed by the UUID's int: hashing a UUID object runs Python code, an int does not
+        rid = run_id.int
+        if rid in _runs:
             return None
-        parent = _runs.get(parent_run_id) if parent_run_id is not None else None
+        parent = _runs.get(parent_run_id.int) if parent_run_id is not None else None
         if parent is not None:
             run = _Run(self, parent.root, kind, parent.step)
         else:
@@ -517,7 +545,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             if root is None:
                 return None
             run = _Run(self, root, kind, None)
-        if _runs.setdefault(run_id, run) is not run:
+        if _runs.setdefault(rid, run) is not run:
             return None
         _sweep_counter += 1
         if _sweep_counter >= _SWEEP_EVERY:
@@ -530,13 +558,36 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         if not client.active:
             return None
         md = metadata or {}
+        if current_scope() is None and not (
+            "thread_id" in md
+            or "greenflash_conversation_id" in md
+            or "greenflash_user_id" in md
+            or "greenflash_organization_id" in md
+        ):
+            # common case: only handler args and client defaults apply; they do not
+            # change, so resolve them once per client and only vary the generated id
+            base = self._base
+            if base is None or base[0] is not client:
+                base = self._base = (client, client.resolve(defaults=self.identity))
+            proto = base[1]
+            if self.identity.external_conversation_id:
+                return _Root(client, proto, run_id)
+            conv = Conv(
+                _uuid_str(run_id),
+                proto.external_user_id,
+                proto.external_organization_id,
+                proto.product_id,
+                proto.properties,
+                proto.force_sample,
+            )
+            return _Root(client, conv, run_id)
         native_conv = md.get("greenflash_conversation_id") or md.get("thread_id")
         conv = client.resolve(
             defaults=self.identity,
             native_conversation_id=None if native_conv is None else str(native_conv),
             native_user_id=md.get("greenflash_user_id"),
             native_organization_id=md.get("greenflash_organization_id"),
-            fallback_conversation_id=str(run_id),
+            fallback_conversation_id=_uuid_str(run_id),
         )
         return _Root(client, conv, run_id)
 
@@ -560,7 +611,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 return
             run.a = messages[0] if messages else ()
             self._llm_params(run, serialized, metadata, kwargs.get("invocation_params"))
-            _active_llm.set(run_id)
+            _active_llm.set(run_id.int)
         except Exception as exc:
             _fail("on_chat_model_start", exc)
 
@@ -582,7 +633,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 return
             run.a = functools.partial(_prompts_to_chats, list(prompts))
             self._llm_params(run, serialized, metadata, kwargs.get("invocation_params"))
-            _active_llm.set(run_id)
+            _active_llm.set(run_id.int)
         except Exception as exc:
             _fail("on_llm_start", exc)
 
@@ -616,7 +667,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Record the call: new history messages, then the reply."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None or run.kind != _LLM:
                 return
             gens = response.generations
@@ -656,7 +707,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Record a failed (or abandoned, then partial) call."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None or run.kind != _LLM:
                 return
             reply: Any = None
@@ -707,11 +758,11 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 key=key,
                 messages=messages or (),
                 reply=reply,
-                model=model if isinstance(model, str) else None,
-                usage=usage if isinstance(usage, Mapping) else None,
+                model=model if model.__class__ is str else None,
+                usage=usage if usage is not None and isinstance(usage, Mapping) else None,
                 provider=run.c,
-                finish_reason=finish if isinstance(finish, str) else None,
-                started_at=run.started,
+                finish_reason=finish if finish.__class__ is str else None,
+                started_at=_at(run.t0),
                 error=error,
                 partial=partial,
                 system_prompt=system_prompt,
@@ -736,7 +787,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             run_type = kwargs.get("run_type")
             if parent_run_id is not None and run_type is not None:
                 # prompt / parser runs have no children we care about: not tracked
-                parent = _runs.get(parent_run_id)
+                parent = _runs.get(parent_run_id.int)
                 if parent is not None:
                     if run_type == "prompt" and serialized:
                         parent.root.prompt = (serialized, inputs)
@@ -776,7 +827,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Free the run; record the step end when captured."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None:
                 return
             if run.root.held and run.root.run_id == run_id:
@@ -799,7 +850,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Free the run; an interrupt ends a captured step normally."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None:
                 return
             if run.root.held and run.root.run_id == run_id:
@@ -855,7 +906,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Record an observation (or a tool_error for an error ToolMessage)."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None or run.kind != _TOOL:
                 return
             call_id = run.b
@@ -882,7 +933,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Record a tool_error (an interrupt raised inside a tool is not one)."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None or run.kind != _TOOL or _is_bubble_up(error):
                 return
             self._record_tool(run, run_id.hex, run.b or kwargs.get("tool_call_id"), None, error)
@@ -901,7 +952,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 input=run.a,
                 output=output,
                 error=error,
-                started_at=run.started,
+                started_at=_at(run.t0),
             )
         )
 
@@ -938,7 +989,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Record the retrieval; its text becomes the next answer's context."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None or run.kind != _RETRIEVER:
                 return
             self._record_retrieval(
@@ -957,7 +1008,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     ) -> Any:
         """Record a failed retrieval."""
         try:
-            run = _runs.pop(run_id, None)
+            run = _runs.pop(run_id.int, None)
             if run is None or run.kind != _RETRIEVER:
                 return
             self._record_retrieval(run, run_id.hex, (), error)
@@ -973,7 +1024,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             run.a,
             documents,
             retriever=run.name,
-            started_at=run.started,
+            started_at=_at(run.t0),
             error=error,
         )
         if root.llm_seen or root.run_id.hex == key:
