@@ -216,6 +216,7 @@ def test_tool_call_usage_and_finish_reason(gf_client, capture_server):
     assert second[3]["properties"]["finishReason"] == "stop"
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_multi_turn_history_stored_once_in_order(gf_client, capture_server):
     prompt = ChatPromptTemplate.from_messages(
         [("system", "You are {name}."), MessagesPlaceholder("history"), ("human", "{q}")]

@@ -34,6 +34,17 @@ How it works (see DESIGN.md sections 3-4 for the mapping):
   on the caller's context: handler arguments > ``gf.conversation(...)`` > metadata
   ``greenflash_conversation_id``/``greenflash_user_id``/``greenflash_organization_id`` >
   LangGraph ``thread_id`` > client defaults > one generated id per root run.
+* Final answers: ``LLMCall.final`` is left to the recorder, which sends the reply that
+  ends a turn that used tools as ``final_response`` and a plain chat reply as
+  ``assistant`` (an agent that answers without tools is a plain chat turn).
+* System prompt: a ``ChatPromptTemplate`` seen in the tree (prompt run's
+  ``on_chain_start``: ``serialized`` holds the templates, ``inputs`` the variables) becomes
+  components with ``{{var}}`` placeholders plus ``variables``, but only when the system
+  text the model received is exactly that template's rendering; otherwise the recorder
+  sends the SystemMessage text (LangGraph's ``prompt=`` string included).
+* Retrievals that happen before the turn's first model call (RAG chains) are held until
+  that call ends, so they are sent after the user message and their text lands in the
+  answer's ``context``.
 * LangGraph ``GraphInterrupt``/``GraphBubbleUp`` is not an error; a resume with the same
   ``thread_id`` lands in the same conversation (and resent history is deduplicated by the
   recorder through native message ids).
