@@ -25,6 +25,10 @@ everything, so it neither limits nor shares our GIL. "added" is a variant's medi
 ``bare``'s median in the same run. Columns: ``caller`` = CPU time of the calling thread,
 ``process`` = CPU of all threads including the flush of that batch's uploads (background
 work charged to it), ``wall`` = elapsed time of the loop. Nothing here asserts.
+
+On a shared, loaded machine those times swing by more than the overheads being measured;
+``--instructions`` adds per-call instruction counts under valgrind/callgrind (caller
+thread, and all threads), which do not depend on load but take minutes per run.
 """
 
 from __future__ import annotations
