@@ -86,6 +86,12 @@ class CaptureServer:
                 else:
                     payload = reply.body or {"error": f"scripted {reply.status}"}
                 data = json.dumps(payload).encode()
+                # Record before answering: once the client sees a 2xx (and its flush()
+                # returns), the body is already visible to the test.
+                with server.received:
+                    if 200 <= reply.status < 300:
+                        server.requests.append(body)
+                    server.received.notify_all()
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -93,10 +99,6 @@ class CaptureServer:
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                with server.received:
-                    if 200 <= reply.status < 300:
-                        server.requests.append(body)
-                    server.received.notify_all()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
