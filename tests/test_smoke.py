@@ -25,4 +25,5 @@ def test_agentic_turn_reaches_the_server_in_order(gf_client, capture_server):
     assert kinds == ["user", "tool_call", "observation", "final_response"]
     assert capture_server.requests[0]["systemPrompt"] == "be nice"
     assert msgs[2]["parentExternalMessageId"] == msgs[1]["externalMessageId"]
-    assert msgs[1]["toolName"] == "get_weather" and msgs[1]["input"] == {"city": "Paris"}
+    assert msgs[1]["toolName"] == "get_weather"
+    assert msgs[1]["input"] == {"city": "Paris"}
