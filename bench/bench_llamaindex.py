@@ -150,12 +150,11 @@ def child_rss(variant: str, queries: int) -> dict[str, Any]:
     if variant == "greenflash":
         out["state"] = state["inst"]._state_sizes()
         out["stats"] = {k: v for k, v in state["client"].stats().items() if v}
-        # the recorder's per-conversation dedup memory (core, bounded per conversation and
-        # by conversation count, not by this integration)
-        convs = getattr(getattr(state["client"].uploader, "mapper", None), "_convs", {})
+        # the recorder's dedup memory (core: one global bound on ids and conversations)
+        mapper = getattr(state["client"].uploader, "mapper", None)
         out["recorder"] = {
-            "conversations": len(convs),
-            "sent_ids": sum(len(c.sent) for c in convs.values()),
+            "conversations": len(getattr(mapper, "_convs", {})),
+            "sent_ids": len(getattr(mapper, "_sent", ())),
         }
     return out
 

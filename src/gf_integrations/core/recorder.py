@@ -41,8 +41,8 @@ from .safejson import Limits, as_object, to_jsonable, truncate_text
 
 log = logging.getLogger("gf_integrations")
 
-_MAX_SENT_IDS = 20_000
-_MAX_CONVERSATIONS = 5_000
+_MAX_SENT_IDS = 50_000  # in total, all conversations together (~5 MB at most)
+_MAX_CONVERSATIONS = 2_000
 _CONTEXT_SEPARATOR = "\n\n"
 
 
@@ -67,8 +67,39 @@ class Outgoing:
         )
 
 
+class _SentIds:
+    """Ids already sent, across all conversations, in one bounded LRU.
+
+    Only an optimisation: the server deduplicates by ``externalMessageId`` anyway, so an
+    evicted id costs at most one resend, never a duplicate. One global bound (instead of a
+    bound per conversation) keeps memory flat however many conversations a process sees.
+    Keys are ``hash((conversation, id))`` ints: about half the memory of the strings.
+    """
+
+    __slots__ = ("_ids", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self._ids: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.limit = limit
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._ids
+
+    def add(self, key: int) -> None:
+        ids = self._ids
+        if key in ids:
+            return
+        ids[key] = None
+        if len(ids) > self.limit:
+            ids.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 class _ConvState:
     __slots__ = (
+        "key",
         "last_user",
         "pending_context",
         "pending_prompt",
@@ -78,8 +109,9 @@ class _ConvState:
         "turn_has_tools",
     )
 
-    def __init__(self) -> None:
-        self.sent: collections.OrderedDict[str, None] = collections.OrderedDict()
+    def __init__(self, key: str, sent: _SentIds) -> None:
+        self.key = key
+        self.sent = sent
         self.prompt_digest: str | None = None
         self.prompt_source: SystemPrompt | None = None  # last prompt seen, before mapping
         self.pending_prompt: str | dict[str, Any] | None = None
@@ -88,12 +120,10 @@ class _ConvState:
         self.pending_context: list[str] = []
 
     def seen(self, mid: str) -> bool:
-        return mid in self.sent
+        return hash((self.key, mid)) in self.sent
 
     def mark(self, mid: str) -> None:
-        self.sent[mid] = None
-        if len(self.sent) > _MAX_SENT_IDS:
-            self.sent.popitem(last=False)
+        self.sent.add(hash((self.key, mid)))
 
 
 def _iso(t: dt.datetime) -> str:
@@ -136,6 +166,7 @@ class Mapper:
         self.sample_rate = sample_rate
         self.sampled_out = 0
         self._convs: collections.OrderedDict[str, _ConvState] = collections.OrderedDict()
+        self._sent = _SentIds(_MAX_SENT_IDS)
 
     # -- public ------------------------------------------------------------------------
 
@@ -182,7 +213,7 @@ class Mapper:
     def _state(self, key: str) -> _ConvState:
         state = self._convs.get(key)
         if state is None:
-            state = self._convs[key] = _ConvState()
+            state = self._convs[key] = _ConvState(key, self._sent)
             if len(self._convs) > _MAX_CONVERSATIONS:
                 self._convs.popitem(last=False)
         else:

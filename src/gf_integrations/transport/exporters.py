@@ -5,16 +5,22 @@ An exporter classifies the outcome; the uploader owns the retry policy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
+import http.client
 import json
 import logging
 import math
+import os
+import ssl
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -162,6 +168,12 @@ class HTTPExporter:
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._fork_orphans: list[httpx.Client] = []
+        # The worker posts thousands of small batches: a plain keep-alive http.client
+        # connection costs about a quarter of httpx's CPU per POST. httpx stays in charge
+        # whenever it adds something: an injected transport or a proxy for this URL.
+        self._fast: _KeepAlivePoster | None = None
+        if transport is None and not _proxied(self.url):
+            self._fast = _KeepAlivePoster(self.url, headers, api_key)
 
     def __repr__(self) -> str:
         return f"HTTPExporter(url={self.url!r})"
@@ -186,9 +198,13 @@ class HTTPExporter:
         if self._client is not None:
             self._fork_orphans.append(self._client)
         self._client = None
+        if self._fast is not None:
+            self._fast.reset_after_fork()
 
     def export(self, payload: bytes, *, timeout: float) -> ExportResult:
         """POST the payload; classify the outcome."""
+        if self._fast is not None:
+            return self._fast.export(payload, timeout=timeout)
         try:
             client = self._get_client()
             response = client.post(self.url, content=payload, timeout=max(timeout, 0.001))
@@ -229,6 +245,136 @@ class HTTPExporter:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+        if self._fast is not None:
+            self._fast.close()
+
+
+def _proxied(url: str) -> bool:
+    """True when the environment routes ``url`` through a proxy (httpx handles those)."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def _ssl_context() -> ssl.SSLContext:
+    # the same trust store httpx uses: SSL_CERT_FILE, else certifi's bundle
+    cafile = os.environ.get("SSL_CERT_FILE")
+    if not cafile:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            cafile = None
+    return ssl.create_default_context(cafile=cafile)
+
+
+class _KeepAlivePoster:
+    """One persistent ``http.client`` connection, used by the uploader's single worker."""
+
+    def __init__(self, url: str, headers: dict[str, str], secret: str | None) -> None:
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = parts.path or "/"
+        if parts.query:
+            self._path += "?" + parts.query
+        self._headers = dict(headers)
+        self._secret = secret
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+        self._ssl: ssl.SSLContext | None = None
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self._https:
+            if self._ssl is None:
+                self._ssl = _ssl_context()
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=self._ssl
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def reset_after_fork(self) -> None:
+        # never close the parent's socket from the child: just forget it
+        self._lock = threading.Lock()
+        self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
+        timeout = max(timeout, 0.001)
+        with self._lock:
+            for attempt in (0, 1):
+                reused = self._conn is not None
+                conn = self._conn or self._connect(timeout)
+                self._conn = conn
+                try:
+                    if conn.sock is not None:
+                        conn.sock.settimeout(timeout)
+                    else:
+                        conn.timeout = timeout
+                    conn.request("POST", self._path, body=payload, headers=self._headers)
+                    response = conn.getresponse()
+                    body = response.read()
+                except TimeoutError as exc:
+                    self._drop(conn)
+                    return ExportResult(
+                        False, retryable=True, detail=f"timeout ({type(exc).__name__})"
+                    )
+                except (OSError, http.client.HTTPException) as exc:
+                    self._drop(conn)
+                    if reused and attempt == 0:
+                        continue  # a stale keep-alive socket: one immediate retry
+                    return ExportResult(
+                        False, retryable=True, detail=f"connection error ({type(exc).__name__})"
+                    )
+                except Exception as exc:
+                    self._drop(conn)
+                    return ExportResult(
+                        False, retryable=False, detail=f"client error ({type(exc).__name__})"
+                    )
+                if response.will_close:
+                    self._drop(conn)
+                return self._classify(response.status, response.getheaders(), body)
+        return ExportResult(False, retryable=True, detail="connection error")  # pragma: no cover
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+        self._conn = None
+
+    def _classify(
+        self, status: int, header_list: list[tuple[str, str]], body: bytes
+    ) -> ExportResult:
+        if 200 <= status < 300:
+            try:
+                data = json.loads(body) if body else None
+            except ValueError:
+                data = None
+            return ExportResult(
+                True, status=status, response=data if isinstance(data, dict) else None
+            )
+        # errors are rare: reuse the httpx-based helpers for headers and the error detail
+        response = httpx.Response(status, headers=header_list, content=body)
+        should_retry = response.headers.get("x-should-retry")
+        retryable = status in RETRY_STATUSES or status >= 500
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
+        return ExportResult(
+            False,
+            retryable=retryable,
+            retry_after=parse_retry_after(response.headers),
+            status=status,
+            detail=_error_detail(response, self._secret),
+        )
 
 
 class InMemoryExporter:
