@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import socket
 import ssl
 import threading
 import time
@@ -282,8 +283,15 @@ class _KeepAlivePoster:
         self._path = parts.path or "/"
         if parts.query:
             self._path += "?" + parts.query
-        self._headers = dict(headers)
         self._secret = secret
+        host = self._host if ":" not in self._host else f"[{self._host}]"
+        default_port = 443 if self._https else 80
+        if self._port is not None and self._port != default_port:
+            host = f"{host}:{self._port}"
+        lines = [f"POST {self._path} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        self._timeout: float | None = None
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = None
@@ -311,18 +319,33 @@ class _KeepAlivePoster:
 
     def export(self, payload: bytes, *, timeout: float) -> ExportResult:
         timeout = max(timeout, 0.001)
+        # One write for headers and body: no Nagle/delayed-ACK stall on servers that
+        # answer late, and one GIL hand-off instead of two while the host is busy.
+        request = self._head + str(len(payload)).encode("ascii") + b"\r\n\r\n" + payload
         with self._lock:
             for attempt in (0, 1):
-                reused = self._conn is not None
-                conn = self._conn or self._connect(timeout)
-                self._conn = conn
+                conn = self._conn
+                reused = conn is not None and conn.sock is not None
+                if conn is None:
+                    conn = self._conn = self._connect(timeout)
                 try:
-                    if conn.sock is not None:
-                        conn.sock.settimeout(timeout)
-                    else:
+                    if conn.sock is None:
                         conn.timeout = timeout
-                    conn.request("POST", self._path, body=payload, headers=self._headers)
-                    response = conn.getresponse()
+                        conn.connect()
+                        self._timeout = timeout
+                        sock: socket.socket | None = conn.sock
+                        if sock is None:
+                            raise ConnectionError("no socket after connect")
+                        with contextlib.suppress(OSError):
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    else:
+                        sock = conn.sock
+                        if timeout != self._timeout:
+                            sock.settimeout(timeout)
+                            self._timeout = timeout
+                    sock.sendall(request)
+                    response = http.client.HTTPResponse(sock, method="POST")
+                    response.begin()
                     body = response.read()
                 except TimeoutError as exc:
                     self._drop(conn)

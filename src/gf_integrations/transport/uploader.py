@@ -50,6 +50,10 @@ log = logging.getLogger("gf_integrations")
 _STOP = object()
 _SPOOL_SUFFIX = ".json"
 _MAX_DRAIN = 2_000  # events mapped per worker iteration before sending what is ready
+# After waking for an event, the worker waits this long before draining, so a steady
+# stream of calls wakes it at most ~50 times a second instead of once per call: every
+# wake-up is a GIL hand-off that the host's thread pays for.
+_LINGER = 0.02
 
 # One compact encoder, reused: NaN/inf never reach the wire (the recorder already turned
 # them into strings; anything that slips through fails loudly here, per message).
@@ -435,6 +439,8 @@ class Uploader:
         else:
             self._busy = True  # before task_done, so flush() never sees a false idle
             self._queue.task_done()
+        if item is not None and item is not _STOP and not self._urgent:
+            self._stopping.wait(_LINGER)  # flush/shutdown cut it short at most by 20 ms
         stop = item is _STOP or self._stopping.is_set()
         # Drain what is already waiting so one POST carries many messages.
         items = [] if item is None or item is _STOP else [item]
