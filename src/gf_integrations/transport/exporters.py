@@ -219,26 +219,7 @@ class HTTPExporter:
             return ExportResult(
                 False, retryable=False, detail=f"client error ({type(exc).__name__})"
             )
-        status = response.status_code
-        if 200 <= status < 300:
-            try:
-                body = response.json()
-            except Exception:
-                body = None
-            return ExportResult(
-                True, status=status, response=body if isinstance(body, dict) else None
-            )
-        should_retry = response.headers.get("x-should-retry")
-        retryable = status in RETRY_STATUSES or status >= 500
-        if should_retry in ("true", "false"):
-            retryable = should_retry == "true"
-        return ExportResult(
-            False,
-            retryable=retryable,
-            retry_after=parse_retry_after(response.headers),
-            status=status,
-            detail=_error_detail(response, self._secret),
-        )
+        return _classify(response, self._secret)
 
     def shutdown(self) -> None:
         """Close the connection pool."""
@@ -377,7 +358,7 @@ class _KeepAlivePoster:
     def _classify(
         self, status: int, header_list: list[tuple[str, str]], body: bytes
     ) -> ExportResult:
-        if 200 <= status < 300:
+        if 200 <= status < 300:  # the hot path: no httpx objects
             try:
                 data = json.loads(body) if body else None
             except ValueError:
@@ -385,19 +366,30 @@ class _KeepAlivePoster:
             return ExportResult(
                 True, status=status, response=data if isinstance(data, dict) else None
             )
-        # errors are rare: reuse the httpx-based helpers for headers and the error detail
-        response = httpx.Response(status, headers=header_list, content=body)
-        should_retry = response.headers.get("x-should-retry")
-        retryable = status in RETRY_STATUSES or status >= 500
-        if should_retry in ("true", "false"):
-            retryable = should_retry == "true"
-        return ExportResult(
-            False,
-            retryable=retryable,
-            retry_after=parse_retry_after(response.headers),
-            status=status,
-            detail=_error_detail(response, self._secret),
-        )
+        # errors are rare: share the httpx-based classification and error detail
+        return _classify(httpx.Response(status, headers=header_list, content=body), self._secret)
+
+
+def _classify(response: httpx.Response, secret: str | None) -> ExportResult:
+    """Delivered, retryable (with the server's requested delay) or fatal."""
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            data = None
+        return ExportResult(True, status=status, response=data if isinstance(data, dict) else None)
+    should_retry = response.headers.get("x-should-retry")
+    retryable = status in RETRY_STATUSES or status >= 500
+    if should_retry in ("true", "false"):
+        retryable = should_retry == "true"
+    return ExportResult(
+        False,
+        retryable=retryable,
+        retry_after=parse_retry_after(response.headers),
+        status=status,
+        detail=_error_detail(response, secret),
+    )
 
 
 class InMemoryExporter:

@@ -216,6 +216,7 @@ class Uploader:
         self._thread_pid = os.getpid()
         self._urgent = 0  # >0 while a flush/shutdown wants batches sent now
         self._stopping = threading.Event()
+        self._linger_cut = threading.Event()
         self._deadline: float | None = None  # shutdown deadline (monotonic)
         self._busy = False  # worker holds items it has not finished
         self._failures = 0  # events/messages lost or spooled, for flush()'s verdict
@@ -299,6 +300,7 @@ class Uploader:
                 return False
         with self._lock:
             self._urgent += 1
+        self._linger_cut.set()
         try:
             self._queue.put_nowait(None)  # wake a worker waiting on get()
         except queue.Full:
@@ -370,6 +372,7 @@ class Uploader:
             )
         self._deadline = deadline
         self._stopping.set()
+        self._linger_cut.set()
         try:
             self._queue.put_nowait(_STOP)
         except queue.Full:
@@ -440,7 +443,8 @@ class Uploader:
             self._busy = True  # before task_done, so flush() never sees a false idle
             self._queue.task_done()
         if item is not None and item is not _STOP and not self._urgent:
-            self._stopping.wait(_LINGER)  # flush/shutdown cut it short at most by 20 ms
+            self._linger_cut.wait(_LINGER)  # flush() and shutdown() cut it short
+            self._linger_cut.clear()
         stop = item is _STOP or self._stopping.is_set()
         # Drain what is already waiting so one POST carries many messages.
         items = [] if item is None or item is _STOP else [item]
