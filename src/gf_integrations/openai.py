@@ -629,6 +629,16 @@ class _Tap:
         self.first_at: float | None = None
         self.usage: Any = None
 
+    def keep(self, item: Any) -> bool:
+        """Note one stream item; False for the usage-only chunk hidden from the caller."""
+        if self.call.hide_usage and not item.choices:
+            self.usage = item.usage  # the usage chunk we asked for: not the caller's
+            return False
+        if not self.items:
+            self.first_at = time.perf_counter()
+        self.items.append(item)
+        return True
+
     def finish(self, how: str, error: BaseException | None = None) -> None:
         if self.done:
             return
@@ -722,20 +732,14 @@ class _Tap:
 
 def _tap_sync(call: _Call, stream: Any) -> None:
     tap = _Tap(call)
-    hide = call.hide_usage
     inner: Iterator[Any] = stream._iterator
 
     def tapped() -> Iterator[Any]:
         tap.running = True
-        items = tap.items
         try:
             for item in inner:
-                if hide and not item.choices:
-                    tap.usage = item.usage  # the usage chunk we asked for: not the caller's
+                if not tap.keep(item):
                     continue
-                if not items:
-                    tap.first_at = time.perf_counter()
-                items.append(item)
                 tap.running = False
                 yield item
                 tap.running = True
@@ -763,20 +767,14 @@ def _tap_sync(call: _Call, stream: Any) -> None:
 
 def _tap_async(call: _Call, stream: Any) -> None:
     tap = _Tap(call)
-    hide = call.hide_usage
     inner: AsyncIterator[Any] = stream._iterator
 
     async def tapped() -> AsyncIterator[Any]:
         tap.running = True
-        items = tap.items
         try:
             async for item in inner:
-                if hide and not item.choices:
-                    tap.usage = item.usage
+                if not tap.keep(item):
                     continue
-                if not items:
-                    tap.first_at = time.perf_counter()
-                items.append(item)
                 tap.running = False
                 yield item
                 tap.running = True
