@@ -19,13 +19,13 @@ import cProfile
 import gc
 import os
 import pstats
-import socket
-import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
 from pathlib import Path
+
+from _common import start_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 # --src DIR: measure another source tree (e.g. an older commit: git archive <rev> src | tar -x)
@@ -74,22 +74,6 @@ SERVER = textwrap.dedent(
     asyncio.run(main())
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(port)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()  # "ready"
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def server_count(url: str) -> int:
@@ -236,7 +220,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the worker thread")
     parser.add_argument("--src", default=None, help="source tree to measure (default: ./src)")
     args = parser.parse_args()
-    proc, url = start_server()
+    proc, url = start_sink(SERVER)
     try:
         if args.profile:
             profile_worker(url + "/api/v1", args.turns)

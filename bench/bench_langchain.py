@@ -29,54 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import available, start_sink
 
-SINK = textwrap.dedent(
-    r"""
-    import asyncio, sys
-    BODY = b'{"success":true,"conversationId":"c","messages":[],"id":"x"}'
-    OK = (b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n'
-          % len(BODY)) + BODY
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b'\r\n\r\n')
-                length, chunked = 0, False
-                for line in head.split(b'\r\n'):
-                    low = line.lower()
-                    if low.startswith(b'content-length:'):
-                        length = int(line[15:])
-                    elif low.startswith(b'transfer-encoding:') and b'chunked' in low:
-                        chunked = True
-                if chunked:
-                    while True:
-                        size = int((await reader.readuntil(b'\r\n')).strip() or b'0', 16)
-                        await reader.readexactly(size + 2)
-                        if size == 0:
-                            break
-                elif length:
-                    await reader.readexactly(length)
-                writer.write(OK)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-    async def main():
-        server = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]))
-        print('ready', flush=True)
-        async with server:
-            await server.serve_forever()
-    asyncio.run(main())
-    """
-)
+ROOT = Path(__file__).resolve().parents[1]
 
 # The measured process: builds the chain and the variant's handler, times batches.
 WORKER = textwrap.dedent(
@@ -169,22 +130,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_sink() -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SINK, str(port)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def worker(
     variant: str, sink: str, calls: int, batches: int, rss: int = 0, profile: bool = False
 ) -> dict | None:
@@ -208,11 +153,6 @@ def worker(
         print(f"  {variant}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def available(module: str) -> bool:
-    probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
-    return probe.returncode == 0
 
 
 def main() -> int:
