@@ -67,6 +67,7 @@ import datetime as dt
 import functools
 import logging
 import string
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -81,6 +82,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         "gf_integrations.langchain needs langchain-core: pip install 'gf-integrations[langchain]'"
     ) from None
 
+from ._langchain_dispatch import ASYNC_LLM_START_CODES, inline_answer
 from .client import GreenflashClient, get_client
 from .core.context import Conv, IdentityDefaults, current_scope, register_capture_probe
 from .core.events import (
@@ -503,7 +505,22 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     """
 
     raise_error = False
-    run_inline = True  # see module docstring
+
+    @property
+    def run_inline(self) -> bool:  # type: ignore[override]
+        """True: hooks run on the caller's thread, in its context (see module docstring).
+
+        Except where langchain-core would then starve the other handlers of an event
+        (see :mod:`gf_integrations._langchain_dispatch`).
+        """
+        caller = sys._getframe(1)
+        if caller.f_code not in ASYNC_LLM_START_CODES:
+            return True
+        try:
+            return inline_answer(caller, GreenflashCallbackHandler)
+        except Exception as exc:
+            _fail("run_inline", exc)
+            return True
 
     def __init__(
         self,
