@@ -27,6 +27,7 @@ log each kind once instead).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import datetime as dt
@@ -85,6 +86,10 @@ TAG_USER = "gf.user_id"
 TAG_ORGANIZATION = "gf.organization_id"
 
 _PENDING_TTL = 300.0  # an LLM stream nobody finishes or closes is closed out after this
+# a span LlamaIndex never closes (its event loop ended first, a killed task) is forgotten
+# once its root has been idle this long; and at most this many spans are open at once
+_SPAN_TTL = 3600.0
+_SPANS_MAX = 50_000
 _RECENT_MAX = 4096
 _BUILD_IDLE = 2.0  # an index build's embedding summary is sent after this idle time
 _SWEEP_EVERY = 2.0
@@ -598,6 +603,8 @@ class _Engine:
                 root.live += 1
             span = _Span(id_, parent, root)
             self.spans[id_] = span
+            if len(self.spans) > _SPANS_MAX:
+                self._evict_oldest_span()
             if parent is None:
                 root.span = span
             cls, meth = _method(id_)
@@ -658,9 +665,21 @@ class _Engine:
                     ),
                 )
             now_m = time.monotonic()
+            root.touched = now_m
             if now_m - self.last_sweep > _SWEEP_EVERY:
                 self.last_sweep = now_m
                 self._sweep(now_m)
+
+    def _evict_oldest_span(self) -> None:
+        # dict order is insertion order: the first one is the oldest open span
+        oldest = self.spans.pop(next(iter(self.spans)))
+        self._release(oldest.root)
+        if "span cap" not in self.errors:
+            self.errors.add("span cap")
+            log.warning(
+                "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
+                _SPANS_MAX,
+            )
 
     def span_exit(self, id_: str, result: Any) -> None:
         with self.lock:
@@ -1248,6 +1267,9 @@ class _Engine:
         for key, b in list(self.builds.items()):
             if now_m - b.touched > _BUILD_IDLE:
                 self._flush_build(key)
+        for sid, span in list(self.spans.items()):
+            if now_m - span.root.touched > _SPAN_TTL:
+                del self.spans[sid]  # never closed: its root goes just below
         for rid, root in list(self.roots.items()):
             if now_m - root.touched > _PENDING_TTL and now_m - root.started > _PENDING_TTL:
                 if not any(s.root is root for s in self.spans.values()):
@@ -1256,6 +1278,11 @@ class _Engine:
     def flush_pending(self) -> None:
         with self.lock:
             self._flush_build()
+
+    def close_out(self) -> None:
+        """At exit: send everything held back (build summaries, streams, answers) now."""
+        with self.lock:
+            self._sweep(float("inf"))
 
     def capture_active(self) -> bool:
         """True when the current context is inside an LLM call we record (or its stream)."""
@@ -1565,6 +1592,19 @@ class GreenflashInstrumentor:
 
     def _state_sizes(self) -> dict[str, int]:
         return self._engine.state_sizes()
+
+
+def _close_out_at_exit() -> None:
+    inst = _installed
+    if inst is not None:
+        with contextlib.suppress(Exception):
+            inst._engine.close_out()
+
+
+# atexit runs handlers last-registered first: this module imports the uploader (which
+# registers the exit flush of every client) before this line, so what we hold back is
+# recorded before that flush starts, and is sent within its budget.
+atexit.register(_close_out_at_exit)
 
 
 def _probe() -> bool:
