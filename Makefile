@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench serve clean
+.PHONY: demo test lint typecheck bench serve compat clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,5 +31,10 @@ test: $(STAMP) lint typecheck  ## lint, type-check and run the whole suite
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# langchain-core's own unit suite (from its sdist), bare and with instrument() attached;
+# builds .venv-compat with the suite's test dependencies (see tests/compat/run.py)
+compat: $(STAMP)  ## fail on any framework test that fails only with our instrumentation
+	$(BIN)/python tests/compat/run.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-compat .compat .pytest_cache .mypy_cache .ruff_cache
