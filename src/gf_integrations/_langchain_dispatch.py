@@ -7,12 +7,13 @@ langchain-ai/langchain#39633) hands the start event of a completion-style LLM to
 (``astream_events``, ``astream_log``, a user's ``AsyncCallbackHandler``) miss that event.
 
 The handler's ``run_inline`` is therefore a property that asks :func:`inline_answer` when it
-is read by that method's own comprehensions (recognised by code object, so the check costs
-one frame lookup and a set membership test everywhere else). It answers False there when
-that lets the other handlers get the event: the event then goes through the "others"
-branch, whose ``ahandle_event`` still runs our hook inline (no executor thread). The
-context is unchanged too: ``BaseLLM.agenerate`` already runs each ``on_llm_start`` in an
-``asyncio.gather`` task, so the hook never ran in the model's own context on this path.
+is read by that method's own comprehensions (recognised by the id of the reading frame's
+code object, so the check costs one frame lookup and an int set lookup everywhere else).
+It answers False there when that lets the other handlers get the event: the event then
+goes through the "others" branch, whose ``ahandle_event`` still runs our hook inline (no
+executor thread). The context is unchanged too: ``BaseLLM.agenerate`` already runs each
+``on_llm_start`` in an ``asyncio.gather`` task, so the hook never ran in the model's own
+context on this path.
 
 When another handler is inline too (LangSmith's ``LangChainTracer``, LangGraph's stream
 handlers), langchain-core starves the non-inline handlers with or without us, so we stay
@@ -28,26 +29,29 @@ from typing import Any
 
 from langchain_core.callbacks.manager import AsyncCallbackManager
 
-__all__ = ["ASYNC_LLM_START_CODES", "inline_answer"]
+__all__ = ["ASYNC_LLM_START_CODE_IDS", "inline_answer"]
 
 
-def _codes() -> tuple[CodeType | None, frozenset[CodeType]]:
+def _codes() -> tuple[CodeType | None, tuple[CodeType, ...]]:
     method = AsyncCallbackManager.on_llm_start
     code = getattr(method, "__code__", None)
     if not isinstance(code, CodeType):
-        return None, frozenset()
+        return None, ()
     try:
         source = inspect.getsource(method)
     except (OSError, TypeError):  # no source shipped: assume the known shape
         source = "if inline_handlers:"
     if "if inline_handlers:" not in source:
-        return None, frozenset()  # fixed upstream: every handler gets the event
+        return None, ()  # fixed upstream: every handler gets the event
     # Python < 3.12 runs each comprehension in its own code object (PEP 709 inlines them)
     nested = (c for c in code.co_consts if isinstance(c, CodeType))
-    return code, frozenset([code, *nested])
+    return code, (code, *nested)
 
 
-_METHOD_CODE, ASYNC_LLM_START_CODES = _codes()
+_METHOD_CODE, _CODES = _codes()
+# ids, not code objects: hashing a code object hashes its contents (~2 us a read); the
+# objects stay alive in _CODES, so their ids stay theirs
+ASYNC_LLM_START_CODE_IDS = frozenset(id(c) for c in _CODES)
 
 
 def inline_answer(frame: FrameType, ours: type) -> bool:

@@ -82,7 +82,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         "gf_integrations.langchain needs langchain-core: pip install 'gf-integrations[langchain]'"
     ) from None
 
-from ._langchain_dispatch import ASYNC_LLM_START_CODES, inline_answer
+from ._langchain_dispatch import ASYNC_LLM_START_CODE_IDS, inline_answer
 from .client import GreenflashClient, get_client
 from .core.context import Conv, IdentityDefaults, current_scope, register_capture_probe
 from .core.events import (
@@ -514,7 +514,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         (see :mod:`gf_integrations._langchain_dispatch`).
         """
         caller = sys._getframe(1)
-        if caller.f_code not in ASYNC_LLM_START_CODES:
+        if id(caller.f_code) not in ASYNC_LLM_START_CODE_IDS:
             return True
         try:
             return inline_answer(caller, GreenflashCallbackHandler)
