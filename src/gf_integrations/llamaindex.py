@@ -1281,8 +1281,13 @@ class _Engine:
 
     def close_out(self) -> None:
         """At exit: send everything held back (build summaries, streams, answers) now."""
-        with self.lock:
+        # bounded: a thread stuck inside a handler must not hold up the exit
+        if not self.lock.acquire(timeout=1.0):
+            return
+        try:
             self._sweep(float("inf"))
+        finally:
+            self.lock.release()
 
     def capture_active(self) -> bool:
         """True when the current context is inside an LLM call we record (or its stream)."""
