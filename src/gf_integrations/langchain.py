@@ -19,7 +19,10 @@ How it works (see DESIGN.md sections 3-4 for the mapping):
   run it in a *copy* of the context. Inline, the hooks run on the event-loop thread in
   the task's own context: they only copy references and enqueue (never block), the
   ``gf.conversation(...)`` scope read at the root run is the caller's, and the LLM-run
-  marker below is visible to the code the model runs.
+  marker below is visible to the code the model runs (not for an async completion LLM:
+  langchain-core runs its start callbacks in ``asyncio.gather`` tasks). ``run_inline`` is
+  a property, False only where langchain-core's async ``on_llm_start`` would otherwise
+  starve the other handlers (see :mod:`gf_integrations._langchain_dispatch`).
 * Hooks copy a few plain values and references to LangChain messages (immutable in
   practice) into neutral events; conversion to neutral dicts is deferred to the worker
   thread through :data:`~gf_integrations.core.events.Lazy` callables. Every hook is
