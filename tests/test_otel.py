@@ -255,6 +255,44 @@ def test_contrib_openai_v2_error_span(openai_v2, gf_client, capture_server):
     assert "BadRequestError" in msgs[1]["content"] or "bad temperature" in msgs[1]["content"]
 
 
+def test_pydantic_ai_over_an_instrumented_openai_client_stores_each_message_once(
+    openai_v2, gf_client, capture_server
+):
+    """Two instrumentations describe each model call (Pydantic AI's span and the contrib
+    client span nested in it, which ends first and carries no conversation id)."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    client = openai.AsyncOpenAI(
+        api_key="sk-test",
+        base_url="http://mock.invalid/v1",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(_chat_api)),
+    )
+    model = OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(openai_client=client))
+    agent = Agent(model, instructions="You are a weather bot.")
+    agent.instrument = InstrumentationSettings(tracer_provider=openai_v2)
+
+    @agent.tool_plain
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return "sunny"
+
+    assert agent.run_sync("Weather in Paris?").output == "It is sunny in Paris."
+    assert gf_client.flush(5)
+    spans = openai_v2.exporter.get_finished_spans()
+    assert [s.name for s in spans].count("chat gpt-4o-mini") == 4  # 2 calls x 2 layers
+    reqs = requests_of(capture_server)
+    assert len({r["externalConversationId"] for r in reqs}) == 1
+    assert summary(messages_of(capture_server)) == [
+        ("user", "Weather in Paris?", None),
+        ("tool_call", "get_weather", 0, {"city": "Paris"}),
+        ("observation", "sunny", 1),
+        ("final_response", "It is sunny in Paris.", 0),
+    ]
+
+
 @pytest.fixture
 def openinference(provider) -> Iterator[TracerProvider]:
     from openinference.instrumentation.openai import OpenAIInstrumentor
