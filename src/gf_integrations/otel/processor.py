@@ -69,14 +69,12 @@ def span_kind(attrs: Mapping[str, Any]) -> str | None:
 def _identity_of(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
     conv = attrs.get("gen_ai.conversation.id") or attrs.get("session.id")
     user = attrs.get("user.id") or attrs.get("enduser.id")
-    return (
-        str(conv) if conv else None,
-        str(user) if user else None,
-    )
+    return (str(conv) if conv else None, str(user) if user else None)
 
 
 class _TraceIdentity:
-    """Conversation / user ids seen on any span of a trace, for the trace's other spans."""
+    """Conversation / user ids seen on any span of a trace, for the trace's other spans
+    (a client span nested in an agent run often carries neither). Bounded LRU."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
@@ -85,21 +83,38 @@ class _TraceIdentity:
         )
         self._lock = threading.Lock()
 
-    def note(self, trace_id: int, attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        conv, user = _identity_of(attrs)
+    def note(self, trace_id: int, conv: str | None, user: str | None) -> None:
+        """Remember ids found on a span (only called when it carries one)."""
         with self._lock:
             known = self._data.get(trace_id)
             if known is not None:
-                self._data.move_to_end(trace_id)
                 conv, user = conv or known[0], user or known[1]
-            if (conv or user) and (conv, user) != known:
-                self._data[trace_id] = (conv, user)
-                if len(self._data) > self._limit:
-                    self._data.popitem(last=False)
-        return conv, user
+            self._data[trace_id] = (conv, user)
+            self._data.move_to_end(trace_id)
+            if len(self._data) > self._limit:
+                self._data.popitem(last=False)
+
+    def get(self, trace_id: int) -> tuple[str | None, str | None]:
+        with self._lock:
+            return self._data.get(trace_id) or (None, None)
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes, read-only.
+
+    ``span.attributes`` is a proxy over the SDK's ``BoundedAttributes``, whose every lookup
+    runs Python code (and a missing key raises inside ``Mapping.get``); the plain dict
+    behind it answers the dozen lookups of ``on_end`` several times faster. The SDK makes
+    it immutable when the span ends, before processors see it, so keeping a reference for
+    the worker is safe. Any other span class goes through the public property.
+    """
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if isinstance(inner, dict):
+        return inner
+    return span.attributes or {}
 
 
 def _time(ns: int | None) -> dt.datetime | None:
@@ -231,9 +246,9 @@ class GreenflashSpanProcessor(SpanProcessor):
         try:
             attrs = span.attributes
             if attrs and not self._stopped:
-                ctx = span.get_span_context()
-                if ctx is not None:
-                    self._traces.note(ctx.trace_id, attrs)
+                conv, user = _identity_of(attrs)
+                if conv or user:
+                    self._traces.note(span.get_span_context().trace_id, conv, user)
         except Exception as exc:
             _log_once("on_start", exc)
 
@@ -262,25 +277,32 @@ class GreenflashSpanProcessor(SpanProcessor):
     # -- internals ---------------------------------------------------------------------------
 
     def _on_end(self, span: ReadableSpan) -> None:
-        attrs = span.attributes
+        attrs = _attributes(span)
         ctx = span.context
         if not attrs or ctx is None:
             return
-        conv_id, user_id = self._traces.note(ctx.trace_id, attrs)
+        conv_id, user_id = _identity_of(attrs)
+        if conv_id or user_id:
+            self._traces.note(ctx.trace_id, conv_id, user_id)
         kind = span_kind(attrs)
         if kind is None:
             return
+        if not (conv_id and user_id):
+            known_conv, known_user = self._traces.get(ctx.trace_id)
+            conv_id, user_id = conv_id or known_conv, user_id or known_user
         gfc = self._client or get_client()
         if not gfc.active:
             return
+        trace_hex = f"{ctx.trace_id:032x}"
         conv = gfc.resolve(
             defaults=self.defaults,
             native_conversation_id=conv_id,
             native_user_id=user_id,
-            fallback_conversation_id=f"otel-{ctx.trace_id:032x}",
+            fallback_conversation_id=f"otel-{trace_hex}",
         )
-        key = f"{ctx.trace_id:032x}-{ctx.span_id:016x}"
-        props = {"traceId": f"{ctx.trace_id:032x}", "spanId": f"{ctx.span_id:016x}"}
+        span_hex = f"{ctx.span_id:016x}"
+        key = f"{trace_hex}-{span_hex}"
+        props = {"traceId": trace_hex, "spanId": span_hex}
         if kind in ("llm", "oi_llm"):
             gfc.record(self._llm(span, attrs, conv, key, props, kind == "oi_llm"))
         else:
