@@ -213,18 +213,22 @@ WEATHER_TURN = [
 ]
 
 
+def _instrumented(instrumentor: Any, provider: TracerProvider) -> Iterator[TracerProvider]:
+    """An OpenTelemetry instrumentor (which patches the openai classes) for one test."""
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield provider
+    finally:
+        instrumentor.uninstrument()
+
+
 @pytest.fixture
 def openai_v2(provider, monkeypatch) -> Iterator[TracerProvider]:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
     monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only")
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        yield provider
-    finally:
-        instrumentor.uninstrument()
+    yield from _instrumented(OpenAIInstrumentor(), provider)
 
 
 def test_contrib_openai_v2_instrumentation(openai_v2, gf_client, capture_server):
@@ -297,12 +301,7 @@ def test_pydantic_ai_over_an_instrumented_openai_client_stores_each_message_once
 def openinference(provider) -> Iterator[TracerProvider]:
     from openinference.instrumentation.openai import OpenAIInstrumentor
 
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        yield provider
-    finally:
-        instrumentor.uninstrument()
+    yield from _instrumented(OpenAIInstrumentor(), provider)
 
 
 def test_openinference_openai_instrumentation(openinference, gf_client, capture_server):
@@ -364,6 +363,49 @@ def test_older_per_message_span_events(provider, gf_client, capture_server):
         ("final_response", "Rainy.", 0),
     ]
     assert requests_of(capture_server)[0]["systemPrompt"] == "Be brief."
+
+
+def test_openinference_agent_spans_llm_then_tool(provider, gf_client, capture_server):
+    """An OpenInference agent framework's spans: the LLM asks for a tool, the TOOL span
+    runs it (its observation is parented to the model's tool call)."""
+    tracer = provider.get_tracer("oi-agent")
+    with tracer.start_as_current_span("agent", attributes={"openinference.span.kind": "AGENT"}):
+        with tracer.start_as_current_span("llm") as llm:
+            llm.set_attributes(
+                {
+                    "openinference.span.kind": "LLM",
+                    "session.id": "oi-1",
+                    "llm.model_name": "claude-x",
+                    "llm.input_messages.0.message.role": "system",
+                    "llm.input_messages.0.message.content": "Use tools.",
+                    "llm.input_messages.1.message.role": "user",
+                    "llm.input_messages.1.message.contents.0.message_content.type": "text",
+                    "llm.input_messages.1.message.contents.0.message_content.text": "2+3?",
+                    "llm.output_messages.0.message.role": "assistant",
+                    "llm.output_messages.0.message.tool_calls.0.tool_call.id": "t-7",
+                    "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "add",
+                    "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": (
+                        '{"a": 2, "b": 3}'
+                    ),
+                }
+            )
+        with tracer.start_as_current_span("add") as tool:
+            tool.set_attributes(
+                {
+                    "openinference.span.kind": "TOOL",
+                    "tool.name": "add",
+                    "tool_call.id": "t-7",
+                    "input.value": '{"a": 2, "b": 3}',
+                    "output.value": "5",
+                }
+            )
+    assert gf_client.flush(5)
+    assert summary(messages_of(capture_server, "oi-1")) == [
+        ("user", "2+3?", None),
+        ("tool_call", "add", 0, {"a": 2, "b": 3}),
+        ("observation", "5", 1),
+    ]
+    assert requests_of(capture_server)[0]["systemPrompt"] == "Use tools."
 
 
 def test_identity_from_another_span_of_the_trace_and_one_conversation_per_trace(
