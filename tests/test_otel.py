@@ -479,7 +479,19 @@ def test_other_spans_are_ignored_and_on_end_never_raises(gf_client, capture_serv
     assert gf_client.flush(5)
     assert capture_server.requests == []
     assert any("OpenTelemetry bridge failed in on_end" in r.message for r in caplog.records)
+    assert processor.force_flush() is True  # nothing recorded through it yet
     tp.shutdown()
+    # after the provider's shutdown, GenAI spans are no longer recorded
+    processor.on_end(provider_span(tracer))
+    assert gf_client.flush(5)
+    assert capture_server.requests == []
+
+
+def provider_span(tracer: Any) -> Any:
+    """A finished chat span."""
+    with tracer.start_as_current_span("chat m", attributes={"gen_ai.operation.name": "chat"}) as s:
+        s.set_attribute("gen_ai.output.messages", '[{"role": "assistant", "parts": "hi"}]')
+    return s
 
 
 # -- instrument_otel ---------------------------------------------------------------------------

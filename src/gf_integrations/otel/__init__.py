@@ -53,7 +53,9 @@ def instrument_otel(
     Args:
         tracer_provider: an SDK ``TracerProvider``; default: the global one. When no SDK
             provider is set globally yet, a plain ``TracerProvider()`` is created and set as
-            the global provider (your own exporters can be added to it later).
+            the global provider (your own exporters can be added to it later). OpenTelemetry
+            lets the global provider be set only once, so call this after your own
+            OpenTelemetry setup (``logfire.configure()``, ``set_tracer_provider(...)``).
         external_user_id, external_conversation_id, external_organization_id, product_id,
         properties, client: as for :class:`GreenflashSpanProcessor`.
 

@@ -231,6 +231,7 @@ class GreenflashSpanProcessor(SpanProcessor):
             properties=dict(properties) if properties else None,
         )
         self._client = client
+        self._recorded_to: GreenflashClient | None = None  # the client last recorded through
         self._traces = _TraceIdentity(_MAX_TRACES)
         self._stopped = False
 
@@ -244,7 +245,7 @@ class GreenflashSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Remember identity attributes set when a span starts (e.g. on an agent run)."""
         try:
-            attrs = span.attributes
+            attrs = _attributes(span)
             if attrs and not self._stopped:
                 conv, user = _identity_of(attrs)
                 if conv or user:
@@ -268,8 +269,13 @@ class GreenflashSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Deliver every queued message within ``timeout_millis``."""
+        # only a client this processor used: at exit, creating the default one (and its
+        # worker thread) just to flush nothing would be wrong
+        client = self._recorded_to
+        if client is None:
+            return True
         try:
-            return (self._client or get_client()).flush(timeout_millis / 1000)
+            return client.flush(timeout_millis / 1000)
         except Exception as exc:
             _log_once("force_flush", exc)
             return False
@@ -293,6 +299,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         gfc = self._client or get_client()
         if not gfc.active:
             return
+        self._recorded_to = gfc
         trace_hex = f"{ctx.trace_id:032x}"
         conv = gfc.resolve(
             defaults=self.defaults,
