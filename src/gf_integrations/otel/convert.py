@@ -17,10 +17,30 @@ malformed input: unknown shapes become text or are skipped.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.events import ChatMessage, ToolCallSpec
+
+log = logging.getLogger("gf_integrations")
+
+_warned: set[str] = set()
+
+
+def log_once(where: str, exc: BaseException | str) -> None:
+    """Our own failures and unreadable spans: one warning per site, never raised."""
+    if where in _warned:
+        return
+    _warned.add(where)
+    detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    log.warning(
+        "gf_integrations: OpenTelemetry bridge failed in %s (%s); the traced code is "
+        "unaffected, further errors here are not logged",
+        where,
+        detail,
+    )
+
 
 # Media parts stand in as a placeholder, as in the other integrations.
 _MEDIA_PARTS = {
@@ -144,6 +164,12 @@ def _genai_message(raw: Any) -> list[ChatMessage]:
 def genai_messages(raw: Any) -> list[ChatMessage]:
     """A ``gen_ai.input.messages`` / ``gen_ai.output.messages`` value -> neutral messages."""
     value = parse_json(raw)
+    if isinstance(value, str) and value.strip():
+        log_once(
+            "reading gen_ai messages",
+            "a message list is not valid JSON, its messages are not recorded; is it cut "
+            "by OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT?",
+        )
     out: list[ChatMessage] = []
     for item in value if isinstance(value, list) else ():
         out.extend(_genai_message(item))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
-import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,27 +24,10 @@ from ..client import GreenflashClient, get_client
 from ..core.context import Conv, IdentityDefaults
 from ..core.events import ChatMessage, LLMCall, ToolResult
 from . import convert
-
-log = logging.getLogger("gf_integrations")
+from .convert import log_once as _log_once
 
 _MAX_TRACES = 4096  # traces whose identity attributes are remembered (bounded LRU)
 _LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
-
-_warned: set[str] = set()
-
-
-def _log_once(where: str, exc: BaseException) -> None:
-    """Our own failures: one warning per site, never raised into the host."""
-    if where in _warned:
-        return
-    _warned.add(where)
-    log.warning(
-        "gf_integrations: OpenTelemetry bridge failed in %s (%s: %s); the traced code is "
-        "unaffected, further errors here are not logged",
-        where,
-        type(exc).__name__,
-        exc,
-    )
 
 
 def span_kind(attrs: Mapping[str, Any]) -> str | None:
@@ -340,7 +322,10 @@ class GreenflashSpanProcessor(SpanProcessor):
             model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
             provider = attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system")
             reasons = attrs.get("gen_ai.response.finish_reasons")
-            finish = reasons[0] if isinstance(reasons, Sequence) and reasons else None
+            if isinstance(reasons, str):
+                finish = reasons
+            else:
+                finish = reasons[0] if isinstance(reasons, Sequence) and reasons else None
         ended = _time(span.end_time) or dt.datetime.now(dt.timezone.utc)
         return LLMCall(
             conv,
