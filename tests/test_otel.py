@@ -134,6 +134,34 @@ def test_pydantic_ai_agent_with_tool_then_resent_history(provider, gf_client, ca
     assert msgs[3]["output"] == {"result": "sunny in Paris"}
 
 
+def test_pydantic_ai_structured_output_answer_from_the_agent_run(
+    provider, gf_client, capture_server
+):
+    """With an ``output_type`` the model answers through an output tool; the answer
+    itself is only on the agent run span (``final_result``)."""
+    from pydantic import BaseModel
+    from pydantic_ai import Agent
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+    from pydantic_ai.models.test import TestModel
+
+    class City(BaseModel):
+        name: str
+        country: str
+
+    agent = Agent(TestModel(), output_type=City)
+    agent.instrument = InstrumentationSettings(tracer_provider=provider)
+    with gf.conversation("city-1"):
+        assert agent.run_sync("Capital of France?").output == City(name="a", country="a")
+    assert gf_client.flush(5)
+    msgs = messages_of(capture_server, "city-1")
+    assert summary(msgs) == [
+        ("user", "Capital of France?", None),
+        ("tool_call", "final_result", 0, {"name": "a", "country": "a"}),
+        ("final_response", '{"name":"a","country":"a"}', 0),
+    ]
+    assert msgs[2]["model"] == "test"
+
+
 # -- OpenAI client: contrib openai-v2 and OpenInference instrumentors -------------------------
 
 

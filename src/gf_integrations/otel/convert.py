@@ -79,7 +79,8 @@ def _arguments(raw: Any) -> Any:
     return parse_json(raw)
 
 
-def _as_text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
+    """A value as text: strings as they are, anything else as JSON."""
     if value is None or isinstance(value, str):
         return value
     try:
@@ -118,7 +119,7 @@ def _genai_parts(parts: Any) -> tuple[list[str], list[ToolCallSpec], list[ChatMe
             responses.append(
                 {
                     "role": "tool",
-                    "content": _as_text(result),
+                    "content": as_text(result),
                     "tool_call_id": part.get("id"),
                     "name": part.get("name"),
                 }
@@ -203,7 +204,7 @@ def _event_content(raw: Any) -> str | None:
                 if isinstance(text, str):
                     texts.append(text)
         return "\n".join(texts)
-    return _as_text(value)
+    return as_text(value)
 
 
 def _event_tool_calls(raw: Any) -> list[ToolCallSpec]:
@@ -309,20 +310,20 @@ def _oi_message(flat: Mapping[str, Any]) -> ChatMessage | None:
         for _, c in sorted(_indexed(flat, "message.tool_calls").items())
     ]
     if role in ("system", "developer"):
-        return {"role": "system", "content": _as_text(content)}
+        return {"role": "system", "content": as_text(content)}
     if role in ("assistant", "model"):
-        msg: ChatMessage = {"role": "assistant", "content": _as_text(content)}
+        msg: ChatMessage = {"role": "assistant", "content": as_text(content)}
         if calls:
             msg["tool_calls"] = calls
         return msg
     if role in ("tool", "function"):
         return {
             "role": "tool",
-            "content": _as_text(content),
+            "content": as_text(content),
             "tool_call_id": flat.get("message.tool_call_id"),
             "name": flat.get("message.name"),
         }
-    return {"role": "user", "content": _as_text(content)}
+    return {"role": "user", "content": as_text(content)}
 
 
 def openinference_messages(attrs: Mapping[str, Any], prefix: str) -> list[ChatMessage]:

@@ -45,6 +45,8 @@ def span_kind(attrs: Mapping[str, Any]) -> str | None:
         return "llm"
     if op == "execute_tool":
         return "tool"
+    if op == "invoke_agent" and "final_result" in attrs:
+        return "agent"  # Pydantic AI's agent run: see _agent_answer
     return None
 
 
@@ -157,6 +159,21 @@ def _genai_reply(
     if raw is not None:
         return convert.first_reply(convert.genai_messages(raw))
     return convert.event_messages(events)[1]
+
+
+def _agent_answer(attrs: Mapping[str, Any], key: str) -> ChatMessage | None:
+    """A Pydantic AI run's ``final_result`` when no model reply carried it as text.
+
+    With a structured ``output_type`` the model answers through an output tool: the chat
+    span shows only that tool call, and the answer exists only on the agent run span. A
+    text answer was already recorded from its chat span, so it gives None here.
+    """
+    history = convert.genai_messages(attrs.get("pydantic_ai.all_messages"))
+    last = next((m for m in reversed(history) if m.get("role") == "assistant"), None)
+    if last is None or last.get("content") or not last.get("tool_calls"):
+        return None
+    result = attrs.get("final_result")
+    return {"role": "assistant", "content": convert.as_text(result), "id": f"{key}:final"}
 
 
 def _oi_reply(attrs: Mapping[str, Any]) -> ChatMessage | None:
@@ -294,6 +311,20 @@ class GreenflashSpanProcessor(SpanProcessor):
         props = {"traceId": trace_hex, "spanId": span_hex}
         if kind in ("llm", "oi_llm"):
             gfc.record(self._llm(span, attrs, conv, key, props, kind == "oi_llm"))
+        elif kind == "agent":
+            model = attrs.get("model_name") or attrs.get("gen_ai.request.model")
+            gfc.record(
+                LLMCall(
+                    conv,
+                    key,
+                    reply=functools.partial(_agent_answer, attrs, key),
+                    model=str(model) if model else None,
+                    ended_at=_time(span.end_time) or dt.datetime.now(dt.timezone.utc),
+                    final=True,
+                    record_inputs=False,
+                    properties=props,
+                )
+            )
         else:
             gfc.record(self._tool(span, attrs, conv, key, props, kind == "oi_tool"))
 
