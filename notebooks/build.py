@@ -368,10 +368,95 @@ def llamaindex_notebook() -> list[Any]:
     ]
 
 
+def otel_notebook() -> list[Any]:
+    return [
+        md("""
+        # Pydantic AI (OpenTelemetry) → Greenflash
+
+        Pydantic AI has no callbacks: it emits OpenTelemetry spans that follow the GenAI
+        semantic conventions. `instrument_otel()` adds `GreenflashSpanProcessor` to the
+        tracer provider, and finished spans become Greenflash conversations: user message,
+        tool calls with their arguments, observations, final answer, model, usage and the
+        system prompt. The same works for any framework or instrumentation that emits GenAI
+        or OpenInference spans. Offline here: the model is Pydantic AI's `FunctionModel`
+        with a scripted reply, and the conversations go to a local collector.
+
+        **Real API and model instead:** set `GREENFLASH_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and the `FunctionModel` with e.g. `"openai:gpt-4o-mini"`.
+        """),
+        code(COLLECTOR_CELL),
+        md("""
+        ## 1. Instrument once
+
+        `instrument_otel()` uses the global tracer provider (and sets a plain one when
+        none is set); your own exporters keep working next to it.
+        `Agent.instrument_all()` turns on Pydantic AI's own spans.
+        """),
+        code("""
+        from pydantic_ai import Agent
+
+        from gf_integrations.otel import instrument_otel
+
+        instrument_otel(external_user_id="dana")
+        Agent.instrument_all()
+        """),
+        md("""
+        ## 2. An agent with a tool, then a follow-up that resends the history
+
+        The second run gets the first run's messages as `message_history`; Pydantic AI
+        sends all of them to the model again, and Greenflash stores each message once.
+        """),
+        code("""
+        from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+        from pydantic_ai.models.function import FunctionModel
+
+
+        def scripted_model(messages, info):
+            \"\"\"Stands in for a real model: asks for the weather once, then answers.\"\"\"
+            last = messages[-1].parts[-1]
+            if last.part_kind == "tool-return":
+                return ModelResponse(parts=[TextPart(f"It is {last.content} in Lisbon today.")])
+            if "tomorrow" in last.content:
+                return ModelResponse(parts=[TextPart("Tomorrow looks sunny as well.")])
+            return ModelResponse(parts=[
+                TextPart("Let me check the weather."),
+                ToolCallPart("get_weather", {"city": "Lisbon"}, tool_call_id="call_1"),
+            ])
+
+
+        agent = Agent(
+            FunctionModel(scripted_model, model_name="scripted-model"),
+            instructions="You are a travel assistant. Use the tools.",
+        )
+
+
+        @agent.tool_plain
+        def get_weather(city: str) -> str:
+            \"\"\"Current weather in a city.\"\"\"
+            return "sunny and 24 °C"
+
+
+        with gf.conversation("lisbon-trip"):
+            first = await agent.run("What's the weather in Lisbon?")
+            print(first.output)
+            second = await agent.run("And tomorrow?", message_history=first.all_messages())
+            print(second.output)
+        """),
+        md("""
+        ## What Greenflash received
+        """),
+        code("""
+        from gf_integrations.notebook import show
+
+        show(collector, "lisbon-trip")
+        """),
+    ]
+
+
 NOTEBOOKS = {
     "01_langchain.ipynb": langchain_notebook,
     "02_openai.ipynb": openai_notebook,
     "03_llamaindex.ipynb": llamaindex_notebook,
+    "05_otel.ipynb": otel_notebook,
 }
 
 

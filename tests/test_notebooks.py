@@ -329,3 +329,32 @@ def test_openai_notebook(executed):
     assert quiz["prompt"]["components"][0]["content"] == "Answer with the city only."
     assert_transcripts_shown(nb, store, "geo-chat", "weather-bot", "capitals-quiz")
     assert_committed_outputs_current("02_openai.ipynb", nb)
+
+
+def test_otel_notebook(executed):
+    nb, store = run_notebook(executed, "05_otel.ipynb")
+    trip = stored(store, "lisbon-trip")
+    assert trip["externalUserId"] == "dana"
+    # the second run resends the first run's messages: each is stored once
+    assert kinds(trip) == [
+        "user_message",
+        "thought",
+        "tool_call",
+        "observation",
+        "final_response",
+        "user_message",
+        "assistant_message",
+    ]
+    assert [m["content"] for m in trip["messages"]][4:] == [
+        "It is sunny and 24 °C in Lisbon today.",
+        "And tomorrow?",
+        "Tomorrow looks sunny as well.",
+    ]
+    assert trip["messages"][2]["toolName"] == "get_weather"
+    assert trip["messages"][2]["input"] == {"city": "Lisbon"}
+    assert tool_results(trip) == [("observation", "get_weather", "sunny and 24 °C")]
+    assert trip["messages"][4]["model"] == "scripted-model"
+    prompt = trip["prompt"]["components"][0]["content"]
+    assert prompt == "You are a travel assistant. Use the tools."
+    assert_transcripts_shown(nb, store, "lisbon-trip")
+    assert_committed_outputs_current("05_otel.ipynb", nb)

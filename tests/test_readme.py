@@ -170,6 +170,13 @@ def test_every_python_block_runs_and_records(collector, fake_openai, tmp_path):
     assert reply["content"] == "The capital you asked about is Paris."
     assert reply["model"] == "gpt-4o-mini"
 
+    # The OpenTelemetry quick start: Pydantic AI spans through GreenflashSpanProcessor.
+    assert kinds("weather-otel-1") == ["user_message", "tool_call", "observation", "final_response"]
+    otel_conv = collector.conversation("weather-otel-1")
+    assert otel_conv is not None
+    assert otel_conv["externalUserId"] == "u1"
+    assert otel_conv["prompt"]["components"][0]["content"] == "Be brief."
+
 
 def _slug(heading: str) -> str:
     """GitHub's anchor for a heading."""
