@@ -520,9 +520,9 @@ def test_parallel_tool_calls_and_observations(gf_client, capture_server):
     user, call_a, call_b, obs_a, obs_b, final = msgs
     assert call_a["toolName"] == "get_weather"
     assert call_a["input"] == {"city": "Paris"}
-    # unparseable arguments are kept as a string field
+    # unparseable arguments are kept verbatim, with a marker
     assert call_b["toolName"] == "get_time"
-    assert call_b["input"] == {"arguments": '{"tz": "CET"'}
+    assert call_b["input"] == {"arguments": '{"tz": "CET"', "invalidJson": True}
     assert call_a["parentExternalMessageId"] == user["externalMessageId"]
     assert obs_a["parentExternalMessageId"] == call_a["externalMessageId"]
     assert obs_b["parentExternalMessageId"] == call_b["externalMessageId"]

@@ -28,7 +28,6 @@ import collections
 import functools
 import hashlib
 import itertools
-import json
 import logging
 import threading
 import time
@@ -850,16 +849,6 @@ def _refusal_of(content: Any) -> str | None:
     return None
 
 
-def _arguments(raw: Any) -> Any:
-    """Tool-call arguments: parsed JSON when possible, else kept as the string."""
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return raw
-    return raw
-
-
 def _opening_text(content: Any) -> str:
     return _text(content) or ""
 
@@ -883,6 +872,11 @@ def _responses_opening(instructions: str | None, items: Sequence[Any]) -> tuple[
     return system, first_user
 
 
+def _custom_input(text: Any) -> Any:
+    """A custom tool's freeform input is plain text, not JSON arguments: keep it as is."""
+    return {"input": text} if isinstance(text, str) else text
+
+
 def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
     calls: list[ToolCallSpec] = []
     for tc in raw or ():
@@ -892,7 +886,7 @@ def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
                 {
                     "id": _get(tc, "id"),
                     "name": _get(fn, "name") or "unknown_tool",
-                    "arguments": _arguments(_get(fn, "arguments")),
+                    "arguments": _get(fn, "arguments"),
                 }
             )
             continue
@@ -902,7 +896,7 @@ def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
                 {
                     "id": _get(tc, "id"),
                     "name": _get(custom, "name") or "unknown_tool",
-                    "arguments": _get(custom, "input"),
+                    "arguments": _custom_input(_get(custom, "input")),
                 }
             )
     return calls
@@ -938,7 +932,7 @@ def _chat_message(m: Any, tool_names: dict[str, str]) -> ChatMessage | None:
                 {
                     "id": None,
                     "name": _get(legacy, "name") or "unknown_tool",
-                    "arguments": _arguments(_get(legacy, "arguments")),
+                    "arguments": _get(legacy, "arguments"),
                 }
             ]
         if calls:
@@ -1023,7 +1017,7 @@ def _chat_stream_reply(chunks: Sequence[Any]) -> ChatMessage | None:
             {
                 "id": slot["id"],
                 "name": slot["name"] or "unknown_tool",
-                "arguments": _arguments("".join(slot["args"])),
+                "arguments": "".join(slot["args"]),
             }
             for _, slot in sorted(calls.items())
         ]
@@ -1097,9 +1091,9 @@ def _items_to_messages(items: Sequence[Any]) -> list[ChatMessage]:
             call_id = _get(item, "call_id") or _get(item, "id")
             name = _get(item, "name") or "unknown_tool"
             args = (
-                _arguments(_get(item, "arguments"))
+                _get(item, "arguments")
                 if kind == "function_call"
-                else (_get(item, "input"))
+                else _custom_input(_get(item, "input"))
             )
             msg.setdefault("tool_calls", []).append(
                 {"id": call_id, "name": name, "arguments": args}
