@@ -91,6 +91,7 @@ _SWEEP_EVERY = 2.0
 _AWAIT_MAX = 256
 _UNKNOWN_MODELS = frozenset({"", "unknown", "none", "default"})
 _CHAT_ENGINE_METHODS = frozenset({"chat", "stream_chat", "achat", "astream_chat"})
+_RETRIEVE_METHODS = frozenset({"retrieve", "aretrieve", "_retrieve", "_aretrieve"})
 
 
 def _warn_once(seen: set[str], kind: str, exc: BaseException | None = None) -> None:
@@ -320,7 +321,8 @@ def _usage_of(response: Any) -> dict[str, Any] | None:
     if usage is not None and not isinstance(usage, Mapping):
         dump = getattr(usage, "model_dump", None) or getattr(usage, "dict", None)
         try:
-            usage = dump() if dump else dict(vars(usage))
+            # exclude_none: the same usage object recorded by wrap_openai looks the same
+            usage = dump(exclude_none=True) if dump else dict(vars(usage))
         except Exception:
             usage = None
     if isinstance(usage, Mapping) and usage:
@@ -351,6 +353,17 @@ def _finish_reason(response: Any) -> str | None:
         fr = c.get("finish_reason") if isinstance(c, Mapping) else getattr(c, "finish_reason", None)
         return fr if isinstance(fr, str) else None
     return None
+
+
+def _inside_retrieval(span: _Span | None) -> bool:
+    """True when ``span`` runs inside a retriever's ``retrieve``/``aretrieve``."""
+    depth = 0
+    while span is not None and depth < 64:
+        if _method(span.id)[1] in _RETRIEVE_METHODS:
+            return True
+        span = span.parent
+        depth += 1
+    return False
 
 
 def _model_name(model_dict: Any, instance: Any = None) -> str | None:
@@ -891,6 +904,8 @@ class _Engine:
         vectors = ev.embeddings or ()  # only the first vector's length is read
         dims = len(vectors[0]) if vectors and hasattr(vectors[0], "__len__") else None
         model = _model_name(span.tool_input)
+        if _inside_retrieval(span):
+            return  # the query vector of a search: its retrieval message tells the story
         if root.query is not None or root.agent or root.chat_engine:
             self._record(
                 root,
@@ -939,11 +954,10 @@ class _Engine:
             self._release(root)
 
     def _model(self, llm: _LLM) -> str | None:
-        name = _model_name(llm.model_dict)
-        if isinstance(llm.model_dict, Mapping):
-            mn = llm.model_dict.get("model_name")
-            if not (isinstance(mn, str) and mn.strip().lower() not in _UNKNOWN_MODELS):
-                name = _raw_model(llm.response) or name
+        # the model that answered (the provider's response names the resolved snapshot,
+        # e.g. gpt-4o-mini-2024-07-18) wins over the configured alias, as in the other
+        # integrations
+        name = _raw_model(llm.response) or _model_name(llm.model_dict)
         return name or (type(llm.instance).__name__ if llm.instance is not None else None)
 
     def _reply(self, llm: _LLM, native_id: str | None) -> tuple[Any, Any]:
