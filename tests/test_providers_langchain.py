@@ -202,3 +202,92 @@ def test_agent_turn_over_provider(provider, agent_kind, mode, gf_client, capture
     assert thought["properties"]["finishReason"] in ("tool_calls", "tool_use")
     assert final["properties"]["finishReason"] in ("stop", "end_turn")
     assert prompts_of(capture_server) == [SYSTEM]
+
+
+# -- a retrieval chain over a real ChatOpenAI and OpenAIEmbeddings --------------------------
+
+DOCS = ["Paris is the capital of France.", "Rome is the capital of Italy."]
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream_events"])
+def test_retrieval_chain_over_chat_openai(mode, gf_client, capture_server):
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnablePassthrough
+    from langchain_core.vectorstores import InMemoryVectorStore
+    from langchain_openai import OpenAIEmbeddings
+
+    fake = FakeOpenAI()
+    clients = {"http_client": fake.http_client(), "http_async_client": fake.async_http_client()}
+    embeddings = OpenAIEmbeddings(
+        model="text-embedding-3-small",
+        api_key="sk-test",
+        base_url=fake.base_url,
+        check_embedding_ctx_length=False,  # no tiktoken download
+        **clients,
+    )
+    store = InMemoryVectorStore.from_texts(DOCS, embeddings)
+    llm = ChatOpenAI(
+        model="gpt-4o-mini",
+        api_key="sk-test",
+        base_url=fake.base_url,
+        streaming=mode in ("stream", "astream_events"),
+        stream_usage=True,
+        max_retries=0,
+        **clients,
+    )
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Answer from this context: {context}"), ("human", "{question}")]
+    )
+    chain = (
+        {
+            "context": store.as_retriever(search_kwargs={"k": 1})
+            | (lambda docs: "\n".join(d.page_content for d in docs)),
+            "question": RunnablePassthrough(),
+        }
+        | prompt
+        | llm
+        | StrOutputParser()
+    )
+    fake.reply_text("Paris.")
+    question = "What is the capital of France?"
+    config: dict[str, Any] = {"callbacks": [GreenflashCallbackHandler()]}
+    if mode == "invoke":
+        out = chain.invoke(question, config=config)
+    elif mode == "ainvoke":
+        out = asyncio.run(chain.ainvoke(question, config=config))
+    elif mode == "stream":
+        out = "".join(chain.stream(question, config=config))
+    else:
+
+        async def events() -> str:
+            pieces = []
+            async for ev in chain.astream_events(question, config=config, version="v2"):
+                if ev["event"] == "on_chat_model_stream":
+                    pieces.append(ev["data"]["chunk"].text)
+            return "".join(pieces)
+
+        out = asyncio.run(events())
+    assert out == "Paris."
+    # the right document reached the model: the embeddings really drove the retrieval
+    (chat_body,) = fake.bodies_for("/chat/completions")
+    assert chat_body["messages"][0]["content"] == f"Answer from this context: {DOCS[0]}"
+
+    msgs = delivered(capture_server, gf_client)
+    assert kinds(msgs) == ["user", "retrieval", "assistant"]
+    user, retrieval, answer = msgs
+    assert user["content"] == question
+    assert retrieval["content"] == question
+    assert retrieval["parentExternalMessageId"] == user["externalMessageId"]
+    assert [d["text"] for d in retrieval["output"]["documents"]] == [DOCS[0]]
+    assert retrieval["properties"]["retriever"] == "VectorStoreRetriever"
+    assert answer["content"] == "Paris."
+    assert answer["context"] == DOCS[0]
+    assert answer["model"] == EXPECTED["openai"][0]
+    assert answer["parentExternalMessageId"] == user["externalMessageId"]
+    usage = answer["properties"]["usage"]
+    assert {k: usage[k] for k in OPENAI_USAGE} == OPENAI_USAGE
+    # the system prompt is the template, its variable the retrieved text
+    (prompt_sent,) = prompts_of(capture_server)
+    assert prompt_sent["components"][0]["content"] == "Answer from this context: {{context}}"
+    assert prompt_sent["variables"] == {"context": DOCS[0]}
