@@ -24,6 +24,7 @@ from openai.types.responses import Response
 from pydantic import BaseModel
 
 import gf_integrations as gf
+from gf_integrations.core import clientwrap
 from gf_integrations.core import context as gf_context
 from gf_integrations.openai import wrap_openai
 from gf_integrations.schema import MessageCreateRequest
@@ -945,7 +946,7 @@ def test_our_own_failure_never_reaches_the_caller(gf_client, capture_server, mon
         raise RuntimeError("mapper bug")
 
     monkeypatch.setattr(gfo, "_record_chat", boom)
-    monkeypatch.setattr(gfo, "_warned", set())
+    monkeypatch.setattr(clientwrap, "_warned", set())
     client = wrap_openai(make_openai(), external_conversation_id="bug")
     with caplog.at_level(logging.WARNING, logger="gf_integrations"):
         for _ in range(3):
