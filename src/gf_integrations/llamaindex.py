@@ -464,6 +464,7 @@ class _LLM:
         "output",
         "owner",
         "partial",
+        "prior",
         "prompt",
         "reply",
         "response",
@@ -488,6 +489,9 @@ class _LLM:
         self.model_dict: Any = None
         self.response: Any = None  # ChatResponse / CompletionResponse at the end
         self.reply: Any = None  # latest partial response while streaming
+        # the one before: with stream usage on, the last chunk holds only usage and the
+        # finish reason is in the chunk before it
+        self.prior: Any = None
         self.output: str | None = None  # LLMPredictEndEvent output
         self.open = 0  # start events without their end
         self.exited = False
@@ -502,8 +506,11 @@ class _LLM:
     def drop_payload(self) -> None:
         """Release framework objects once recorded (exited spans may keep this alive)."""
         self.messages = None
-        self.response = self.reply = self.template = self.template_args = None
+        self.response = self.reply = self.prior = self.template = self.template_args = None
         self.output = self.prompt = None
+
+    def finish_reason(self) -> str | None:
+        return _finish_reason(self.response) or _finish_reason(self.prior)
 
 
 class _Build:
@@ -794,7 +801,7 @@ class _Engine:
 
     def on_chat_progress(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is not None:
-            llm.reply = ev.response
+            llm.prior, llm.reply = llm.reply, ev.response
 
     def on_chat_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is None or llm.finished:
@@ -819,7 +826,7 @@ class _Engine:
 
     def on_completion_progress(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is not None and llm.kind != "chat":
-            llm.reply = ev.response
+            llm.prior, llm.reply = llm.reply, ev.response
 
     def on_completion_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is None or llm.finished:
@@ -1016,7 +1023,7 @@ class _Engine:
                 reply=reply,
                 model=self._model(llm),
                 usage=_usage_of(resp),
-                finish_reason=_finish_reason(resp),
+                finish_reason=llm.finish_reason(),
                 started_at=llm.started_at,
                 error=llm.error,
                 partial=llm.partial and reply is not None,
@@ -1033,6 +1040,11 @@ class _Engine:
         # a streaming response is never touched
         streaming = "Streaming" in type(response).__name__
         text = None if streaming else getattr(response, "response", None)
+        if streaming and q.last is not None:
+            # a call that ended before the stream began (a chat engine's condense step)
+            # is not the answer: the answer is the stream, still to come
+            q.last.drop_payload()
+            q.last = None
         if streaming and q.last is None:
             # the answer is generated lazily when the caller consumes the stream: a chat
             # engine does it under its own root; a query engine often in a new root span,
@@ -1076,7 +1088,7 @@ class _Engine:
                 reply=reply,
                 model=self._model(llm),
                 usage=_usage_of(llm.response),
-                finish_reason=_finish_reason(llm.response),
+                finish_reason=llm.finish_reason(),
                 started_at=llm.started_at,
                 error=llm.error,
                 partial=llm.partial and reply is not None,
