@@ -13,6 +13,9 @@ Endpoints (any prefix, so ``/v1/...`` and Azure's ``/openai/deployments/<d>/...`
   ``response.output_item.added``, ``response.content_part.added``,
   ``response.output_text.delta``..., ``response.function_call_arguments.delta``...,
   ``*.done``, ``response.completed``). ``function_call_output`` inputs are just recorded.
+- ``POST .../completions`` (the legacy text completions that ``OpenAILike(is_chat_model=False)``
+  uses for local servers): ``text_completion`` JSON, or SSE in 4-character ``text`` pieces,
+  with the usage chunk when ``stream_options.include_usage`` asks for it.
 - ``POST .../embeddings``: deterministic bag-of-words vectors (texts sharing words are close),
   ``float`` or ``base64`` as asked; does not consume a queued reply.
 
@@ -203,7 +206,7 @@ class FakeOpenAI:
             )
         if path.endswith("/embeddings"):
             return self._embeddings(body)
-        if not (path.endswith("/chat/completions") or path.endswith("/responses")):
+        if not (path.endswith("/completions") or path.endswith("/responses")):
             return _error(404, f"fake-openai: no route for {path}", "not_found")
         with self._lock:
             reply = self._queue.pop(0) if self._queue else Reply(text=self.default_text)
@@ -218,6 +221,8 @@ class FakeOpenAI:
         model = SNAPSHOTS.get(requested, requested)
         if path.endswith("/chat/completions"):
             return self._chat(body, reply, model, azure=bool(deployment))
+        if path.endswith("/completions"):
+            return self._completions(body, reply, model)
         return self._responses(body, reply, model)
 
     # chat completions --------------------------------------------------------------------
@@ -309,6 +314,32 @@ class FakeOpenAI:
         chunks.append(chunk({}, finish))
         if include_usage:
             chunks.append({**base, "choices": [], "usage": CHAT_USAGE})
+        text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return _sse(text)
+
+    # legacy text completions -------------------------------------------------------------
+
+    def _completions(self, body: dict[str, Any], reply: Reply, model: str) -> httpx.Response:
+        n = len(self.requests)
+        base: dict[str, Any] = {
+            "id": f"cmpl-fake{n}",
+            "object": "text_completion",
+            "created": CREATED,
+            "model": model,
+        }
+        usage = {k: CHAT_USAGE[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+        def choice(text: str, reason: str | None) -> dict[str, Any]:
+            return {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
+
+        if not body.get("stream"):
+            payload = {**base, "choices": [choice(reply.text or "", "stop")], "usage": usage}
+            return httpx.Response(200, json=payload)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = [{**base, "choices": [choice(p, None)]} for p in _pieces(reply.text or "", 4)]
+        chunks.append({**base, "choices": [choice("", "stop")]})
+        if include_usage:
+            chunks.append({**base, "choices": [], "usage": usage})
         text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
         return _sse(text)
 
