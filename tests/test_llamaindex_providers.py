@@ -89,6 +89,10 @@ def make_llm(fake: FakeOpenAI, kind: str = "openai", stream_usage: bool = False)
         common["additional_kwargs"] = {"stream_options": {"include_usage": True}}
     if kind == "openai_like":
         return OpenAILike(is_chat_model=True, is_function_calling_model=True, **common)
+    if kind == "completion":
+        # OpenAILike's default: a local server's legacy /completions endpoint, chat
+        # messages flattened into one prompt
+        return OpenAILike(**common)
     return OpenAI(**common)
 
 
@@ -123,6 +127,49 @@ def by_id(msgs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def props(m: dict[str, Any]) -> dict[str, Any]:
     """A message's properties without the latency (a measured figure)."""
     return {k: v for k, v in (m.get("properties") or {}).items() if k != "latencyMs"}
+
+
+# -- plain LLM calls ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai", "openai_like", "completion"])
+@pytest.mark.parametrize("mode", ["chat", "stream_chat", "achat", "astream_chat"])
+def test_llm_chat_calls(inst, gf_client, capture_server, fake, kind, mode):
+    from llama_index.core.llms import ChatMessage
+
+    fake.reply_text("Hello.")
+    llm = make_llm(fake, kind, stream_usage=True)
+    messages = [ChatMessage(role="system", content=SYSTEM), ChatMessage(role="user", content="Hi?")]
+
+    async def call_async() -> str:
+        if mode == "achat":
+            return str((await llm.achat(messages)).message.content)
+        return "".join([r.delta async for r in await llm.astream_chat(messages)])
+
+    with gf.conversation("li-llm"):
+        if mode == "chat":
+            text = str(llm.chat(messages).message.content)
+        elif mode == "stream_chat":
+            text = "".join(r.delta for r in llm.stream_chat(messages))
+        else:
+            text = asyncio.run(call_async())
+    assert text == "Hello."
+    settle(gf_client, capture_server)
+
+    (path,) = [r.path for r in fake.requests]
+    assert path == ("/v1/completions" if kind == "completion" else "/v1/chat/completions")
+    msgs = conv_messages(capture_server, "li-llm")
+    assert kinds(msgs) == ["user", "assistant"]
+    user, reply = msgs
+    # the user's words, also when a completion-only model got them flattened into a prompt
+    assert user["content"] == "Hi?"
+    assert reply["content"] == "Hello."
+    assert reply["model"] == ANSWERED_BY
+    usage = USAGE if kind != "completion" else {k: USAGE[k] for k in list(USAGE)[:3]}
+    assert props(reply) == {"usage": usage, "finishReason": "stop"}
+    assert reply["parentExternalMessageId"] == user["externalMessageId"]
+    assert system_prompts(capture_server, "li-llm") == [SYSTEM]
+    assert_state_empty(inst)
 
 
 # -- agents ---------------------------------------------------------------------------------
@@ -245,7 +292,7 @@ def assert_rag_turn(
     kind: str = "final_response",
     searched: str | None = None,
     top_text: str = DOC,
-    usage: bool = True,
+    usage: dict[str, Any] | None = USAGE,
 ) -> None:
     """user, retrieval (no embedding message for the query vector), answer with context."""
     assert kinds(msgs) == ["user", "retrieval", kind]
@@ -260,17 +307,29 @@ def assert_rag_turn(
     assert final["model"] == ANSWERED_BY
     assert final["context"] == "\n\n".join(d["text"] for d in retrieval["output"]["documents"])
     if usage:
-        assert props(final)["usage"] == USAGE
+        assert props(final)["usage"] == usage
     else:
         assert "usage" not in props(final)
     for m in (retrieval, final):
         assert m["parentExternalMessageId"] == user["externalMessageId"]
 
 
-@pytest.mark.parametrize("mode", ["query", "aquery", "stream", "astream"])
-def test_query_engine(inst, gf_client, capture_server, fake, index, mode):
+QUERY_MODES = [
+    ("openai", "query"),
+    ("openai", "aquery"),
+    ("openai", "stream"),
+    ("openai", "astream"),
+    ("completion", "query"),
+    ("completion", "stream"),
+]
+
+
+@pytest.mark.parametrize(("kind", "mode"), QUERY_MODES)
+def test_query_engine(inst, gf_client, capture_server, fake, index, kind, mode):
     fake.reply_text("Paris.")
-    engine = index.as_query_engine(streaming=mode in ("stream", "astream"))
+    engine = index.as_query_engine(
+        llm=make_llm(fake, kind), streaming=mode in ("stream", "astream")
+    )
     question = "Capital of France?"
 
     async def run_async() -> str:
@@ -293,7 +352,10 @@ def test_query_engine(inst, gf_client, capture_server, fake, index, mode):
     assert fake.bodies_for("/embeddings")[-1]["input"] == [question]
     msgs = conv_messages(capture_server, "li-rag")
     # streams carry no usage unless the caller asks the API for it
-    assert_rag_turn(msgs, question, "Paris.", usage=mode in ("query", "aquery"))
+    usage = None
+    if mode in ("query", "aquery"):
+        usage = USAGE if kind == "openai" else {k: USAGE[k] for k in list(USAGE)[:3]}
+    assert_rag_turn(msgs, question, "Paris.", usage=usage)
     (prompt,) = system_prompts(capture_server, "li-rag")
     assert "{{context_str}}" in prompt["components"][0]["content"]
     assert prompt["variables"]["query_str"] == question
@@ -327,7 +389,8 @@ def test_condense_plus_context_chat_engine(inst, gf_client, capture_server, fake
 
     msgs = conv_messages(capture_server, "li-chat")
     streamed = mode in ("stream_chat", "astream_chat")
-    assert_rag_turn(msgs[:3], "Capital of France?", "Paris.", kind="assistant", usage=not streamed)
+    usage = None if streamed else USAGE
+    assert_rag_turn(msgs[:3], "Capital of France?", "Paris.", kind="assistant", usage=usage)
     # the second turn searches with the condensed question; the condense call is no message
     assert_rag_turn(
         msgs[3:],
@@ -336,7 +399,7 @@ def test_condense_plus_context_chat_engine(inst, gf_client, capture_server, fake
         kind="assistant",
         searched="Capital of Italy?",
         top_text="Rome is the capital of Italy.",
-        usage=not streamed,
+        usage=usage,
     )
     prompts = system_prompts(capture_server, "li-chat")
     assert prompts, "the context template is the system prompt"

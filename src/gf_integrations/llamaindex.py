@@ -355,6 +355,17 @@ def _finish_reason(response: Any) -> str | None:
     return None
 
 
+def _chat_messages_above(span: _Span | None) -> list[Any] | None:
+    """The chat messages a completion call was flattened from, if it runs inside ``chat``."""
+    depth = 0
+    while span is not None and depth < 8:
+        if isinstance(span.chat_messages, (list, tuple)):
+            return list(span.chat_messages)
+        span = span.parent
+        depth += 1
+    return None
+
+
 def _inside_retrieval(span: _Span | None) -> bool:
     """True when ``span`` runs inside a retriever's ``retrieve``/``aretrieve``."""
     depth = 0
@@ -422,7 +433,18 @@ class _Root:
 
 
 class _Span:
-    __slots__ = ("id", "llm", "name", "parent", "root", "started", "step", "tool", "tool_input")
+    __slots__ = (
+        "chat_messages",
+        "id",
+        "llm",
+        "name",
+        "parent",
+        "root",
+        "started",
+        "step",
+        "tool",
+        "tool_input",
+    )
 
     def __init__(self, span_id: str, parent: _Span | None, root: _Root) -> None:
         self.id = span_id
@@ -435,6 +457,9 @@ class _Span:
         self.tool_input: Any = None
         self.step = False
         self.started: dt.datetime | None = None
+        # the messages of an LLM's chat method: a completion-only model (OpenAILike with
+        # is_chat_model=False) flattens them into a prompt and sends no chat event
+        self.chat_messages: Any = None
 
 
 class _Query:
@@ -642,6 +667,8 @@ class _Engine:
                     # like a query: the last LLM call is the answer (condense steps are not)
                     root.query = _Query(id_, message)
                     root.live += 1
+            elif meth in _CHAT_ENGINE_METHODS and hasattr(instance, "messages_to_prompt"):
+                span.chat_messages = bound_args.arguments.get("messages")
             elif meth == "call_tool":
                 ev = bound_args.arguments.get("ev")
                 if ev is not None and hasattr(ev, "tool_name"):
@@ -821,6 +848,7 @@ class _Engine:
         if not llm.kind:
             llm.kind = "completion"
             llm.prompt = ev.prompt
+            llm.messages = _chat_messages_above(span)
         if llm.model_dict is None:
             llm.model_dict = ev.model_dict
 
@@ -1007,7 +1035,7 @@ class _Engine:
         if root.chat_engine:
             inputs_are_user = False
         messages: Any = ()
-        if llm.kind == "chat" and llm.messages is not None:
+        if llm.kind in ("chat", "completion") and llm.messages is not None:
             msgs = llm.messages
             messages = lambda: _convert_messages(msgs)  # noqa: E731
         elif llm.kind == "completion" and llm.prompt is not None:
