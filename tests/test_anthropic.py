@@ -500,21 +500,25 @@ def test_api_error_is_reraised_unchanged_and_recorded(gf_client, capture_server,
     assert err["model"] == MODEL
 
 
-def test_raw_response_calls_pass_through_unlogged(gf_client, capture_server):
+def test_raw_response_calls_logged_when_parsed(gf_client, capture_server):
+    # LangChain's ChatAnthropic calls the API this way
     fake = FakeAnthropic()
     client = wrap_anthropic(fake.client(), external_conversation_id="raw")
     kw: dict[str, Any] = {"model": MODEL, "max_tokens": 9, "messages": [user("hi")]}
     raw = client.messages.with_raw_response.create(**kw)
-    assert raw.parse().content[0].text == "Answer 1"
+    parsed = raw.parse()
+    assert parsed.content[0].text == "Answer 1"
+    assert raw.parse() is parsed  # the SDK's cached object; recorded once
+    # read as lines, never parsed: passed through unlogged
     with client.messages.with_streaming_response.create(stream=True, **kw) as resp:
         lines = [line for line in resp.iter_lines() if line]
     assert lines[-1].startswith("data: ")
     assert "message_stop" in lines[-1]
-    client.beta.messages.with_raw_response.create(**kw)
+    client.beta.messages.with_raw_response.create(**kw)  # not parsed: not logged
     assert len(fake.requests) == 3
-    client.messages.create(model=MODEL, max_tokens=9, messages=[user("logged")])
     got = delivered(gf_client, capture_server)
-    assert [m["content"] for m in got] == ["logged", "Answer 1"]
+    assert [m["content"] for m in got] == ["hi", "Answer 1"]
+    assert got[1]["model"] == MODEL
 
 
 def test_our_own_failure_never_reaches_the_caller(gf_client, capture_server, monkeypatch, caplog):

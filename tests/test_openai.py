@@ -893,27 +893,41 @@ def test_embeddings_counts_and_dimensions_never_vectors(gf_client, capture_serve
 # -- passthrough and errors --------------------------------------------------------------------
 
 
-def test_raw_response_calls_pass_through_unlogged(gf_client, capture_server):
+def test_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     api = MockAPI()
-    client = wrap_openai(make_openai(api), external_conversation_id="raw")
+    client = wrap_openai(make_openai(api), external_conversation_id="raw", stream_usage=True)
     msgs = [{"role": "user", "content": "hi"}]
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
     assert raw.headers["content-type"].startswith("application/json")
-    assert raw.parse().choices[0].message.content == "Answer 1"
+    parsed = raw.parse()
+    assert parsed.choices[0].message.content == "Answer 1"
+    assert raw.parse() is parsed  # the SDK's cached object; recorded once
+    # read as lines, never parsed: passed through unlogged, no usage chunk added
+    unparsed = [{"role": "user", "content": "unparsed"}]
     with client.chat.completions.with_streaming_response.create(
-        model="gpt-4o-mini", messages=msgs, stream=True
+        model="gpt-4o-mini", messages=unparsed, stream=True
     ) as resp:
         lines = [line for line in resp.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
-    raw_resp = client.responses.with_raw_response.create(model="gpt-4.1", input="hi")
-    assert raw_resp.parse().output_text == "Reply 1"
+    assert "stream_options" not in api.bodies[-1]
+    # parsed into the SDK's stream (the OpenAI Agents SDK's way): tapped like any stream
+    with client.responses.with_streaming_response.create(
+        model="gpt-4.1", input="hello", stream=True
+    ) as resp:
+        events = [e.type for e in resp.parse()]
+    assert events[-1] == "response.completed"
     client.with_raw_response.embeddings.create(model="text-embedding-3-small", input="x")
     assert len(api.bodies) == 4
-    client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "logged"}]
-    )
     got = delivered(gf_client, capture_server)
-    assert [m["content"] for m in got] == ["logged", "Answer 1"]
+    assert [(kinds([m])[0], m["content"]) for m in got] == [
+        ("user", "hi"),
+        ("assistant", "Answer 1"),
+        ("user", "hello"),
+        ("thought", "The user greets me."),
+        ("assistant", "Reply 1"),
+    ]
+    assert got[4]["properties"]["stream"] is True
+    assert got[4]["model"] == "gpt-4.1-2025-04-14"
 
 
 def test_api_error_is_reraised_unchanged_and_recorded(gf_client, capture_server):

@@ -17,7 +17,8 @@ instrumented too. Classes are never patched.
 What reaches the caller is exactly what the bare client returns or raises: the same
 ``Message`` objects, the same ``Stream`` / ``MessageStreamManager`` objects (the raw
 stream's private ``_iterator`` is tapped), the same exceptions. Raw-response calls
-(``with_raw_response``, ``with_streaming_response``) pass through and are not logged.
+(``with_raw_response``, ``with_streaming_response``, as LangChain's ``ChatAnthropic``
+makes them) are recorded when the caller parses them; read as bytes or lines, they are not.
 
 Mapping: ``system`` becomes the conversation's system prompt; the new user turn a
 ``user`` message; ``text`` blocks the reply (a ``thought`` when ``tool_use`` blocks

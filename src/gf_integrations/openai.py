@@ -19,7 +19,8 @@ not stack with peers that patch the classes.
 What reaches the caller is exactly what the bare client returns or raises: the same
 response objects, the same ``openai.Stream`` / ``AsyncStream`` objects (their private
 ``_iterator`` is tapped), the same exceptions. Raw-response calls (``with_raw_response``,
-``with_streaming_response``) are passed through and not logged.
+``with_streaming_response``, which the OpenAI Agents SDK and LangChain's ``ChatOpenAI``
+make) are recorded when the caller parses them; read as bytes or lines, they are not.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .core.clientwrap import (
     get_field,
     identity_settings,
     instrument_copies,
+    is_raw,
     lazy_usage,
     log_once,
     patch,
@@ -250,7 +252,12 @@ def _begin(cfg: _Config, api: str, kwargs: dict[str, Any]) -> _Call | None:
 def _begin_chat(call: _Call, kwargs: dict[str, Any]) -> None:
     msgs = snapshot(call, kwargs, "messages")
     call.inputs = msgs
-    if call.cfg.stream_usage and kwargs.get("stream") is True:
+    # a raw stream is read by the caller as it came: never add the usage chunk to it
+    if (
+        call.cfg.stream_usage
+        and kwargs.get("stream") is True
+        and not is_raw(kwargs.get("extra_headers"))
+    ):
         options = kwargs.get("stream_options")
         options = options if isinstance(options, Mapping) else {}
         if "include_usage" not in options:

@@ -2,11 +2,15 @@
 
 A wrapper instruments one client *instance*: it replaces a few bound methods on that
 instance (never on the class), keeps copies made with ``with_options`` / ``copy``
-instrumented, passes raw-response calls through, and records each call as an
+instrumented, and records each call as an
 :class:`~gf_integrations.core.events.LLMCall` built from plain references on the caller's
 thread (conversion happens on the worker). Streams are tapped in place: the SDK's stream
 object keeps its identity, its private ``_iterator`` is replaced by a generator that notes
 each item and records once at the end (exhaustion, error, ``close()``, or discard).
+Raw-response calls (``with_raw_response``, ``with_streaming_response``) are recorded when
+the caller parses them (``.parse()``, the SDK's own type): frameworks such as the OpenAI
+Agents SDK and LangChain's ``ChatOpenAI`` / ``ChatAnthropic`` call the API that way. A raw
+response read only as bytes or lines is not recorded.
 
 Everything here is provider-neutral; the provider modules supply the request snapshot,
 the conversion to neutral messages and the reply/stream recording.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import itertools
 import logging
 import time
@@ -187,8 +192,6 @@ def is_raw(headers: Any) -> bool:
 
 def recorder_for(cfg: WrapConfig, kwargs: Mapping[str, Any]) -> GreenflashClient | None:
     """The client to record this call through, or None to pass it through untouched."""
-    if is_raw(kwargs.get("extra_headers")):
-        return None
     gfc = cfg.gf_client or get_client()
     if not gfc.active or outer_llm_capture_active():
         return None
@@ -298,6 +301,8 @@ def sync_method(
         except errors as exc:
             fail(call, exc)
             raise
+        if is_raw(kwargs.get("extra_headers")):
+            return finish_on_parse(call, result, finish)
         return finish(call, result)
 
     wrapper.__gf_wrapped__ = True  # type: ignore[attr-defined]
@@ -325,10 +330,50 @@ def async_method(
         except errors as exc:
             fail(call, exc)
             raise
+        if is_raw(kwargs.get("extra_headers")):
+            return finish_on_parse(call, result, finish)
         return finish(call, result)
 
     wrapper.__gf_wrapped__ = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def finish_on_parse(call: _C, raw: Any, finish: Callable[[_C, Any], Any]) -> Any:
+    """Hand ``finish`` what the caller's first ``raw.parse()`` returns; ``raw`` unchanged.
+
+    ``parse`` is shadowed on this one response object; it returns exactly what the SDK's
+    does (the same cached object on later calls). ``parse(to=...)`` is not recorded.
+    """
+    try:
+        parse = raw.parse
+        pending = [True]
+
+        def first(args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+            if pending and not args and kwargs.get("to") is None:
+                pending.clear()
+                finish(call, value)
+
+        if inspect.iscoroutinefunction(parse):
+
+            @functools.wraps(parse)
+            async def parsed_async(*args: Any, **kwargs: Any) -> Any:
+                value = await parse(*args, **kwargs)
+                first(args, kwargs, value)
+                return value
+
+            raw.parse = parsed_async
+        else:
+
+            @functools.wraps(parse)
+            def parsed(*args: Any, **kwargs: Any) -> Any:
+                value = parse(*args, **kwargs)
+                first(args, kwargs, value)
+                return value
+
+            raw.parse = parsed
+    except Exception as exc:
+        log_once(call.cfg.label, "hooking a raw response", exc)
+    return raw
 
 
 class LazyUsage(Mapping[str, Any]):
