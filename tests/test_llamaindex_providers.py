@@ -220,6 +220,62 @@ def test_function_agent(inst, gf_client, capture_server, fake, llm_kind, streami
     assert_state_empty(inst)
 
 
+def test_function_agent_parallel_calls_a_failing_tool_and_a_second_turn(
+    inst, gf_client, capture_server, fake
+):
+    from llama_index.core.workflow import Context
+
+    from helpers.fake_openai import ToolCall
+
+    def boom(x: int) -> str:
+        """Fails."""
+        raise ValueError("bad x")
+
+    fake.reply_tool_calls(
+        ToolCall("get_weather", {"city": "Paris"}), ToolCall("boom", {"x": 1}), text="Let me check."
+    )
+    fake.reply_text(ANSWER)
+    fake.reply_tool_call("get_weather", {"city": "Rome"})
+    fake.reply_text("Sunny in Rome too.")
+    llm = make_llm(fake, stream_usage=True)
+    agent = FunctionAgent(tools=[get_weather, boom], llm=llm, system_prompt=SYSTEM)
+    ctx = Context(agent)
+
+    async def main() -> None:
+        with gf.conversation("li-turn"):
+            await agent.run(QUESTION, ctx=ctx)
+            await agent.run("And Rome?", ctx=ctx)
+
+    asyncio.run(main())
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "li-turn")
+    # the second turn resends the first one's history: each message is stored once
+    assert kinds(msgs) == [
+        *("user", "thought", "tool_call", "tool_call", "observation", "tool_error"),
+        *("final_response", "user", "tool_call", "observation", "final_response"),
+    ]
+    user, thought, call_a, call_b, obs, err, final, user2, call_c, obs_c, final2 = msgs
+    assert thought["content"] == "Let me check."
+    assert thought["parentExternalMessageId"] == user["externalMessageId"]
+    assert [call_a["input"], call_b["input"]] == [{"city": "Paris"}, {"x": 1}]
+    for call in (call_a, call_b):
+        assert call["parentExternalMessageId"] == thought["externalMessageId"]
+    assert obs["parentExternalMessageId"] == call_a["externalMessageId"]
+    assert err["toolName"] == "boom"
+    assert err["parentExternalMessageId"] == call_b["externalMessageId"]
+    assert "bad x" in err["content"]
+    assert final["content"] == ANSWER
+    assert final["parentExternalMessageId"] == user["externalMessageId"]
+    assert user2["content"] == "And Rome?"
+    assert call_c["input"] == {"city": "Rome"}
+    assert call_c["parentExternalMessageId"] == user2["externalMessageId"]
+    assert obs_c["parentExternalMessageId"] == call_c["externalMessageId"]
+    assert final2["content"] == "Sunny in Rome too."
+    assert final2["parentExternalMessageId"] == user2["externalMessageId"]
+    assert system_prompts(capture_server, "li-turn") == [SYSTEM]
+    assert_state_empty(inst)
+
+
 def test_function_agent_broken_arguments_are_kept_and_marked(inst, gf_client, capture_server, fake):
     """A model that sends arguments that are not JSON: kept verbatim, marked, never lost."""
     fake.reply_tool_call("get_weather", '{"city": "Par')
