@@ -1,6 +1,7 @@
 """LlamaIndex over the real OpenAI provider classes, on the fake OpenAI server.
 
-Each row drives ``llama_index.llms.openai.OpenAI`` (or ``OpenAILike``) and, for retrieval,
+Each row drives ``llama_index.llms.openai.OpenAI`` (or ``OpenAIResponses``, or ``OpenAILike``
+as a chat or a completion-only model) and, for retrieval,
 ``llama_index.embeddings.openai.OpenAIEmbedding`` through the real wire format to
 ``tests/helpers/fake_openai.py`` on ``httpx.MockTransport``, and asserts the exact sequence
 the capture server received: types, tool names, parsed inputs, parents, the answering
@@ -23,12 +24,12 @@ pytest.importorskip("llama_index.embeddings.openai")
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import AgentStream, FunctionAgent, ReActAgent
 from llama_index.embeddings.openai import OpenAIEmbedding
-from llama_index.llms.openai import OpenAI
+from llama_index.llms.openai import OpenAI, OpenAIResponses
 from llama_index.llms.openai_like import OpenAILike
 
 import gf_integrations as gf
 from gf_integrations.llamaindex import GreenflashInstrumentor
-from helpers.fake_openai import CHAT_USAGE, FakeOpenAI
+from helpers.fake_openai import CHAT_USAGE, RESPONSES_USAGE, FakeOpenAI
 from test_llamaindex import assert_state_empty, conv_messages, kinds, settle, system_prompts
 
 MODEL = "gpt-4o-mini"
@@ -83,6 +84,8 @@ def make_llm(fake: FakeOpenAI, kind: str = "openai", stream_usage: bool = False)
         "async_http_client": fake.async_http_client(),
         "max_retries": 0,
     }
+    if kind == "responses":
+        return OpenAIResponses(**common)  # the Responses API always reports usage
     if stream_usage:
         # the API sends usage in a stream only when asked (LlamaIndex drops the option
         # from calls that do not stream)
@@ -183,6 +186,8 @@ AGENT_MODES = [
     ("openai", False, "stream_events"),
     ("openai_like", True, "await"),
     ("openai_like", False, "stream_events"),
+    ("responses", True, "await"),
+    ("responses", False, "stream_events"),
 ]
 
 
@@ -195,10 +200,16 @@ def test_function_agent(inst, gf_client, capture_server, fake, llm_kind, streami
     assert drive_agent(agent, mode) == ANSWER
     settle(gf_client, capture_server)
 
-    # what the provider API received: the tool call went out and came back as a tool message
-    chat_bodies = fake.bodies_for("/chat/completions")
-    assert [b.get("stream", False) for b in chat_bodies] == [streaming, streaming]
-    assert chat_bodies[1]["messages"][-1]["role"] == "tool"
+    # what the provider API received: the tool call went out and came back as its result
+    if llm_kind == "responses":
+        bodies = fake.bodies_for("/responses")
+        assert bodies[1]["input"][-1]["type"] == "function_call_output"
+        usage, stop, calls = RESPONSES_USAGE, "completed", "completed"
+    else:
+        bodies = fake.bodies_for("/chat/completions")
+        assert bodies[1]["messages"][-1]["role"] == "tool"
+        usage, stop, calls = USAGE, "stop", "tool_calls"
+    assert [b.get("stream", False) for b in bodies] == [streaming, streaming]
 
     msgs = conv_messages(capture_server, "li-turn")
     assert kinds(msgs) == ["user", "tool_call", "observation", "final_response"]
@@ -208,13 +219,13 @@ def test_function_agent(inst, gf_client, capture_server, fake, llm_kind, streami
     assert call["input"] == {"city": "Paris"}  # parsed, not the wire's JSON string
     assert call["parentExternalMessageId"] == user["externalMessageId"]
     assert call["model"] == ANSWERED_BY
-    assert props(call) == {"usage": USAGE, "finishReason": "tool_calls"}
+    assert props(call) == {"usage": usage, "finishReason": calls}
     assert obs["toolName"] == "get_weather"
     assert obs["output"] == {"result": "Sunny in Paris"}
     assert obs["parentExternalMessageId"] == call["externalMessageId"]
     assert final["content"] == ANSWER
     assert final["model"] == ANSWERED_BY
-    assert props(final) == {"usage": USAGE, "finishReason": "stop"}
+    assert props(final) == {"usage": usage, "finishReason": stop}
     assert final["parentExternalMessageId"] == user["externalMessageId"]
     assert system_prompts(capture_server, "li-turn") == [SYSTEM]
     assert_state_empty(inst)

@@ -310,9 +310,23 @@ def _braces(text: str) -> tuple[str, list[str]]:
     return "".join(out), names
 
 
+def _raw_of(response: Any) -> Any:
+    """The provider's response object behind a ChatResponse/CompletionResponse.
+
+    A streamed OpenAI Responses call (``OpenAIResponses``) ends on a ``response.completed``
+    event whose ``response`` holds the model, usage and status.
+    """
+    raw = getattr(response, "raw", None)
+    if raw is not None and not isinstance(raw, Mapping) and getattr(raw, "model", None) is None:
+        inner = getattr(raw, "response", None)
+        if inner is not None and getattr(inner, "model", None) is not None:
+            return inner
+    return raw
+
+
 def _usage_of(response: Any) -> dict[str, Any] | None:
     """Token usage from a ChatResponse/CompletionResponse (host thread: attribute reads)."""
-    raw = getattr(response, "raw", None)
+    raw = _raw_of(response)
     usage: Any = None
     if isinstance(raw, Mapping):
         usage = raw.get("usage") or raw.get("usage_metadata")
@@ -340,18 +354,23 @@ def _usage_of(response: Any) -> dict[str, Any] | None:
 
 
 def _raw_model(response: Any) -> str | None:
-    raw = getattr(response, "raw", None)
+    raw = _raw_of(response)
     model = raw.get("model") if isinstance(raw, Mapping) else getattr(raw, "model", None)
     return model if isinstance(model, str) and model else None
 
 
 def _finish_reason(response: Any) -> str | None:
-    raw = getattr(response, "raw", None)
+    raw = _raw_of(response)
     choices = raw.get("choices") if isinstance(raw, Mapping) else getattr(raw, "choices", None)
     if isinstance(choices, (list, tuple)) and choices:
         c = choices[0]
         fr = c.get("finish_reason") if isinstance(c, Mapping) else getattr(c, "finish_reason", None)
         return fr if isinstance(fr, str) else None
+    if raw is not None and not isinstance(raw, Mapping):
+        # a Responses API response: why it is incomplete, else its status (as wrap_openai)
+        reason = getattr(getattr(raw, "incomplete_details", None), "reason", None)
+        reason = reason or getattr(raw, "status", None)
+        return reason if isinstance(reason, str) else None
     return None
 
 
