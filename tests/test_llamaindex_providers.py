@@ -231,6 +231,24 @@ def test_function_agent(inst, gf_client, capture_server, fake, llm_kind, streami
     assert_state_empty(inst)
 
 
+def test_function_agent_over_a_loopback_port(inst, gf_client, capture_server, fake):
+    """The same turn over real sockets: LlamaIndex's own HTTP clients, nothing injected."""
+    fake.reply_tool_call("get_weather", {"city": "Paris"})
+    fake.reply_text(ANSWER)
+    with fake.serve() as base_url:
+        llm = OpenAI(model=MODEL, api_key="sk-test", api_base=base_url, max_retries=0)
+        agent = FunctionAgent(tools=[get_weather], llm=llm, system_prompt=SYSTEM)
+        assert drive_agent(agent, "await") == ANSWER
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "li-turn")
+    assert kinds(msgs) == ["user", "tool_call", "observation", "final_response"]
+    assert msgs[1]["input"] == {"city": "Paris"}
+    assert msgs[1]["model"] == msgs[3]["model"] == ANSWERED_BY
+    assert props(msgs[3]) == {"finishReason": "stop"}  # streamed without include_usage
+    assert [r.path for r in fake.requests] == ["/v1/chat/completions"] * 2
+    assert_state_empty(inst)
+
+
 def test_function_agent_parallel_calls_a_failing_tool_and_a_second_turn(
     inst, gf_client, capture_server, fake
 ):
