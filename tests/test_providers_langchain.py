@@ -43,6 +43,10 @@ OPENAI_USAGE = {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17}
 EXPECTED = {
     "openai": ("gpt-4o-mini-2024-07-18", OPENAI_USAGE),
     "azure": ("gpt-4o-mini-2024-07-18", OPENAI_USAGE),
+    "openai-responses": (
+        "gpt-4o-mini-2024-07-18",
+        {"input_tokens": 20, "output_tokens": 8, "total_tokens": 28},
+    ),
     # LangChain counts cache reads and writes into input_tokens (21 + 3 + 5)
     "anthropic": (
         "claude-haiku-4-5-20251001",
@@ -106,7 +110,12 @@ class Provider:
                 **common,
             )
         else:
-            self.model = ChatOpenAI(model="gpt-4o-mini", base_url=self.openai.base_url, **common)
+            self.model = ChatOpenAI(
+                model="gpt-4o-mini",
+                base_url=self.openai.base_url,
+                use_responses_api=name == "openai-responses",
+                **common,
+            )
 
     def sent(self) -> list[dict[str, Any]]:
         """Request bodies the provider API received."""
@@ -132,10 +141,10 @@ def run(agent: Any, mode: str, config: dict[str, Any]) -> str:
     """Drive the agent as ``mode`` says; return the final answer the caller saw."""
     inputs = {"messages": [("user", QUESTION)]}
     if mode == "invoke":
-        return str(agent.invoke(inputs, config=config)["messages"][-1].content)
+        return str(agent.invoke(inputs, config=config)["messages"][-1].text)
     if mode == "ainvoke":
         out = asyncio.run(agent.ainvoke(inputs, config=config))
-        return str(out["messages"][-1].content)
+        return str(out["messages"][-1].text)
     if mode == "stream":
         pieces = []
         for chunk, meta in agent.stream(inputs, config=config, stream_mode="messages"):
@@ -158,7 +167,7 @@ MODES = ["invoke", "ainvoke", "stream", "astream_events"]
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("agent_kind", ["create_agent", "create_react_agent"])
-@pytest.mark.parametrize("provider", ["openai", "azure", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "openai-responses", "azure", "anthropic"])
 def test_agent_turn_over_provider(provider, agent_kind, mode, gf_client, capture_server):
     streaming = mode in ("stream", "astream_events")
     with ExitStack() as stack:
@@ -197,10 +206,14 @@ def test_agent_turn_over_provider(provider, agent_kind, mode, gf_client, capture
     for reply in (thought, final):
         assert reply["model"] == model
         props = reply["properties"]
-        assert props["provider"] == ("azure" if provider == "azure" else provider)
+        assert props["provider"] == provider.removesuffix("-responses")
         assert {k: props["usage"][k] for k in usage} == usage
-    assert thought["properties"]["finishReason"] in ("tool_calls", "tool_use")
-    assert final["properties"]["finishReason"] in ("stop", "end_turn")
+    # each API's own word, as wrap_openai / wrap_anthropic record it
+    finish = {"anthropic": ("tool_use", "end_turn"), "openai-responses": ("completed",) * 2}
+    expected_finish = finish.get(provider, ("tool_calls", "stop"))
+    assert (thought["properties"]["finishReason"], final["properties"]["finishReason"]) == (
+        expected_finish
+    )
     assert prompts_of(capture_server) == [SYSTEM]
 
 

@@ -697,6 +697,8 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                     rm = msg.response_metadata
                     if rm:
                         finish = rm.get("finish_reason") or rm.get("stop_reason")
+                        if not finish and rm.get("object") == "response":
+                            finish = rm.get("status")  # OpenAI Responses: as wrap_openai
                         model = rm.get("model_name") or rm.get("model")
                 else:
                     reply = {"role": "assistant", "content": gen.text}
