@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 import sys
+import warnings
 from typing import Any
 
 import anthropic
@@ -431,6 +432,44 @@ def test_abandoned_stream_is_recorded_when_collected(gf_client, capture_server):
     assert msgs[1]["content"] == "Neve"
     assert msgs[1]["properties"]["partial"] is True
     assert msgs[1]["properties"]["streamEnd"] == "abandoned"
+
+
+def test_a_stream_never_read_is_recorded_when_collected(gf_client, capture_server, flavor):
+    fake = FakeAnthropic()
+    fake.queue(text("Nobody reads this."))
+
+    async def amain() -> None:
+        client = wrap_anthropic(fake.async_client(), external_conversation_id="unread")
+        await client.messages.create(model=MODEL, max_tokens=9, messages=[user("a")], stream=True)
+
+    def main() -> None:
+        client = wrap_anthropic(fake.client(), external_conversation_id="unread")
+        client.messages.create(model=MODEL, max_tokens=9, messages=[user("a")], stream=True)
+
+    if flavor == "async":
+        asyncio.run(amain())
+    else:
+        main()
+    gc.collect()
+    msgs = delivered(gf_client, capture_server)
+    assert kinds(msgs) == ["user", "assistant"]
+    assert msgs[1]["content"] == ""
+    assert msgs[1]["properties"]["partial"] is True
+    assert msgs[1]["properties"]["streamEnd"] == "abandoned"
+
+
+def test_an_async_stream_manager_never_entered_leaves_no_coroutine_of_ours(gf_client):
+    fake = FakeAnthropic()
+    client = wrap_anthropic(fake.async_client(), external_conversation_id="never")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        manager = client.messages.stream(model=MODEL, max_tokens=9, messages=[user("a")])
+        del manager
+        gc.collect()
+    unawaited = [str(w.message) for w in seen if "never awaited" in str(w.message)]
+    # the SDK's own request coroutine warns as it does without us; nothing of ours does
+    assert all("AsyncAPIClient" in m for m in unawaited), unawaited
+    assert fake.requests == []
 
 
 @pytest.mark.parametrize("stream_mode", STREAM_MODES)

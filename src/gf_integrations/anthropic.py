@@ -32,7 +32,7 @@ in the reply's properties.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
 try:
@@ -235,16 +235,30 @@ def _tap_manager(manager: Any, call: _Call, is_async: bool) -> None:
         setattr(manager, name, send)
         return
 
-    async def asend() -> Any:
-        call.restart()
-        try:
-            raw = await request
-        except anthropic.AnthropicError as exc:
-            _fail(call, exc)
-            raise
-        return _finish(call, raw)
+    setattr(manager, name, _AsyncSend(request, call))
 
-    setattr(manager, name, asend())
+
+class _AsyncSend:
+    """What the async manager awaits on enter; a plain object, so a manager that is never
+    entered leaves no un-awaited coroutine of ours behind."""
+
+    __slots__ = ("call", "request")
+
+    def __init__(self, request: Any, call: _Call) -> None:
+        self.request = request
+        self.call = call
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._send().__await__()
+
+    async def _send(self) -> Any:
+        self.call.restart()
+        try:
+            raw = await self.request
+        except anthropic.AnthropicError as exc:
+            _fail(self.call, exc)
+            raise
+        return _finish(self.call, raw)
 
 
 # -- one call -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import itertools
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -424,7 +425,8 @@ class StreamTap(Generic[_C]):
 
     The end is whichever comes first: exhaustion, an error, ``close()`` (seen through the
     HTTP response's close, which the stream's ``close`` and the context managers all
-    reach), or the generator being discarded. Subclasses implement :meth:`record`.
+    reach), or the stream being discarded (collected), read or not. Subclasses implement
+    :meth:`record`.
     """
 
     __slots__ = ("call", "done", "first_at", "items", "running")
@@ -468,6 +470,15 @@ class StreamTap(Generic[_C]):
         return props
 
 
+def _on_collect(stream: Any, tap: StreamTap[Any]) -> None:
+    # a stream dropped before its generator ever ran gets no GeneratorExit: record it
+    # when the stream object goes (not at interpreter exit, when the uploader is gone)
+    try:
+        weakref.finalize(stream, tap.finish, "abandoned").atexit = False
+    except TypeError:  # not weak-referenceable: the generator's end still records it
+        pass
+
+
 def tap_sync(stream: Any, tap: StreamTap[Any]) -> None:
     """Route a Stainless ``Stream``'s items through ``tap``; the object stays the same."""
     inner: Iterator[Any] = stream._iterator
@@ -501,6 +512,7 @@ def tap_sync(stream: Any, tap: StreamTap[Any]) -> None:
                 tap.finish("closed")
 
     response.close = close_hook
+    _on_collect(stream, tap)
 
 
 def tap_async(stream: Any, tap: StreamTap[Any]) -> None:
@@ -536,3 +548,4 @@ def tap_async(stream: Any, tap: StreamTap[Any]) -> None:
                 tap.finish("closed")
 
     response.aclose = aclose_hook
+    _on_collect(stream, tap)
