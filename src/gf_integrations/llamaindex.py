@@ -20,7 +20,8 @@ usage, latency; streams at their end event), query engines (the query as the use
 words, retrievals, the answer as ``final_response`` with the retrieved text as context),
 chat engines, agents (``FunctionAgent``/``AgentWorkflow``: tool calls, results, errors,
 final answer), prompt templates (components with ``{{var}}`` placeholders + variables),
-embeddings (counts and dimensions only) and, with ``capture_steps=True``, workflow steps.
+embeddings (counts and dimensions only; an index build as one summary; a retrieval's query
+vector is part of its retrieval message) and, with ``capture_steps=True``, workflow steps.
 Handlers never raise into LlamaIndex (its dispatcher would swallow errors silently; we
 log each kind once instead).
 """
