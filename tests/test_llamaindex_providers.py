@@ -359,6 +359,19 @@ def test_react_agent(inst, gf_client, capture_server, fake, streaming, mode):
     assert_state_empty(inst)
 
 
+def test_react_agent_reply_without_the_format(inst, gf_client, capture_server, fake):
+    """Models often drop ReAct's format; LlamaIndex takes such a reply as the answer."""
+    fake.reply_text(ANSWER)
+    agent = ReActAgent(tools=[get_weather], llm=make_llm(fake), system_prompt=SYSTEM)
+    assert drive_agent(agent, "await") == ANSWER
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "li-turn")
+    assert kinds(msgs) == ["user", "final_response"]  # no thought repeating the answer
+    assert msgs[1]["content"] == ANSWER
+    assert msgs[1]["model"] == ANSWERED_BY
+    assert_state_empty(inst)
+
+
 # -- retrieval ------------------------------------------------------------------------------
 
 

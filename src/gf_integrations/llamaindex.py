@@ -1376,8 +1376,8 @@ class _Engine:
 
 def _react_thought(text: str | None) -> str | None:
     """The ``Thought:`` part of a ReAct step, without the Action/Answer lines."""
-    if not text:
-        return None
+    if not text or "Thought:" not in text:
+        return None  # a reply without the format is taken as the answer: no thought in it
     body = text.split("Thought:", 1)[-1]
     for marker in ("\nAction:", "\nAnswer:"):
         body = body.split(marker, 1)[0]
