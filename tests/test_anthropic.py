@@ -25,6 +25,7 @@ from anthropic import Anthropic, AsyncAnthropic
 from anthropic.lib.streaming import MessageStreamManager
 from anthropic.types import Message
 from pydantic import BaseModel
+from tests.helpers.capture import delivered, kinds
 from tests.helpers.fake_anthropic import (
     DEFAULT_USAGE,
     FakeAnthropic,
@@ -38,7 +39,6 @@ import gf_integrations as gf
 from gf_integrations.anthropic import wrap_anthropic
 from gf_integrations.core import clientwrap
 from gf_integrations.core import context as gf_context
-from gf_integrations.schema import MessageCreateRequest
 
 MODEL = "claude-sonnet-4-6"
 SYSTEM = "You are a weather bot."
@@ -51,19 +51,6 @@ TOOLS = [
 ]
 MODES = ["create", "create-stream", "stream-helper"]
 STREAM_MODES = MODES[1:]
-
-
-def kinds(messages: list[dict[str, Any]]) -> list[str]:
-    return [m.get("messageType") or m.get("role") for m in messages]
-
-
-def delivered(gf_client: gf.GreenflashClient, capture_server: Any) -> list[dict[str, Any]]:
-    assert gf_client.flush(10)
-    # the capture server files a request after writing its answer: let it catch up
-    assert capture_server.wait_for(lambda s: len(s.requests) >= len(s.attempts))
-    for body in capture_server.requests:
-        MessageCreateRequest.model_validate(body)
-    return capture_server.messages
 
 
 def user(content: Any) -> dict[str, Any]:

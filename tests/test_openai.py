@@ -22,12 +22,12 @@ from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 from pydantic import BaseModel
+from tests.helpers.capture import delivered, kinds
 
 import gf_integrations as gf
 from gf_integrations.core import clientwrap
 from gf_integrations.core import context as gf_context
 from gf_integrations.openai import wrap_openai
-from gf_integrations.schema import MessageCreateRequest
 
 # -- a mock OpenAI API ----------------------------------------------------------------
 
@@ -392,19 +392,6 @@ def make_async_openai(api: MockAPI | None = None) -> AsyncOpenAI:
         max_retries=0,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(api or MockAPI())),
     )
-
-
-def kinds(messages: list[dict[str, Any]]) -> list[str]:
-    return [m.get("messageType") or m.get("role") for m in messages]
-
-
-def delivered(gf_client: gf.GreenflashClient, capture_server: Any) -> list[dict[str, Any]]:
-    assert gf_client.flush(10)
-    # the capture server files a request after writing its answer: let it catch up
-    assert capture_server.wait_for(lambda s: len(s.requests) >= len(s.attempts))
-    for body in capture_server.requests:
-        MessageCreateRequest.model_validate(body)
-    return capture_server.messages
 
 
 SYSTEM = {"role": "system", "content": "You are a weather bot."}
