@@ -214,6 +214,14 @@ def _tool_turn(fake: FakeAnthropic) -> list[dict[str, Any]]:
     return blocks
 
 
+def _results(weather: Any, clock: Any, clock_failed: bool) -> dict[str, Any]:
+    """The user turn answering :func:`_tool_turn`'s two calls with ``tool_result`` blocks."""
+    second: dict[str, Any] = {"type": "tool_result", "tool_use_id": "toolu_b", "content": clock}
+    if clock_failed:
+        second["is_error"] = True
+    return user([{"type": "tool_result", "tool_use_id": "toolu_a", "content": weather}, second])
+
+
 def test_tool_loop_maps_thinking_calls_observations_and_errors(
     gf_client, capture_server, flavor, mode
 ):
@@ -226,19 +234,7 @@ def test_tool_loop_maps_thinking_calls_observations_and_errors(
     history.append(
         {"role": "assistant", "content": first.content if mode != "create-stream" else blocks}
     )
-    history.append(
-        user(
-            [
-                {"type": "tool_result", "tool_use_id": "toolu_a", "content": "sunny, 21C"},
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "toolu_b",
-                    "content": [{"type": "text", "text": "clock unavailable"}],
-                    "is_error": True,
-                },
-            ]
-        )
-    )
+    history.append(_results("sunny, 21C", [{"type": "text", "text": "clock unavailable"}], True))
     ask(system=SYSTEM, messages=history, tools=TOOLS)
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == [
@@ -792,19 +788,7 @@ def test_collector_end_to_end(collector):
         ) as s:
             first = s.get_final_message()
         history.append({"role": "assistant", "content": first.content})
-        history.append(
-            user(
-                [
-                    {"type": "tool_result", "tool_use_id": "toolu_a", "content": "sunny"},
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": "toolu_b",
-                        "content": "n/a",
-                        "is_error": True,
-                    },
-                ]
-            )
-        )
+        history.append(_results("sunny", "n/a", True))
         client.messages.create(
             model=MODEL, max_tokens=64, system=SYSTEM, messages=history, tools=TOOLS
         )
@@ -879,11 +863,7 @@ def test_sync_and_async_produce_identical_payloads(make_client, capture_server, 
         history: list[Any] = [user("Weather and time in Paris?")]
         ask(system=SYSTEM, messages=history, tools=TOOLS)
         history.append({"role": "assistant", "content": blocks})
-        results_in = [
-            {"type": "tool_result", "tool_use_id": "toolu_a", "content": "sunny"},
-            {"type": "tool_result", "tool_use_id": "toolu_b", "content": "14:05"},
-        ]
-        history.append(user(results_in))
+        history.append(_results("sunny", "14:05", False))
         ask(system=SYSTEM, messages=history, tools=TOOLS)
         assert mine.flush(10)
         assert capture_server.wait_for(lambda s: len(s.requests) >= len(s.attempts))
