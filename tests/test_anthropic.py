@@ -776,6 +776,41 @@ def test_chat_anthropic_with_a_wrapped_client_is_logged_once(gf_client, capture_
     assert {r["externalConversationId"] for r in capture_server.requests} == {"lc"}
 
 
+def test_chat_anthropic_with_a_wrapped_client_and_no_handler_is_logged_by_the_wrapper(
+    gf_client, capture_server
+):
+    langchain_anthropic = pytest.importorskip("langchain_anthropic")
+    fake = FakeAnthropic()
+    fake.queue(text("first"))
+    fake.queue(text("Let me check."), tool_use("get_weather", {"city": "Oslo"}, id="toolu_lc"))
+    fake.queue(text("third"))
+    with fake.serve() as base_url:
+        llm = langchain_anthropic.ChatAnthropic(
+            model=MODEL, base_url=base_url, api_key="k", max_retries=0
+        )
+        wrap_anthropic(llm._client, external_conversation_id="lc-bare")
+        wrap_anthropic(llm._async_client, external_conversation_id="lc-bare")
+        assert llm.invoke("one").content == "first"
+        tools = llm.bind_tools([TOOLS[0]])
+        chunks = list(tools.stream("two"))  # ChatAnthropic's raw-response stream, parsed
+        assert any(c.tool_call_chunks for c in chunks)
+        assert asyncio.run(llm.ainvoke("three")).content == "third"
+    msgs = delivered(gf_client, capture_server)
+    assert len(fake.requests) == 3
+    assert kinds(msgs) == [
+        "user",
+        "assistant",
+        "user",
+        "thought",
+        "tool_call",
+        "user",
+        "assistant",
+    ]
+    assert msgs[1]["properties"]["usage"]["cache_read_input_tokens"] == 5
+    assert msgs[4]["input"] == {"city": "Oslo"}
+    assert msgs[3]["properties"]["stream"] is True
+
+
 def test_collector_end_to_end(collector):
     fake = FakeAnthropic()
     _tool_turn(fake)
