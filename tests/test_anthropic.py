@@ -270,9 +270,9 @@ def test_tool_loop_maps_thinking_calls_observations_and_errors(
     assert "SIG-must-not-leak" not in json.dumps(capture_server.requests)
 
 
-def test_redacted_thinking_is_a_marker_never_the_data(gf_client, capture_server, mode):
+def test_redacted_thinking_is_a_marker_never_the_data(gf_client, capture_server, flavor, mode):
     fake = FakeAnthropic()
-    ask = Driver(fake, "sync", mode, external_conversation_id=f"redacted-{mode}")
+    ask = Driver(fake, flavor, mode, external_conversation_id=f"redacted-{mode}")
     fake.queue(redacted_thinking("ENCRYPTED-BLOB"), text("Done."))
     ask(messages=[user("hi")])
     msgs = delivered(gf_client, capture_server)
@@ -543,7 +543,42 @@ def test_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     assert got[1]["model"] == MODEL
 
 
-def test_our_own_failure_never_reaches_the_caller(gf_client, capture_server, monkeypatch, caplog):
+def test_async_raw_response_calls_logged_when_parsed(gf_client, capture_server):
+    fake = FakeAnthropic()
+    fake.queue(text("parsed"))
+    fake.queue(text("streamed"))
+    client = wrap_anthropic(fake.async_client(), external_conversation_id="araw")
+    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 9}
+
+    async def main() -> None:
+        raw = await client.messages.with_raw_response.create(messages=[user("a")], **kw)
+        assert (await raw.parse()).content[0].text == "parsed"
+        async with client.messages.with_streaming_response.create(
+            messages=[user("b")], stream=True, **kw
+        ) as resp:
+            stream = await resp.parse()
+            assert type(stream) is anthropic.AsyncStream
+            assert [e.type async for e in stream][-1] == "message_stop"
+        async with client.messages.with_streaming_response.create(
+            messages=[user("c")], stream=True, **kw
+        ) as resp:
+            assert [line async for line in resp.iter_lines() if line]  # read, never parsed
+
+    asyncio.run(main())
+    msgs = delivered(gf_client, capture_server)
+    assert len(fake.requests) == 3
+    assert [(m.get("role"), m["content"]) for m in msgs] == [
+        ("user", "a"),
+        ("assistant", "parsed"),
+        ("user", "b"),
+        ("assistant", "streamed"),
+    ]
+    assert msgs[3]["properties"]["stream"] is True
+
+
+def test_our_own_failure_never_reaches_the_caller(
+    gf_client, capture_server, monkeypatch, caplog, flavor
+):
     import gf_integrations.anthropic as gfa
 
     def boom(*a: Any, **k: Any) -> None:
@@ -551,10 +586,10 @@ def test_our_own_failure_never_reaches_the_caller(gf_client, capture_server, mon
 
     monkeypatch.setattr(gfa, "_record_message", boom)
     monkeypatch.setattr(clientwrap, "_warned", set())
-    client = wrap_anthropic(FakeAnthropic().client(), external_conversation_id="bug")
+    ask = Driver(FakeAnthropic(), flavor, "create", external_conversation_id="bug")
     with caplog.at_level(logging.WARNING, logger="gf_integrations"):
         for _ in range(3):
-            r = client.messages.create(model=MODEL, max_tokens=9, messages=[user("x")])
+            r = ask(messages=[user("x")])
             assert r.content[0].text == "Answer 1"
     warnings = [r for r in caplog.records if "mapper bug" in r.getMessage()]
     assert len(warnings) == 1
@@ -629,20 +664,20 @@ def test_stream_helper_error_on_enter_is_reraised_and_recorded(gf_client, captur
     assert msgs[1]["properties"]["statusCode"] == 529
 
 
-def test_identity_precedence(gf_client, capture_server):
+def test_identity_precedence(gf_client, capture_server, flavor):
     fake = FakeAnthropic()
-    plain = wrap_anthropic(fake.client())
-    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 9, "messages": [user("hi")]}
-    plain.messages.create(metadata={"user_id": "req-user"}, **kw)
+    plain = Driver(fake, flavor, "create")
+    kw: dict[str, Any] = {"messages": [user("hi")], "metadata": {"user_id": "req-user"}}
+    plain(**kw)
     with gf.conversation(
         "scoped-conv", external_user_id="scope-user", external_organization_id="org"
     ):
-        plain.messages.create(metadata={"user_id": "req-user"}, **kw)
-    pinned = wrap_anthropic(
-        fake.client(), external_user_id="wrap-user", external_conversation_id="c"
+        plain(**kw)
+    pinned = Driver(
+        fake, flavor, "stream-helper", external_user_id="wrap-user", external_conversation_id="c"
     )
     with gf.conversation("scoped-conv-2", external_user_id="scope-user"):
-        pinned.messages.create(metadata={"user_id": "req-user"}, **kw)
+        pinned(**kw)
     delivered(gf_client, capture_server)
     got = [
         (r["externalUserId"], r["externalConversationId"], r.get("externalOrganizationId"))
