@@ -22,27 +22,14 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI
 
-import gf_integrations as gf
 from gf_integrations.openai import wrap_openai
-from gf_integrations.schema import MessageCreateRequest
+from helpers.capture import delivered, kinds
 from helpers.fake_openai import CHAT_USAGE, RESPONSES_USAGE, FakeOpenAI
 
 SYSTEM = "You are a weather bot."
 QUESTION = "weather in Paris?"
 ANSWER = "Sunny in Paris, 21 C."
 RESOLVED = "gpt-4o-mini-2024-07-18"
-
-
-def delivered(gf_client: gf.GreenflashClient, capture_server: Any) -> list[dict[str, Any]]:
-    assert gf_client.flush(10)
-    assert capture_server.wait_for(lambda s: len(s.requests) == len(s.attempts))
-    for body in capture_server.requests:
-        MessageCreateRequest.model_validate(body)
-    return capture_server.messages
-
-
-def kinds(msgs: list[dict[str, Any]]) -> list[str]:
-    return [m.get("messageType") or m["role"] for m in msgs]
 
 
 def usage_of(api: str, body: dict[str, Any]) -> dict[str, Any] | None:
