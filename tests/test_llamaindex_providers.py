@@ -23,6 +23,8 @@ pytest.importorskip("llama_index.embeddings.openai")
 
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import AgentStream, FunctionAgent, ReActAgent
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.embeddings.openai import OpenAIEmbedding
 from llama_index.llms.openai import OpenAI, OpenAIResponses
 from llama_index.llms.openai_like import OpenAILike
@@ -502,6 +504,49 @@ def test_condense_plus_context_chat_engine(inst, gf_client, capture_server, fake
     prompts = system_prompts(capture_server, "li-chat")
     assert prompts, "the context template is the system prompt"
     assert all(SYSTEM in p["components"][0]["content"] for p in prompts)
+    assert_state_empty(inst)
+
+
+class HoldStreamChatExit(BaseSpanHandler[Any]):
+    """Runs first: holds a chat engine's ``stream_chat`` span exit until LlamaIndex's own
+    history thread has drained the answer stream (the order a busy machine can produce)."""
+
+    def new_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def span_exit(self, id_: str, *args: Any, result: Any = None, **kwargs: Any) -> None:
+        thread = getattr(result, "write_response_to_history_thread", None)
+        if id_.startswith("CondensePlusContextChatEngine.stream_chat") and thread is not None:
+            thread.join(10)
+
+
+def test_chat_engine_stream_drained_before_its_span_ends(
+    inst, gf_client, capture_server, fake, index
+):
+    """The answer stream may end before the engine's span does: it is still the answer."""
+    fake.reply_text("Paris.")
+    fake.reply_text("Capital of Italy?")
+    fake.reply_text("Rome.")
+    engine = index.as_chat_engine(chat_mode="condense_plus_context", system_prompt=SYSTEM)
+    dispatcher = get_dispatcher()
+    hold = HoldStreamChatExit()
+    dispatcher.span_handlers.insert(0, hold)
+    try:
+        with gf.conversation("li-chat"):
+            assert "".join(engine.stream_chat("Capital of France?").response_gen) == "Paris."
+            assert "".join(engine.stream_chat("And Italy?").response_gen) == "Rome."
+    finally:
+        dispatcher.span_handlers.remove(hold)
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "li-chat")
+    assert kinds(msgs) == ["user", "retrieval", "assistant"] * 2
+    assert [m["content"] for m in msgs if m.get("role") == "assistant"] == ["Paris.", "Rome."]
     assert_state_empty(inst)
 
 

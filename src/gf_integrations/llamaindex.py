@@ -1088,9 +1088,10 @@ class _Engine:
         # a streaming response is never touched
         streaming = "Streaming" in type(response).__name__
         text = None if streaming else getattr(response, "response", None)
-        if streaming and q.last is not None:
-            # a call that ended before the stream began (a chat engine's condense step)
-            # is not the answer: the answer is the stream, still to come
+        if streaming and q.last is not None and q.last.reply is None:
+            # a call that ended before the stream began and did not stream (a chat engine's
+            # condense step) is not the answer: the answer is the stream, still to come.
+            # (The stream itself may already be done: chat engines drain it on a thread.)
             q.last.drop_payload()
             q.last = None
         if streaming and q.last is None:
