@@ -1,7 +1,7 @@
 """wrap_openai under the frameworks that drive an OpenAI client the user handed them.
 
 - The OpenAI Agents SDK (``set_default_openai_client(wrap_openai(AsyncOpenAI(...)))``, an
-  agent with a function tool, ``Runner.run`` and ``Runner.run_streamed``, on the Responses
+  agent with a function tool, ``Runner.run``, ``run_sync`` and ``run_streamed``, on the Responses
   and the Chat Completions API). Its own tracing is switched off: nothing leaves the process.
 - A LangChain ``ChatOpenAI`` whose own client the user wrapped: one record per call, with
   or without the LangChain callback handler.
@@ -46,7 +46,8 @@ def usage_of(api: str, body: dict[str, Any]) -> dict[str, Any] | None:
 
 @pytest.fixture
 def agents_sdk() -> Iterator[Any]:
-    """The Agents SDK with its tracing off; its process-wide defaults restored afterwards."""
+    """The Agents SDK with its tracing off (it stays off); its default client and API are
+    restored afterwards."""
     agents = pytest.importorskip("agents")
     from agents.models import _openai_shared as shared
     from agents.tracing import get_trace_provider
@@ -62,9 +63,10 @@ def agents_sdk() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize("api", ["responses", "chat_completions"])
-@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
-def test_agents_sdk_over_wrapped_client(agents_sdk, api, streamed, gf_client, capture_server):
+@pytest.mark.parametrize("mode", ["run", "run_sync", "run_streamed"])
+def test_agents_sdk_over_wrapped_client(agents_sdk, api, mode, gf_client, capture_server):
     agents = agents_sdk
+    streamed = mode == "run_streamed"
     fake = FakeOpenAI()
     fake.reply_tool_call("get_weather", {"city": "Paris"}).reply_text(ANSWER)
 
@@ -77,12 +79,14 @@ def test_agents_sdk_over_wrapped_client(agents_sdk, api, streamed, gf_client, ca
         name="weather", instructions=SYSTEM, tools=[get_weather], model="gpt-4o-mini"
     )
 
-    async def main(base_url: str, http_client: Any) -> str:
+    def use(base_url: str, http_client: Any) -> None:
         client = AsyncOpenAI(
             api_key="sk-test", base_url=base_url, http_client=http_client, max_retries=0
         )
         agents.set_default_openai_client(wrap_openai(client), use_for_tracing=False)
         agents.set_default_openai_api(api)
+
+    async def main() -> str:
         if not streamed:
             return str((await agents.Runner.run(agent, QUESTION)).final_output)
         result = agents.Runner.run_streamed(agent, QUESTION)
@@ -92,9 +96,13 @@ def test_agents_sdk_over_wrapped_client(agents_sdk, api, streamed, gf_client, ca
 
     with ExitStack() as stack:
         if streamed:  # real sockets for the SSE rows
-            out = asyncio.run(main(stack.enter_context(fake.serve()), None))
+            use(stack.enter_context(fake.serve()), None)
         else:
-            out = asyncio.run(main(fake.base_url, fake.async_http_client()))
+            use(fake.base_url, fake.async_http_client())
+        if mode == "run_sync":
+            out = str(agents.Runner.run_sync(agent, QUESTION).final_output)
+        else:
+            out = asyncio.run(main())
     assert out == ANSWER
     sent = fake.bodies
     assert len(sent) == 2
