@@ -14,12 +14,13 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..core.ids import sample_fraction
 from ..schema import Component, MessageCreateRequest, MessageItem, SystemPromptObject
+from ..transcript import build_tree
 
 __all__ = ["IngestError", "Store"]
 
@@ -838,26 +839,3 @@ class Store:
         ):
             out[table] = int(self._rows(f"SELECT COUNT(*) FROM {table}")[0][0])  # fixed names
         return out
-
-
-def build_tree(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Nest messages under their parents (``children``), keeping time order."""
-    nodes = {m["id"]: {**m, "children": []} for m in messages}
-    roots: list[dict[str, Any]] = []
-    for m in messages:
-        node = nodes[m["id"]]
-        parent = nodes.get(m["parentId"]) if m["parentId"] else None
-        if parent is not None and parent is not node:
-            parent["children"].append(node)
-        else:
-            roots.append(node)
-    return roots
-
-
-def iter_tree(roots: list[dict[str, Any]], depth: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Depth-first (depth, node) pairs of a :func:`build_tree` result."""
-    stack = [(depth, n) for n in reversed(roots)]
-    while stack:
-        d, node = stack.pop()
-        yield d, node
-        stack.extend((d + 1, c) for c in reversed(node["children"]))
