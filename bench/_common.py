@@ -6,10 +6,16 @@ process for the GIL. It answers every request at once with a fixed success body.
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SINK = textwrap.dedent(
     r"""
@@ -51,6 +57,43 @@ SINK = textwrap.dedent(
     """
 )
 
+# The end of a worker script: it defines run(n) (n timed calls), flush(), and the argv
+# values calls, batches, mode; this warms up, then prints the median per-call figures of
+# `batches` batches as JSON ("count": exactly `calls` calls for callgrind; "profile":
+# cProfile of our code).
+TIMED_RUN = textwrap.dedent(
+    r"""
+if mode == "count":
+    # under callgrind: warm up, then exactly `calls` calls and their upload
+    run(20)
+    flush()
+    run(calls)
+    flush()
+    sys.exit(0)
+run(200)
+flush()
+if mode == "profile":
+    import cProfile, pstats
+    pr = cProfile.Profile(); pr.enable(); run(calls); pr.disable(); flush()
+    st = pstats.Stats(pr); st.sort_stats("tottime").print_stats(15)
+    st.sort_stats("cumulative").print_stats("gf_integrations", 25)
+    sys.exit(0)
+wall, thread, proc = [], [], []
+for _ in range(batches):
+    gc.collect()
+    w, t, p = time.perf_counter(), time.thread_time(), time.process_time()
+    run(calls)
+    t1, p1, w1 = time.thread_time(), time.process_time(), time.perf_counter()
+    flush()
+    p2 = time.process_time()
+    wall.append((w1 - w) / calls * 1e6)
+    thread.append((t1 - t) / calls * 1e6)
+    proc.append((p2 - p) / calls * 1e6)
+print(json.dumps({"wall": statistics.median(wall), "thread": statistics.median(thread),
+                  "proc": statistics.median(proc)}))
+    """
+)
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
@@ -74,3 +117,50 @@ def available(module: str) -> bool:
     """True when ``module`` imports in a fresh interpreter (peers are optional)."""
     probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
     return probe.returncode == 0
+
+
+def run_worker(
+    source: str, argv: list[str], label: str, profile: bool = False
+) -> dict[str, float] | None:
+    """Run a worker script in a fresh process (``src/`` on the path); its last stdout line
+    is a JSON dict of figures. With ``profile`` its output is printed instead."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    args = [sys.executable, "-c", source, *argv]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
+    if profile:
+        print(proc.stdout[-6000:])
+        return None
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:]
+        print(f"  {label}: failed: {tail}", file=sys.stderr)
+        return None
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def report_overhead(
+    title: str, runs: str, samples: dict[str, dict[str, list[float]]], ours: str = "greenflash"
+) -> None:
+    """Median per-call times of each variant next to ``bare``'s, measured in the same run
+    (worker figures ``thread`` / ``proc`` / ``wall``), and ours over the lightest peer's."""
+    print(f"\n{title}: median us per call ({runs})")
+    med = {v: {k: statistics.median(x) for k, x in s.items()} for v, s in samples.items() if s}
+    if "bare" not in med:
+        print("  bare run failed")
+        return
+    head = f"{'variant':<12}"
+    for k in ("caller", "process", "wall"):
+        head += f"{k:>10}{'added':>9}"
+    print(head)
+    for v, m in med.items():
+        line = f"{v:<12}"
+        for key in ("thread", "proc", "wall"):
+            line += f"{m[key]:>10.1f}{m[key] - med['bare'][key]:>+9.1f}"
+        print(line)
+    peers = [v for v in med if v not in ("bare", ours)]
+    if ours in med and peers:
+        for key, label in (("thread", "caller"), ("proc", "process"), ("wall", "wall")):
+            added = med[ours][key] - med["bare"][key]
+            lightest = min(med[p][key] - med["bare"][key] for p in peers)
+            ratio = f"{added / lightest:.2f}" if lightest > 0 else "n/a"
+            print(f"  {label}: ours / lightest peer's added = {ratio}")

@@ -34,27 +34,22 @@ thread, and all threads), which do not depend on load but take minutes per run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-from pathlib import Path
 
-from _common import available, start_sink
+from _common import ROOT, TIMED_RUN, available, report_overhead, run_worker, start_sink
 
-ROOT = Path(__file__).resolve().parents[1]
-
-WORKER = textwrap.dedent(
-    r"""
+WORKER = (
+    textwrap.dedent(
+        r"""
     import gc, json, os, statistics, sys, time, warnings
     warnings.simplefilter("ignore")
     variant, workload, sink, calls, batches, mode = (
         sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
-    profile = mode == "profile"
     os.environ["LANGSMITH_TRACING"] = "false"
     import httpx
 
@@ -132,53 +127,17 @@ WORKER = textwrap.dedent(
                 for _ in create(model="gpt-4o-mini", stream=True, messages=messages(k)):
                     pass
 
-    if mode == "count":
-        # under callgrind: warm up, then exactly `calls` calls and their upload
-        run(20)
-        flush()
-        run(calls)
-        flush()
-        sys.exit(0)
-    run(200)
-    flush()
-    if profile:
-        import cProfile, pstats
-        pr = cProfile.Profile(); pr.enable(); run(calls); pr.disable(); flush()
-        st = pstats.Stats(pr); st.sort_stats("tottime").print_stats(15)
-        st.sort_stats("cumulative").print_stats("gf_integrations", 25)
-        sys.exit(0)
-    wall, thread, proc = [], [], []
-    for _ in range(batches):
-        gc.collect()
-        w, t, p = time.perf_counter(), time.thread_time(), time.process_time()
-        run(calls)
-        t1, p1, w1 = time.thread_time(), time.process_time(), time.perf_counter()
-        flush()
-        p2 = time.process_time()
-        wall.append((w1 - w) / calls * 1e6)
-        thread.append((t1 - t) / calls * 1e6)
-        proc.append((p2 - p) / calls * 1e6)
-    print(json.dumps({"wall": statistics.median(wall), "thread": statistics.median(thread),
-                      "proc": statistics.median(proc)}))
     """
+    )
+    + TIMED_RUN
 )
 
 
 def worker(
     variant: str, workload: str, sink: str, calls: int, batches: int, mode: str = "time"
 ) -> dict[str, float] | None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    args = [sys.executable, "-c", WORKER, variant, workload, sink, str(calls), str(batches), mode]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
-    if mode == "profile":
-        print(proc.stdout[-6000:])
-        return None
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:]
-        print(f"  {variant}/{workload}: failed: {tail}", file=sys.stderr)
-        return None
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    argv = [variant, workload, sink, str(calls), str(batches), mode]
+    return run_worker(WORKER, argv, f"{variant}/{workload}", profile=mode == "profile")
 
 
 def instructions(variant: str, workload: str, sink: str, calls: int) -> dict[str, float] | None:
@@ -285,30 +244,8 @@ def report(
     workload: str, args: argparse.Namespace, samples: dict[str, dict[str, list[float]]]
 ) -> None:
     title = "chat.completions.create" if workload == "chat" else "create(stream=True), 6 chunks"
-    print(
-        f"\n{title}: median us per call ({args.repeats} processes x {args.batches} batches x "
-        f"{args.calls} calls)"
-    )
-    med = {v: {k: statistics.median(x) for k, x in s.items()} for v, s in samples.items() if s}
-    if "bare" not in med:
-        print("  bare run failed")
-        return
-    head = f"{'variant':<12}"
-    for k in ("caller", "process", "wall"):
-        head += f"{k:>10}{'added':>9}"
-    print(head)
-    for v, m in med.items():
-        line = f"{v:<12}"
-        for key in ("thread", "proc", "wall"):
-            line += f"{m[key]:>10.1f}{m[key] - med['bare'][key]:>+9.1f}"
-        print(line)
-    peers = [v for v in med if v not in ("bare", "greenflash")]
-    if "greenflash" in med and peers:
-        for key, label in (("thread", "caller"), ("proc", "process"), ("wall", "wall")):
-            ours = med["greenflash"][key] - med["bare"][key]
-            lightest = min(med[p][key] - med["bare"][key] for p in peers)
-            ratio = f"{ours / lightest:.2f}" if lightest > 0 else "n/a"
-            print(f"  {label}: ours / lightest peer's added = {ratio}")
+    runs = f"{args.repeats} processes x {args.batches} batches x {args.calls} calls"
+    report_overhead(title, runs, samples)
 
 
 if __name__ == "__main__":

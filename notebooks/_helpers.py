@@ -10,6 +10,9 @@ LangChain and vice versa.
 * OpenAI: :func:`fake_openai_client` (a real ``openai.OpenAI`` whose HTTP goes to an
   ``httpx.MockTransport``); :func:`openai_reply` is the fake server's logic, also used
   by the README test's loopback server.
+* Anthropic: :func:`fake_anthropic_client` (a real ``anthropic.Anthropic`` on the test
+  suite's fake Messages API); :func:`anthropic_fake` is that fake server, also served on
+  loopback by the README test.
 * LlamaIndex: :func:`fake_llm`, :func:`keyword_embedding`, :func:`fake_agent_llm`.
 """
 
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 CITIES = {
@@ -258,6 +263,60 @@ def fake_openai_client() -> Any:
         base_url="https://api.openai.com/v1",
         http_client=httpx.Client(transport=httpx.MockTransport(handler)),
     )
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+def _block_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(str(b.get("text") or "") for b in content or () if isinstance(b, dict))
+
+
+def anthropic_fake() -> Any:
+    """The test suite's fake Messages API (``tests/helpers/fake_anthropic.py``: the real
+    wire format, SSE included), answering from the request alone: with tools offered and
+    the user just spoken, a ``tool_use`` of the first tool for the city named; after a
+    ``tool_result``, ``Good news: <result>``; otherwise a capital, like the OpenAI fake.
+    With extended thinking enabled, each reply opens with a short ``thinking`` block."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.helpers.fake_anthropic import FakeAnthropic, Reply, text, thinking, tool_use
+
+    def answer(body: dict[str, Any]) -> Any:
+        messages = body.get("messages") or []
+        content = messages[-1].get("content") if messages else ""
+        results = (
+            [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+            if isinstance(content, list)
+            else []
+        )
+        blocks = []
+        if (body.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
+            thought = "The tool has answered: summarise it." if results else "The tool knows this."
+            blocks.append(thinking(thought))
+        if results:
+            return Reply([*blocks, text(f"Good news: {_block_text(results[0].get('content'))}")])
+        said = _block_text(content)
+        if body.get("tools"):
+            name = body["tools"][0]["name"]
+            call_id = f"toolu_{zlib.crc32(said.encode()) % 10_000:04d}"
+            blocks += [text("Let me check."), tool_use(name, {"city": _city(said)}, id=call_id)]
+            return Reply(blocks)
+        reply = _chat_answer([{"role": "user", "content": said}], None)["content"]
+        return Reply([*blocks, text(reply)])
+
+    fake = FakeAnthropic()
+    fake.default = answer
+    return fake
+
+
+def fake_anthropic_client() -> Any:
+    """A real ``anthropic.Anthropic`` client answered by :func:`anthropic_fake` through
+    ``httpx2.MockTransport``: no network, no key."""
+    return anthropic_fake().client()
 
 
 # -------------------------------------------------------------------------- LlamaIndex

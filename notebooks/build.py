@@ -368,6 +368,96 @@ def llamaindex_notebook() -> list[Any]:
     ]
 
 
+def anthropic_notebook() -> list[Any]:
+    return [
+        md("""
+        # Anthropic client → Greenflash
+
+        `wrap_anthropic(client)` instruments an `Anthropic` client in place (same object,
+        same types): `messages.create`, streaming (`stream=True` and the
+        `messages.stream(...)` helper), tool use and extended thinking are recorded.
+        Offline here: the client's HTTP goes to an `httpx2.MockTransport` serving the test
+        suite's fake Messages API, and the conversations go to a local collector.
+
+        **Real API and model instead:** set `GREENFLASH_API_KEY` and `ANTHROPIC_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and `fake_anthropic_client()` with `Anthropic()`.
+        """),
+        code(COLLECTOR_CELL),
+        md("""
+        ## 1. Chat, then the streaming helper, in one conversation
+
+        The app resends its growing history; each message is stored once. `system`
+        becomes the conversation's system prompt.
+        """),
+        code("""
+        from _helpers import fake_anthropic_client
+
+        from gf_integrations.anthropic import wrap_anthropic
+
+        client = wrap_anthropic(fake_anthropic_client(), external_user_id="alice")
+        tutor = "You are a concise geography tutor."
+
+        with gf.conversation("claude-geo"):
+            history = [{"role": "user", "content": "What is the capital of Portugal?"}]
+            reply = client.messages.create(model="claude-sonnet-4-6", max_tokens=512, system=tutor, messages=history)
+            print(reply.content[0].text)
+
+            history += [
+                {"role": "assistant", "content": reply.content},
+                {"role": "user", "content": "And the capital of Japan?"},
+            ]
+            with client.messages.stream(model="claude-sonnet-4-6", max_tokens=512, system=tutor, messages=history) as stream:
+                print("".join(stream.text_stream))
+        """),
+        md("""
+        ## 2. Tool use with extended thinking
+
+        Claude thinks, says what it will do and asks for `get_weather`; the app runs it and
+        sends a `tool_result` back. Greenflash gets the thinking and the text as
+        `thought`s, a `tool_call`, its `observation` and the final answer, with usage
+        (cache tokens included) on the reply.
+        """),
+        code("""
+        def get_weather(city: str) -> str:
+            return f"Sunny and 24 °C in {city}."
+
+
+        tools = [{
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }]
+        thinking = {"type": "enabled", "budget_tokens": 1024}
+        with gf.conversation("claude-weather"):
+            messages = [{"role": "user", "content": "Should I pack sunglasses for Rome today?"}]
+            first = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=2048, thinking=thinking, tools=tools, messages=messages
+            )
+            call = next(block for block in first.content if block.type == "tool_use")
+            messages += [
+                {"role": "assistant", "content": first.content},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": call.id, "content": get_weather(**call.input)},
+                ]},
+            ]
+            final = client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=2048, thinking=thinking, tools=tools, messages=messages
+            )
+            print(first.stop_reason, "->", final.content[-1].text)
+        """),
+        md("""
+        ## What Greenflash received
+        """),
+        code("""
+        from gf_integrations.notebook import show
+
+        show(collector, "claude-geo")
+        """),
+        code("""
+        show(collector, "claude-weather")
+        """),
+    ]
+
+
 def otel_notebook() -> list[Any]:
     return [
         md("""
@@ -456,6 +546,7 @@ NOTEBOOKS = {
     "01_langchain.ipynb": langchain_notebook,
     "02_openai.ipynb": openai_notebook,
     "03_llamaindex.ipynb": llamaindex_notebook,
+    "04_anthropic.ipynb": anthropic_notebook,
     "05_otel.ipynb": otel_notebook,
 }
 
@@ -495,9 +586,19 @@ def normalise(nb: Any) -> Any:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
-        outputs = []
+        outputs: list[Any] = []
         for out in cell.outputs:
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                continue
+            last = outputs[-1] if outputs else None
+            if (
+                last is not None
+                and out.get("output_type") == "stream"
+                and last.get("output_type") == "stream"
+                and last.get("name") == out.get("name")
+            ):
+                # the kernel splits one cell's prints at its own timing: join them
+                last["text"] += _scrub(out.get("text", ""))
                 continue
             outputs.append(nbformat.from_dict(_scrub(dict(out))))
         cell.outputs = outputs

@@ -257,11 +257,10 @@ def test_query_engine_turn(inst, gf_client, capture_server, index):
         response = index.as_query_engine(similarity_top_k=1).query("What is the capital of France?")
     settle(gf_client, capture_server)
     msgs = conv_messages(capture_server, "rag-1")
-    assert kinds(msgs) == ["user", "embedding", "retrieval", "final_response"]
-    user, emb, retrieval, final = msgs
+    # the query's own embedding is part of the retrieval: no embedding message
+    assert kinds(msgs) == ["user", "retrieval", "final_response"]
+    user, retrieval, final = msgs
     assert user["content"] == "What is the capital of France?"
-    assert emb["output"] == {"count": 1, "dimensions": 8}
-    assert "embeddings" not in str(emb) or "0.5" not in str(emb)  # never vectors
     (doc,) = retrieval["output"]["documents"]
     node = response.source_nodes[0]
     assert doc["id"] == node.node.node_id
@@ -271,7 +270,7 @@ def test_query_engine_turn(inst, gf_client, capture_server, index):
     assert final["content"] == response.response
     assert final["context"] == "Paris is the capital of France."
     assert final["model"] == "MockLLM"
-    for m in (emb, retrieval, final):
+    for m in (retrieval, final):
         assert m["parentExternalMessageId"] == user["externalMessageId"]
     (prompt,) = system_prompts(capture_server, "rag-1")
     text = "\n".join(c["content"] for c in prompt["components"])
@@ -302,7 +301,7 @@ def test_streaming_query_answer_is_recorded_when_consumed(inst, gf_client, captu
         text = "".join(response.response_gen)
     settle(gf_client, capture_server)
     msgs = conv_messages(capture_server, "rag-stream")
-    assert kinds(msgs) == ["user", "embedding", "retrieval", "final_response"]
+    assert kinds(msgs) == ["user", "retrieval", "final_response"]
     assert msgs[-1]["content"] == text == "Paris it is."
     assert msgs[-1]["context"] == "Paris is the capital of France."
     assert_state_empty(inst)
@@ -316,7 +315,7 @@ def test_async_query_engine(inst, gf_client, capture_server, index):
     response = asyncio.run(main())
     settle(gf_client, capture_server)
     msgs = conv_messages(capture_server, "rag-async")
-    assert kinds(msgs) == ["user", "embedding", "retrieval", "final_response"]
+    assert kinds(msgs) == ["user", "retrieval", "final_response"]
     assert msgs[-1]["content"] == response.response
 
 
@@ -507,7 +506,6 @@ def test_root_identity_reaches_a_thread_with_copied_context(inst, gf_client, cap
     settle(gf_client, capture_server)
     assert kinds(conv_messages(capture_server, "copied-ctx")) == [
         "user",
-        "embedding",
         "retrieval",
         "final_response",
     ]
@@ -722,13 +720,13 @@ def test_context_chat_engine_streaming_and_condense_step(inst, gf_client, captur
         second = engine.chat("and more?")
     settle(gf_client, capture_server)
     msgs = conv_messages(capture_server, "ce-context")
-    assert kinds(msgs) == ["user", "embedding", "retrieval", "assistant"]
+    assert kinds(msgs) == ["user", "retrieval", "assistant"]
     assert msgs[-1]["content"] == text
     assert msgs[-1]["context"] == "Paris is the capital of France."
     (prompt,) = system_prompts(capture_server, "ce-context")
     assert "{{context_str}}" in prompt["components"][0]["content"]
     msgs = conv_messages(capture_server, "ce-condense")
-    turn = ["user", "embedding", "retrieval", "assistant"]
+    turn = ["user", "retrieval", "assistant"]
     assert kinds(msgs) == turn + turn  # the condense-question call is not an answer
     assert msgs[-1]["content"] == second.response
     assert_state_empty(inst)
@@ -758,7 +756,6 @@ def test_query_engine_tool_inside_an_agent(inst, gf_client, capture_server, inde
     assert kinds(msgs) == [
         "user",
         "tool_call",
-        "embedding",
         "retrieval",
         "observation",
         "final_response",

@@ -331,6 +331,46 @@ def test_openai_notebook(executed):
     assert_committed_outputs_current("02_openai.ipynb", nb)
 
 
+def test_anthropic_notebook(executed):
+    nb, store = run_notebook(executed, "04_anthropic.ipynb")
+    chat = stored(store, "claude-geo")
+    assert chat["externalUserId"] == "alice"
+    assert kinds(chat) == ["user_message", "assistant_message"] * 2  # history stored once
+    assert [m["content"] for m in chat["messages"]] == [
+        "What is the capital of Portugal?",
+        "The capital you asked about is Lisbon.",
+        "And the capital of Japan?",
+        "The capital you asked about is Tokyo.",  # the streaming helper's reply
+    ]
+    assert chat["prompt"]["components"][0]["content"] == "You are a concise geography tutor."
+    assert chat["messages"][1]["model"] == "claude-sonnet-4-6"
+
+    tools = stored(store, "claude-weather")
+    assert kinds(tools) == [
+        "user_message",
+        "thought",
+        "thought",
+        "tool_call",
+        "observation",
+        "thought",
+        "final_response",
+    ]
+    msgs = tools["messages"]
+    assert [m["content"] for m in msgs if m["messageType"] == "thought"] == [
+        "The tool knows this.",
+        "Let me check.",
+        "The tool has answered: summarise it.",
+    ]
+    assert msgs[3]["toolName"] == "get_weather"
+    assert msgs[3]["input"] == {"city": "Rome"}
+    assert msgs[2]["properties"]["finishReason"] == "tool_use"
+    assert msgs[2]["properties"]["usage"]["cache_read_input_tokens"] >= 0
+    assert tool_results(tools) == [("observation", "get_weather", "Sunny and 24 °C in Rome.")]
+    assert msgs[-1]["content"] == "Good news: Sunny and 24 °C in Rome."
+    assert_transcripts_shown(nb, store, "claude-geo", "claude-weather")
+    assert_committed_outputs_current("04_anthropic.ipynb", nb)
+
+
 def test_otel_notebook(executed):
     nb, store = run_notebook(executed, "05_otel.ipynb")
     trip = stored(store, "lisbon-trip")

@@ -22,11 +22,12 @@ from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 from pydantic import BaseModel
+from tests.helpers.capture import delivered, kinds
 
 import gf_integrations as gf
+from gf_integrations.core import clientwrap
 from gf_integrations.core import context as gf_context
 from gf_integrations.openai import wrap_openai
-from gf_integrations.schema import MessageCreateRequest
 
 # -- a mock OpenAI API ----------------------------------------------------------------
 
@@ -393,19 +394,6 @@ def make_async_openai(api: MockAPI | None = None) -> AsyncOpenAI:
     )
 
 
-def kinds(messages: list[dict[str, Any]]) -> list[str]:
-    return [m.get("messageType") or m.get("role") for m in messages]
-
-
-def delivered(gf_client: gf.GreenflashClient, capture_server: Any) -> list[dict[str, Any]]:
-    assert gf_client.flush(10)
-    # the capture server files a request after writing its answer: let it catch up
-    assert capture_server.wait_for(lambda s: len(s.requests) >= len(s.attempts))
-    for body in capture_server.requests:
-        MessageCreateRequest.model_validate(body)
-    return capture_server.messages
-
-
 SYSTEM = {"role": "system", "content": "You are a weather bot."}
 WEATHER_TOOLS = [
     {
@@ -520,9 +508,9 @@ def test_parallel_tool_calls_and_observations(gf_client, capture_server):
     user, call_a, call_b, obs_a, obs_b, final = msgs
     assert call_a["toolName"] == "get_weather"
     assert call_a["input"] == {"city": "Paris"}
-    # unparseable arguments are kept as a string field
+    # unparseable arguments are kept verbatim, with a marker
     assert call_b["toolName"] == "get_time"
-    assert call_b["input"] == {"arguments": '{"tz": "CET"'}
+    assert call_b["input"] == {"arguments": '{"tz": "CET"', "invalidJson": True}
     assert call_a["parentExternalMessageId"] == user["externalMessageId"]
     assert obs_a["parentExternalMessageId"] == call_a["externalMessageId"]
     assert obs_b["parentExternalMessageId"] == call_b["externalMessageId"]
@@ -892,27 +880,41 @@ def test_embeddings_counts_and_dimensions_never_vectors(gf_client, capture_serve
 # -- passthrough and errors --------------------------------------------------------------------
 
 
-def test_raw_response_calls_pass_through_unlogged(gf_client, capture_server):
+def test_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     api = MockAPI()
-    client = wrap_openai(make_openai(api), external_conversation_id="raw")
+    client = wrap_openai(make_openai(api), external_conversation_id="raw", stream_usage=True)
     msgs = [{"role": "user", "content": "hi"}]
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
     assert raw.headers["content-type"].startswith("application/json")
-    assert raw.parse().choices[0].message.content == "Answer 1"
+    parsed = raw.parse()
+    assert parsed.choices[0].message.content == "Answer 1"
+    assert raw.parse() is parsed  # the SDK's cached object; recorded once
+    # read as lines, never parsed: passed through unlogged, no usage chunk added
+    unparsed = [{"role": "user", "content": "unparsed"}]
     with client.chat.completions.with_streaming_response.create(
-        model="gpt-4o-mini", messages=msgs, stream=True
+        model="gpt-4o-mini", messages=unparsed, stream=True
     ) as resp:
         lines = [line for line in resp.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
-    raw_resp = client.responses.with_raw_response.create(model="gpt-4.1", input="hi")
-    assert raw_resp.parse().output_text == "Reply 1"
+    assert "stream_options" not in api.bodies[-1]
+    # parsed into the SDK's stream (the OpenAI Agents SDK's way): tapped like any stream
+    with client.responses.with_streaming_response.create(
+        model="gpt-4.1", input="hello", stream=True
+    ) as resp:
+        events = [e.type for e in resp.parse()]
+    assert events[-1] == "response.completed"
     client.with_raw_response.embeddings.create(model="text-embedding-3-small", input="x")
     assert len(api.bodies) == 4
-    client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "logged"}]
-    )
     got = delivered(gf_client, capture_server)
-    assert [m["content"] for m in got] == ["logged", "Answer 1"]
+    assert [(kinds([m])[0], m["content"]) for m in got] == [
+        ("user", "hi"),
+        ("assistant", "Answer 1"),
+        ("user", "hello"),
+        ("thought", "The user greets me."),
+        ("assistant", "Reply 1"),
+    ]
+    assert got[4]["properties"]["stream"] is True
+    assert got[4]["model"] == "gpt-4.1-2025-04-14"
 
 
 def test_api_error_is_reraised_unchanged_and_recorded(gf_client, capture_server):
@@ -945,7 +947,7 @@ def test_our_own_failure_never_reaches_the_caller(gf_client, capture_server, mon
         raise RuntimeError("mapper bug")
 
     monkeypatch.setattr(gfo, "_record_chat", boom)
-    monkeypatch.setattr(gfo, "_warned", set())
+    monkeypatch.setattr(clientwrap, "_warned", set())
     client = wrap_openai(make_openai(), external_conversation_id="bug")
     with caplog.at_level(logging.WARNING, logger="gf_integrations"):
         for _ in range(3):

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.M | re.S)
-INTEGRATIONS = re.compile(r"from gf_integrations\.(langchain|openai|llamaindex) import")
+INTEGRATIONS = re.compile(r"from gf_integrations\.(langchain|openai|anthropic|llamaindex) import")
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -87,6 +87,18 @@ def fake_openai() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def fake_anthropic() -> Iterator[str]:
+    """The notebooks' fake Messages API on a loopback port; yields its base URL."""
+    sys.path.insert(0, str(ROOT / "notebooks"))
+    try:
+        import _helpers
+    finally:
+        sys.path.remove(str(ROOT / "notebooks"))
+    with _helpers.anthropic_fake().serve() as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
 def collector() -> Iterator[RunningCollector]:
     with start_collector() as col:
         yield col
@@ -109,14 +121,20 @@ def test_first_screen_keeps_the_two_commands():
     assert "make test" in first_screen
 
 
-def test_every_python_block_runs_and_records(collector, fake_openai, tmp_path):
+def test_every_python_block_runs_and_records(collector, fake_openai, fake_anthropic, tmp_path):
     blocks = python_blocks(README.read_text())
     assert len(blocks) >= 7, "the README lost its snippets"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GREENFLASH_", "OPENAI_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GREENFLASH_", "OPENAI_", "ANTHROPIC_"))
+    }
     env.update(
         GREENFLASH_BASE_URL=collector.base_url,
         OPENAI_BASE_URL=fake_openai,
         OPENAI_API_KEY="sk-test-not-a-real-key",
+        ANTHROPIC_BASE_URL=fake_anthropic,
+        ANTHROPIC_API_KEY="sk-ant-test-not-a-real-key",
         PYTHONUNBUFFERED="1",
     )
 
@@ -169,6 +187,26 @@ def test_every_python_block_runs_and_records(collector, fake_openai, tmp_path):
     ]
     assert reply["content"] == "The capital you asked about is Paris."
     assert reply["model"] == "gpt-4o-mini"
+
+    # The Anthropic quick start: a create then the streaming helper, one derived conversation.
+    (claude,) = [
+        c
+        for c in collector.conversations(external_user_id="u1")
+        if [m["content"] for m in collector.messages(c["externalConversationId"])][:1]
+        == ["What is the capital of Italy?"]
+    ]
+    assert claude["externalConversationId"].startswith("anthropic-")
+    claude_msgs = collector.messages(claude["externalConversationId"])
+    assert [(m["messageType"], m["content"]) for m in claude_msgs] == [
+        ("user_message", "What is the capital of Italy?"),
+        ("assistant_message", "The capital you asked about is Rome."),
+        ("user_message", "And of Japan?"),
+        ("assistant_message", "The capital you asked about is Tokyo."),
+    ]
+    assert claude_msgs[1]["model"] == "claude-sonnet-4-6"
+    stored = collector.conversation(claude["externalConversationId"])
+    assert stored is not None
+    assert stored["prompt"]["components"][0]["content"] == "Answer in one sentence."
 
     # The OpenTelemetry quick start: Pydantic AI spans through GreenflashSpanProcessor.
     assert kinds("weather-otel-1") == ["user_message", "tool_call", "observation", "final_response"]

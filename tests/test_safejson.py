@@ -17,7 +17,13 @@ import pytest
 
 from gf_integrations.core.context import Conv
 from gf_integrations.core.events import LLMCall, ToolResult
-from gf_integrations.core.safejson import Limits, as_object, to_jsonable, truncate_text
+from gf_integrations.core.safejson import (
+    Limits,
+    as_object,
+    to_jsonable,
+    tool_arguments,
+    truncate_text,
+)
 
 
 def roundtrip(value: Any, limits: Limits | None = None) -> Any:
@@ -168,6 +174,66 @@ def test_as_object_wraps_non_objects():
     assert as_object("text", "result") == {"result": "text"}
     assert as_object([1, 2], "items") == {"items": [1, 2]}
     assert as_object({"a": 1}, "x") == {"a": 1}
+
+
+def test_tool_arguments_parse_json_strings_once_for_every_integration():
+    assert tool_arguments('{"city": "Paris", "days": 2}') == {"city": "Paris", "days": 2}
+    assert tool_arguments({"city": "Paris"}) == {"city": "Paris"}
+    assert tool_arguments(b'{"city": "Paris"}') == {"city": "Paris"}
+    # no arguments at all
+    assert [tool_arguments(v) for v in ("", "  ", None)] == [{}, {}, {}]
+    # valid JSON that is not an object: parsed, wrapped under the key
+    assert tool_arguments("[1, 2]") == {"arguments": [1, 2]}
+    assert tool_arguments('"Paris"') == {"arguments": "Paris"}
+    assert tool_arguments("NaN") == {"arguments": "nan"}  # still strict JSON on the wire
+    # not JSON (a stream cut short): kept verbatim, with a visible marker
+    assert tool_arguments('{"tz": "CET"') == {"arguments": '{"tz": "CET"', "invalidJson": True}
+    # a tool invoked directly with plain text: wrapped, no marker (it was never JSON)
+    assert tool_arguments("Paris", key="input", mark_invalid=False) == {"input": "Paris"}
+    assert tool_arguments('{"q": 1}', key="input", mark_invalid=False) == {"q": 1}
+    # limits still apply, to the parsed values and to the raw text
+    small = Limits(max_string=20)
+    assert tool_arguments('{"q": "' + "x" * 50 + '"}', small) == {
+        "q": "x" * 20 + "…[truncated 30 chars]"
+    }
+    assert tool_arguments("y" * 50, small)["arguments"] == "y" * 20 + "…[truncated 30 chars]"
+    # absurd nesting: a RecursionError inside json is caught, the text kept
+    deep = "[" * 100_000
+    assert tool_arguments(deep)["invalidJson"] is True
+
+
+def test_tool_call_arguments_reach_the_wire_parsed(make_client, capture_server):
+    """The recorder applies tool_arguments: integrations hand it the raw string."""
+    client = make_client()
+    conv = Conv("c-args", "u")
+    client.record(
+        LLMCall(
+            conv,
+            "r1",
+            messages=[{"role": "user", "content": "weather?"}],
+            reply={
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "a", "name": "weather", "arguments": '{"city": "Paris"}'},
+                    {"id": "b", "name": "time", "arguments": '{"tz": "CET"'},
+                    {"id": "c", "name": "ping", "arguments": ""},
+                ],
+            },
+        )
+    )
+    client.record(ToolResult(conv, "t", "lookup", None, input='{"q": "x"}', output="ok"))
+    client.record(ToolResult(conv, "t2", "echo", None, input="plain text", output="ok"))
+    assert client.flush(5)
+    msgs = capture_server.messages
+    calls = {m["toolName"]: m["input"] for m in msgs if m.get("messageType") == "tool_call"}
+    assert calls == {
+        "weather": {"city": "Paris"},
+        "time": {"arguments": '{"tz": "CET"', "invalidJson": True},
+        "ping": {},
+        "lookup": {"q": "x"},
+        "echo": {"input": "plain text"},
+    }
 
 
 def test_limits_validate():

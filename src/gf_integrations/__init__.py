@@ -1,9 +1,10 @@
-"""gf-integrations: send LangChain/LangGraph, LlamaIndex and OpenAI conversations and
-agent traces to Greenflash.
+"""gf-integrations: send LangChain/LangGraph, LlamaIndex, OpenAI and Anthropic
+conversations and agent traces to Greenflash.
 
 The package root imports no framework; each integration lives in its own module
 (:mod:`gf_integrations.langchain`, :mod:`gf_integrations.llamaindex`,
-:mod:`gf_integrations.openai`) and imports its framework lazily.
+:mod:`gf_integrations.openai`, :mod:`gf_integrations.anthropic`) and imports its
+framework lazily.
 """
 
 from __future__ import annotations

@@ -703,7 +703,9 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 return
             gens = response.generations
             gen = gens[0][0] if gens and gens[0] else None
-            model = run.b
+            # the model that answered (the API's resolved name, e.g. a dated snapshot)
+            # wins over the requested alias, as in wrap_openai and LlamaIndex
+            model: Any = None
             usage = finish = None
             reply: Any = None
             if gen is not None:
@@ -715,14 +717,21 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                     rm = msg.response_metadata
                     if rm:
                         finish = rm.get("finish_reason") or rm.get("stop_reason")
-                        if not model:
-                            model = rm.get("model_name") or rm.get("model")
+                        if not finish and rm.get("object") == "response":
+                            finish = rm.get("status")  # OpenAI Responses: as wrap_openai
+                        model = rm.get("model_name") or rm.get("model")
                 else:
                     reply = {"role": "assistant", "content": gen.text}
-                if not finish and info:
-                    finish = info.get("finish_reason")
-            if usage is None and response.llm_output:
-                usage = response.llm_output.get("token_usage") or response.llm_output.get("usage")
+                if info:
+                    finish = finish or info.get("finish_reason")
+                    model = model or info.get("model_name")
+            out = response.llm_output
+            if out:
+                if usage is None:
+                    usage = out.get("token_usage") or out.get("usage")
+                model = model or out.get("model_name") or out.get("model")
+            if not (model.__class__ is str and model):
+                model = run.b
             self._record_llm(run, run_id.hex, model, reply, usage, finish, None)
         except Exception as exc:
             _fail("on_llm_end", exc)

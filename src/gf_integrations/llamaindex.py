@@ -20,7 +20,8 @@ usage, latency; streams at their end event), query engines (the query as the use
 words, retrievals, the answer as ``final_response`` with the retrieved text as context),
 chat engines, agents (``FunctionAgent``/``AgentWorkflow``: tool calls, results, errors,
 final answer), prompt templates (components with ``{{var}}`` placeholders + variables),
-embeddings (counts and dimensions only) and, with ``capture_steps=True``, workflow steps.
+embeddings (counts and dimensions only; an index build as one summary; a retrieval's query
+vector is part of its retrieval message) and, with ``capture_steps=True``, workflow steps.
 Handlers never raise into LlamaIndex (its dispatcher would swallow errors silently; we
 log each kind once instead).
 """
@@ -96,6 +97,7 @@ _SWEEP_EVERY = 2.0
 _AWAIT_MAX = 256
 _UNKNOWN_MODELS = frozenset({"", "unknown", "none", "default"})
 _CHAT_ENGINE_METHODS = frozenset({"chat", "stream_chat", "achat", "astream_chat"})
+_RETRIEVE_METHODS = frozenset({"retrieve", "aretrieve", "_retrieve", "_aretrieve"})
 
 
 def _warn_once(seen: set[str], kind: str, exc: BaseException | None = None) -> None:
@@ -314,9 +316,23 @@ def _braces(text: str) -> tuple[str, list[str]]:
     return "".join(out), names
 
 
+def _raw_of(response: Any) -> Any:
+    """The provider's response object behind a ChatResponse/CompletionResponse.
+
+    A streamed OpenAI Responses call (``OpenAIResponses``) ends on a ``response.completed``
+    event whose ``response`` holds the model, usage and status.
+    """
+    raw = getattr(response, "raw", None)
+    if raw is not None and not isinstance(raw, Mapping) and getattr(raw, "model", None) is None:
+        inner = getattr(raw, "response", None)
+        if inner is not None and getattr(inner, "model", None) is not None:
+            return inner
+    return raw
+
+
 def _usage_of(response: Any) -> dict[str, Any] | None:
     """Token usage from a ChatResponse/CompletionResponse (host thread: attribute reads)."""
-    raw = getattr(response, "raw", None)
+    raw = _raw_of(response)
     usage: Any = None
     if isinstance(raw, Mapping):
         usage = raw.get("usage") or raw.get("usage_metadata")
@@ -325,7 +341,8 @@ def _usage_of(response: Any) -> dict[str, Any] | None:
     if usage is not None and not isinstance(usage, Mapping):
         dump = getattr(usage, "model_dump", None) or getattr(usage, "dict", None)
         try:
-            usage = dump() if dump else dict(vars(usage))
+            # exclude_none: the same usage object recorded by wrap_openai looks the same
+            usage = dump(exclude_none=True) if dump else dict(vars(usage))
         except Exception:
             usage = None
     if isinstance(usage, Mapping) and usage:
@@ -343,19 +360,46 @@ def _usage_of(response: Any) -> dict[str, Any] | None:
 
 
 def _raw_model(response: Any) -> str | None:
-    raw = getattr(response, "raw", None)
+    raw = _raw_of(response)
     model = raw.get("model") if isinstance(raw, Mapping) else getattr(raw, "model", None)
     return model if isinstance(model, str) and model else None
 
 
 def _finish_reason(response: Any) -> str | None:
-    raw = getattr(response, "raw", None)
+    raw = _raw_of(response)
     choices = raw.get("choices") if isinstance(raw, Mapping) else getattr(raw, "choices", None)
     if isinstance(choices, (list, tuple)) and choices:
         c = choices[0]
         fr = c.get("finish_reason") if isinstance(c, Mapping) else getattr(c, "finish_reason", None)
         return fr if isinstance(fr, str) else None
+    if raw is not None and not isinstance(raw, Mapping):
+        # a Responses API response: why it is incomplete, else its status (as wrap_openai)
+        reason = getattr(getattr(raw, "incomplete_details", None), "reason", None)
+        reason = reason or getattr(raw, "status", None)
+        return reason if isinstance(reason, str) else None
     return None
+
+
+def _chat_messages_above(span: _Span | None) -> list[Any] | None:
+    """The chat messages a completion call was flattened from, if it runs inside ``chat``."""
+    depth = 0
+    while span is not None and depth < 8:
+        if isinstance(span.chat_messages, (list, tuple)):
+            return list(span.chat_messages)
+        span = span.parent
+        depth += 1
+    return None
+
+
+def _inside_retrieval(span: _Span | None) -> bool:
+    """True when ``span`` runs inside a retriever's ``retrieve``/``aretrieve``."""
+    depth = 0
+    while span is not None and depth < 64:
+        if _method(span.id)[1] in _RETRIEVE_METHODS:
+            return True
+        span = span.parent
+        depth += 1
+    return False
 
 
 def _model_name(model_dict: Any, instance: Any = None) -> str | None:
@@ -414,7 +458,18 @@ class _Root:
 
 
 class _Span:
-    __slots__ = ("id", "llm", "name", "parent", "root", "started", "step", "tool", "tool_input")
+    __slots__ = (
+        "chat_messages",
+        "id",
+        "llm",
+        "name",
+        "parent",
+        "root",
+        "started",
+        "step",
+        "tool",
+        "tool_input",
+    )
 
     def __init__(self, span_id: str, parent: _Span | None, root: _Root) -> None:
         self.id = span_id
@@ -427,6 +482,9 @@ class _Span:
         self.tool_input: Any = None
         self.step = False
         self.started: dt.datetime | None = None
+        # the messages of an LLM's chat method: a completion-only model (OpenAILike with
+        # is_chat_model=False) flattens them into a prompt and sends no chat event
+        self.chat_messages: Any = None
 
 
 class _Query:
@@ -456,6 +514,7 @@ class _LLM:
         "output",
         "owner",
         "partial",
+        "prior",
         "prompt",
         "reply",
         "response",
@@ -480,6 +539,9 @@ class _LLM:
         self.model_dict: Any = None
         self.response: Any = None  # ChatResponse / CompletionResponse at the end
         self.reply: Any = None  # latest partial response while streaming
+        # the one before: with stream usage on, the last chunk holds only usage and the
+        # finish reason is in the chunk before it
+        self.prior: Any = None
         self.output: str | None = None  # LLMPredictEndEvent output
         self.open = 0  # start events without their end
         self.exited = False
@@ -494,8 +556,11 @@ class _LLM:
     def drop_payload(self) -> None:
         """Release framework objects once recorded (exited spans may keep this alive)."""
         self.messages = None
-        self.response = self.reply = self.template = self.template_args = None
+        self.response = self.reply = self.prior = self.template = self.template_args = None
         self.output = self.prompt = None
+
+    def finish_reason(self) -> str | None:
+        return _finish_reason(self.response) or _finish_reason(self.prior)
 
 
 class _Build:
@@ -629,6 +694,8 @@ class _Engine:
                     # like a query: the last LLM call is the answer (condense steps are not)
                     root.query = _Query(id_, message)
                     root.live += 1
+            elif meth in _CHAT_ENGINE_METHODS and hasattr(instance, "messages_to_prompt"):
+                span.chat_messages = bound_args.arguments.get("messages")
             elif meth == "call_tool":
                 ev = bound_args.arguments.get("ev")
                 if ev is not None and hasattr(ev, "tool_name"):
@@ -800,7 +867,7 @@ class _Engine:
 
     def on_chat_progress(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is not None:
-            llm.reply = ev.response
+            llm.prior, llm.reply = llm.reply, ev.response
 
     def on_chat_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is None or llm.finished:
@@ -820,12 +887,13 @@ class _Engine:
         if not llm.kind:
             llm.kind = "completion"
             llm.prompt = ev.prompt
+            llm.messages = _chat_messages_above(span)
         if llm.model_dict is None:
             llm.model_dict = ev.model_dict
 
     def on_completion_progress(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is not None and llm.kind != "chat":
-            llm.reply = ev.response
+            llm.prior, llm.reply = llm.reply, ev.response
 
     def on_completion_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is None or llm.finished:
@@ -910,6 +978,8 @@ class _Engine:
         vectors = ev.embeddings or ()  # only the first vector's length is read
         dims = len(vectors[0]) if vectors and hasattr(vectors[0], "__len__") else None
         model = _model_name(span.tool_input)
+        if _inside_retrieval(span):
+            return  # the query vector of a search: its retrieval message tells the story
         if root.query is not None or root.agent or root.chat_engine:
             self._record(
                 root,
@@ -958,11 +1028,10 @@ class _Engine:
             self._release(root)
 
     def _model(self, llm: _LLM) -> str | None:
-        name = _model_name(llm.model_dict)
-        if isinstance(llm.model_dict, Mapping):
-            mn = llm.model_dict.get("model_name")
-            if not (isinstance(mn, str) and mn.strip().lower() not in _UNKNOWN_MODELS):
-                name = _raw_model(llm.response) or name
+        # the model that answered (the provider's response names the resolved snapshot,
+        # e.g. gpt-4o-mini-2024-07-18) wins over the configured alias, as in the other
+        # integrations
+        name = _raw_model(llm.response) or _model_name(llm.model_dict)
         return name or (type(llm.instance).__name__ if llm.instance is not None else None)
 
     def _reply(self, llm: _LLM, native_id: str | None) -> tuple[Any, Any]:
@@ -1005,7 +1074,7 @@ class _Engine:
         if root.chat_engine:
             inputs_are_user = False
         messages: Any = ()
-        if llm.kind == "chat" and llm.messages is not None:
+        if llm.kind in ("chat", "completion") and llm.messages is not None:
             msgs = llm.messages
             messages = lambda: _convert_messages(msgs)  # noqa: E731
         elif llm.kind == "completion" and llm.prompt is not None:
@@ -1021,7 +1090,7 @@ class _Engine:
                 reply=reply,
                 model=self._model(llm),
                 usage=_usage_of(resp),
-                finish_reason=_finish_reason(resp),
+                finish_reason=llm.finish_reason(),
                 started_at=llm.started_at,
                 error=llm.error,
                 partial=llm.partial and reply is not None,
@@ -1038,6 +1107,12 @@ class _Engine:
         # a streaming response is never touched
         streaming = "Streaming" in type(response).__name__
         text = None if streaming else getattr(response, "response", None)
+        if streaming and q.last is not None and q.last.reply is None:
+            # a call that ended before the stream began and did not stream (a chat engine's
+            # condense step) is not the answer: the answer is the stream, still to come.
+            # (The stream itself may already be done: chat engines drain it on a thread.)
+            q.last.drop_payload()
+            q.last = None
         if streaming and q.last is None:
             # the answer is generated lazily when the caller consumes the stream: a chat
             # engine does it under its own root; a query engine often in a new root span,
@@ -1081,7 +1156,7 @@ class _Engine:
                 reply=reply,
                 model=self._model(llm),
                 usage=_usage_of(llm.response),
-                finish_reason=_finish_reason(llm.response),
+                finish_reason=llm.finish_reason(),
                 started_at=llm.started_at,
                 error=llm.error,
                 partial=llm.partial and reply is not None,
@@ -1334,8 +1409,8 @@ class _Engine:
 
 def _react_thought(text: str | None) -> str | None:
     """The ``Thought:`` part of a ReAct step, without the Action/Answer lines."""
-    if not text:
-        return None
+    if not text or "Thought:" not in text:
+        return None  # a reply without the format is taken as the answer: no thought in it
     body = text.split("Thought:", 1)[-1]
     for marker in ("\nAction:", "\nAnswer:"):
         body = body.split(marker, 1)[0]

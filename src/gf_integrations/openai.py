@@ -19,21 +19,16 @@ not stack with peers that patch the classes.
 What reaches the caller is exactly what the bare client returns or raises: the same
 response objects, the same ``openai.Stream`` / ``AsyncStream`` objects (their private
 ``_iterator`` is tapped), the same exceptions. Raw-response calls (``with_raw_response``,
-``with_streaming_response``) are passed through and not logged.
+``with_streaming_response``, which the OpenAI Agents SDK and LangChain's ``ChatOpenAI``
+make) are recorded when the caller parses them; read as bytes or lines, they are not.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import hashlib
-import itertools
-import json
-import logging
 import threading
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 try:
@@ -44,49 +39,50 @@ except ImportError:  # pragma: no cover - exercised only without the extra
         "gf_integrations.openai needs the OpenAI client: pip install 'gf-integrations[openai]'"
     ) from None
 
-from .client import GreenflashClient, get_client
-from .core.context import IdentityDefaults, current_scope, outer_llm_capture_active
-from .core.events import ChatMessage, Embedding, LLMCall, ToolCallSpec, now
+from .client import GreenflashClient
+from .core.clientwrap import (
+    CallState,
+    StreamTap,
+    WrapConfig,
+    async_method,
+    get_field,
+    identity_settings,
+    instrument_copies,
+    is_raw,
+    lazy_usage,
+    log_once,
+    patch,
+    record_failure,
+    recorder_for,
+    resolve_identity,
+    rewrap,
+    snapshot,
+    sync_method,
+    tap_async,
+    tap_sync,
+)
+from .core.context import IdentityDefaults
+from .core.events import ChatMessage, Embedding, LLMCall, ToolCallSpec
 
 __all__ = ["wrap_openai"]
 
-log = logging.getLogger("gf_integrations")
-
 _C = TypeVar("_C")
 
-_MARKER = "_gf_integrations_config"
-_RAW_HEADER = "X-Stainless-Raw-Response"
-# Bytes of the opening messages that feed a derived conversation id: enough to tell
-# conversations apart, bounded so a huge system prompt does not cost the caller.
-_DERIVE_CHARS = 4096
 _MAX_CHAINS = 10_000
-
-_RUN = uuid.uuid4().hex[:12]
-_seq = itertools.count()
-_warned: set[str] = set()
 
 
 def _log_once(where: str, exc: BaseException) -> None:
-    """Our own failures: one warning per site, never raised into the host."""
-    if where in _warned:
-        return
-    _warned.add(where)
-    log.warning(
-        "gf_integrations: OpenAI wrapper failed in %s (%s: %s); the call itself is "
-        "unaffected, further errors here are not logged",
-        where,
-        type(exc).__name__,
-        exc,
-    )
+    log_once("OpenAI", where, exc)
 
 
 # -- configuration --------------------------------------------------------------------
 
 
-class _Config:
-    """What ``wrap_openai`` was given; shared by a client and its ``with_options`` copies."""
+class _Config(WrapConfig):
+    """``wrap_openai``'s settings: the shared identity settings and ``stream_usage``."""
 
-    __slots__ = ("defaults", "gf_client", "provider", "stream_usage")
+    __slots__ = ("stream_usage",)
+    label = "OpenAI"
 
     def __init__(
         self,
@@ -95,10 +91,8 @@ class _Config:
         stream_usage: bool,
         provider: str,
     ) -> None:
-        self.defaults = defaults
-        self.gf_client = gf_client
+        super().__init__(defaults, gf_client, provider)
         self.stream_usage = stream_usage
-        self.provider = provider
 
 
 class _Chains:
@@ -173,31 +167,26 @@ def wrap_openai(
     Raises:
         TypeError: when ``openai_client`` is not an OpenAI client instance.
     """
+    defaults, recorder = identity_settings(
+        "wrap_openai",
+        external_user_id=external_user_id,
+        external_conversation_id=external_conversation_id,
+        external_organization_id=external_organization_id,
+        product_id=product_id,
+        properties=properties,
+        client=client,
+        gf_client=gf_client,
+    )
     target: Any = openai_client
-    recorder = client or gf_client
-    if recorder is not None and not isinstance(recorder, GreenflashClient):
-        raise TypeError("wrap_openai(client=...) expects a gf_integrations.GreenflashClient")
     if not isinstance(target, (openai.OpenAI, openai.AsyncOpenAI)):
         raise TypeError(
             "wrap_openai() expects an openai.OpenAI / AsyncOpenAI / AzureOpenAI / "
             f"AsyncAzureOpenAI instance, got {type(target).__name__}"
         )
-    defaults = IdentityDefaults(
-        external_user_id=external_user_id,
-        external_conversation_id=external_conversation_id,
-        external_organization_id=external_organization_id,
-        product_id=product_id,
-        properties=dict(properties) if properties else None,
-    )
     azure = isinstance(target, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
-    existing = target.__dict__.get(_MARKER)
-    if isinstance(existing, _Config):
-        # wrapping twice: keep one layer, take the newest settings
-        existing.defaults = defaults
-        existing.gf_client = recorder
-        existing.stream_usage = stream_usage
-        return openai_client
-    _instrument(target, _Config(defaults, recorder, stream_usage, "azure" if azure else "openai"))
+    cfg = _Config(defaults, recorder, stream_usage, "azure" if azure else "openai")
+    if not rewrap(target, cfg):
+        _instrument(target, cfg)
     return openai_client
 
 
@@ -205,149 +194,47 @@ def wrap_openai(
 
 
 def _instrument(client: Any, cfg: _Config) -> None:
-    is_async = isinstance(client, openai.AsyncOpenAI)
-    make = _make_async if is_async else _make_sync
-    client.__dict__[_MARKER] = cfg
-    completions = [client.chat.completions]
+    make = async_method if isinstance(client, openai.AsyncOpenAI) else sync_method
+    instrument_copies(client, cfg, _instrument)
+    resources: list[tuple[str, Any]] = [("chat", client.chat.completions)]
     try:
         # older code calls client.beta.chat.completions.parse: a separate instance
-        completions.append(client.beta.chat.completions)
+        resources.append(("chat", client.beta.chat.completions))
     except Exception:
         pass
-    for res in completions:
-        _patch(res, "create", make(cfg, res.create, "chat"))
-        _patch(res, "parse", make(cfg, res.parse, "chat"))
-    res = client.responses
-    _patch(res, "create", make(cfg, res.create, "responses"))
-    _patch(res, "parse", make(cfg, res.parse, "responses"))
-    res = client.embeddings
-    _patch(res, "create", make(cfg, res.create, "embeddings"))
-
-    original_copy = client.copy
-
-    @functools.wraps(original_copy)
-    def copy(*args: Any, **kwargs: Any) -> Any:
-        new = original_copy(*args, **kwargs)
-        try:
-            if _MARKER not in new.__dict__:
-                _instrument(new, cfg)
-        except Exception as exc:
-            _log_once("copy", exc)
-        return new
-
-    # instance attributes shadow the class methods (`with_options = copy` on the class)
-    client.copy = copy
-    client.with_options = copy
-
-
-def _patch(resource: Any, name: str, wrapper: Callable[..., Any]) -> None:
-    if getattr(getattr(resource, name, None), "__gf_wrapped__", False):
-        return
-    setattr(resource, name, wrapper)
-
-
-def _make_sync(cfg: _Config, original: Callable[..., Any], api: str) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = _begin(cfg, api, kwargs)
-        if call is None:
-            return original(*args, **kwargs)
-        try:
-            result = original(*args, **call.kwargs)
-        except openai.OpenAIError as exc:
-            _fail(call, exc)
-            raise
-        return _finish(call, result)
-
-    wrapper.__gf_wrapped__ = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-def _make_async(cfg: _Config, original: Callable[..., Any], api: str) -> Callable[..., Any]:
-    # `async def` on purpose: AsyncCompletions.create is wrapped by openai's synchronous
-    # `required_args` decorator, and the async stream managers await what create returns.
-    @functools.wraps(original)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = _begin(cfg, api, kwargs)
-        if call is None:
-            return await original(*args, **kwargs)
-        try:
-            result = await original(*args, **call.kwargs)
-        except openai.OpenAIError as exc:
-            _fail(call, exc)
-            raise
-        return _finish(call, result)
-
-    wrapper.__gf_wrapped__ = True  # type: ignore[attr-defined]
-    return wrapper
+    resources += [("responses", client.responses), ("embeddings", client.embeddings)]
+    for api, res in resources:
+        begin = functools.partial(_begin, cfg, api)
+        for name in ("create", "parse") if api != "embeddings" else ("create",):
+            patch(res, name, make(getattr(res, name), begin, _finish, _fail, openai.OpenAIError))
 
 
 # -- one call -------------------------------------------------------------------------
 
 
-class _Call:
-    """Per-call state captured on the caller's thread: plain values and references."""
-
-    __slots__ = (
-        "api",
-        "cfg",
-        "chained",
-        "conv",
-        "gfc",
-        "hide_usage",
-        "inputs",
-        "instructions",
-        "key",
-        "kwargs",
-        "model",
-        "started",
-        "t0",
-    )
+class _Call(CallState):
+    __slots__ = ("chained", "hide_usage", "inputs", "instructions")
 
     def __init__(self, cfg: _Config, gfc: GreenflashClient, api: str, kwargs: dict[str, Any]):
-        self.cfg = cfg
-        self.gfc = gfc
-        self.api = api
-        self.kwargs = kwargs
-        self.key = f"{_RUN}-{next(_seq)}"
-        self.started = now()
-        self.t0 = time.perf_counter()
+        super().__init__(cfg, gfc, api, kwargs)
+        self.cfg: _Config = cfg
         self.hide_usage = False
         self.chained = False
         self.instructions: Any = None
         self.inputs: Sequence[Any] = ()
-        model = kwargs.get("model")
-        self.model = model if isinstance(model, str) else None
-        self.conv: Any = None
 
     def properties(self, response_id: Any = None) -> dict[str, Any]:
-        props: dict[str, Any] = {"api": self.api}
-        if isinstance(response_id, str):
-            props["responseId"] = response_id
+        props = super().properties(response_id)
         if self.cfg.provider == "azure" and self.model:
             props["deployment"] = self.model
         return props
 
 
-def _is_raw(headers: Any) -> bool:
-    if not headers:
-        return False
-    try:
-        for name in headers:
-            if isinstance(name, str) and name.lower() == "x-stainless-raw-response":
-                return True
-    except Exception:
-        return False
-    return False
-
-
 def _begin(cfg: _Config, api: str, kwargs: dict[str, Any]) -> _Call | None:
     """Decide whether to record and snapshot what we need. None means pass through."""
     try:
-        if _is_raw(kwargs.get("extra_headers")):
-            return None
-        gfc = cfg.gf_client or get_client()
-        if not gfc.active or outer_llm_capture_active():
+        gfc = recorder_for(cfg, kwargs)
+        if gfc is None:
             return None
         call = _Call(cfg, gfc, api, kwargs)
         if api == "chat":
@@ -362,25 +249,15 @@ def _begin(cfg: _Config, api: str, kwargs: dict[str, Any]) -> _Call | None:
         return None
 
 
-def _snapshot(call: _Call, kwargs: dict[str, Any], name: str) -> list[Any]:
-    """A shallow copy of the caller's list: apps append to it right after the call."""
-    value = kwargs.get(name)
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if value is None or isinstance(value, (str, bytes, Mapping)):
-        return []
-    try:
-        items = list(value)  # a one-shot iterable: hand the SDK the list we consumed
-    except TypeError:
-        return []
-    call.kwargs = {**kwargs, name: items}
-    return items
-
-
 def _begin_chat(call: _Call, kwargs: dict[str, Any]) -> None:
-    msgs = _snapshot(call, kwargs, "messages")
+    msgs = snapshot(call, kwargs, "messages")
     call.inputs = msgs
-    if call.cfg.stream_usage and kwargs.get("stream") is True:
+    # a raw stream is read by the caller as it came: never add the usage chunk to it
+    if (
+        call.cfg.stream_usage
+        and kwargs.get("stream") is True
+        and not is_raw(kwargs.get("extra_headers"))
+    ):
         options = kwargs.get("stream_options")
         options = options if isinstance(options, Mapping) else {}
         if "include_usage" not in options:
@@ -394,7 +271,7 @@ def _begin_responses(call: _Call, kwargs: dict[str, Any]) -> None:
     items: list[Any] = (
         [{"role": "user", "content": raw}]
         if isinstance(raw, str)
-        else (_snapshot(call, kwargs, "input"))
+        else (snapshot(call, kwargs, "input"))
     )
     call.inputs = items
     instructions = kwargs.get("instructions")
@@ -425,66 +302,26 @@ def _resolve(
     if native_user is None:
         safety = kwargs.get("safety_identifier")
         native_user = safety if isinstance(safety, str) and safety else None
-    d = call.cfg.defaults
-    scope = current_scope()
-    fallback = "unused"
-    if not (
-        d.external_conversation_id
-        or native_conv
-        or (scope is not None and scope.external_conversation_id)
-    ):
-        # derived id: user + opening messages, so a resent history stays in one conversation
-        resolved_user = (
-            d.external_user_id
-            or (scope.external_user_id if scope is not None else None)
-            or native_user
-            or call.gfc.settings.external_user_id
-            or "anonymous"
-        )
-        system, first_user = opening() if opening is not None else ("", call.api)
-        material = (
-            f"{resolved_user}\x1f{len(system)}\x1f{system[:_DERIVE_CHARS]}"
-            f"\x1f{len(first_user)}\x1f{first_user[:_DERIVE_CHARS]}"
-        )
-        digest = hashlib.sha1(material.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-        fallback = f"openai-{digest}"
-    return call.gfc.resolve(
-        defaults=d,
+    return resolve_identity(
+        call,
         native_conversation_id=native_conv,
         native_user_id=native_user,
-        fallback_conversation_id=fallback,
+        opening=opening,
+        prefix="openai",
     )
 
 
 def _fail(call: _Call, exc: BaseException) -> None:
-    try:
-        props = call.properties()
-        status = getattr(exc, "status_code", None)
-        if isinstance(status, int):
-            props["statusCode"] = status
-        call.gfc.record(
-            LLMCall(
-                call.conv,
-                call.key,
-                messages=_messages_fn(call, None),
-                model=call.model,
-                provider=call.cfg.provider,
-                started_at=call.started,
-                error=exc,
-                properties=props,
-            )
-        )
-    except Exception as err:
-        _log_once("recording an error", err)
+    record_failure(call, exc, _messages_fn(call, None))
 
 
 def _finish(call: _Call, result: Any) -> Any:
     """Record a completed call (or tap a stream). Returns ``result`` unchanged."""
     try:
         if isinstance(result, Stream):
-            _tap_sync(call, result)
+            tap_sync(result, _Tap(call))
         elif isinstance(result, AsyncStream):
-            _tap_async(call, result)
+            tap_async(result, _Tap(call))
         elif call.api == "chat":
             _record_chat(call, result)
         elif call.api == "responses":
@@ -516,7 +353,7 @@ def _record_chat(call: _Call, completion: Any) -> None:
             messages=_messages_fn(call, None),
             reply=functools.partial(_chat_reply, first),
             model=getattr(completion, "model", None) or call.model,
-            usage=_usage(getattr(completion, "usage", None)),
+            usage=lazy_usage(getattr(completion, "usage", None)),
             provider=call.cfg.provider,
             finish_reason=getattr(first, "finish_reason", None),
             started_at=call.started,
@@ -545,7 +382,7 @@ def _record_response(call: _Call, response: Any, extra: Mapping[str, Any] | None
             messages=_messages_fn(call, rid),
             reply=functools.partial(_responses_reply, response, rid if call.chained else None),
             model=getattr(response, "model", None) or call.model,
-            usage=_usage(getattr(response, "usage", None)),
+            usage=lazy_usage(getattr(response, "usage", None)),
             provider=call.cfg.provider,
             finish_reason=reason if isinstance(reason, str) else None,
             started_at=call.started,
@@ -571,94 +408,36 @@ def _record_embeddings(call: _Call, result: Any) -> None:
             model=getattr(result, "model", None) or call.model,
             count=len(data),
             dimensions=dims,
-            usage=_usage(getattr(result, "usage", None)),
+            usage=lazy_usage(getattr(result, "usage", None)),
             started_at=call.started,
             properties=call.properties(),
         )
     )
 
 
-class _LazyUsage(Mapping[str, Any]):
-    """A usage model read as a mapping on the worker (no model_dump on the caller)."""
-
-    __slots__ = ("_data", "_src")
-
-    def __init__(self, src: Any) -> None:
-        self._src = src
-        self._data: dict[str, Any] | None = None
-
-    def _dict(self) -> dict[str, Any]:
-        if self._data is None:
-            dump = getattr(self._src, "model_dump", None)
-            data = dump(exclude_none=True) if callable(dump) else dict(self._src)
-            self._data = data if isinstance(data, dict) else {}
-        return self._data
-
-    def __getitem__(self, key: str) -> Any:
-        return self._dict()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._dict())
-
-    def __len__(self) -> int:
-        return len(self._dict())
-
-
-def _usage(value: Any) -> Mapping[str, Any] | None:
-    return None if value is None else _LazyUsage(value)
-
-
 # -- streams --------------------------------------------------------------------------
 
 
-class _Tap:
-    """Collects a stream's items (references only) and records once at the end.
+class _Tap(StreamTap[_Call]):
+    """A chat or Responses stream; hides the usage-only chunk we asked for."""
 
-    The end is whichever comes first: exhaustion, an error, ``close()`` (seen through the
-    HTTP response's close, which ``Stream.close``, ``ChatCompletionStream.close`` and
-    the context managers all reach), or the generator being discarded.
-    """
-
-    __slots__ = ("call", "done", "first_at", "items", "running", "usage")
+    __slots__ = ("usage",)
 
     def __init__(self, call: _Call) -> None:
-        self.call = call
-        self.items: list[Any] = []
-        self.done = False
-        self.running = False
-        self.first_at: float | None = None
+        super().__init__(call)
         self.usage: Any = None
 
     def keep(self, item: Any) -> bool:
-        """Note one stream item; False for the usage-only chunk hidden from the caller."""
         if self.call.hide_usage and not item.choices:
             self.usage = item.usage  # the usage chunk we asked for: not the caller's
             return False
-        if not self.items:
-            self.first_at = time.perf_counter()
-        self.items.append(item)
-        return True
+        return super().keep(item)
 
-    def finish(self, how: str, error: BaseException | None = None) -> None:
-        if self.done:
-            return
-        self.done = True
-        try:
-            if self.call.api == "chat":
-                self._finish_chat(how, error)
-            else:
-                self._finish_responses(how, error)
-        except Exception as exc:
-            _log_once("recording a stream", exc)
-
-    def _stream_props(self, how: str, response_id: Any) -> dict[str, Any]:
-        props = self.call.properties(response_id)
-        props["stream"] = True
-        if self.first_at is not None:
-            props["timeToFirstTokenMs"] = round((self.first_at - self.call.t0) * 1000, 3)
-        if how != "exhausted":
-            props["streamEnd"] = how
-        return props
+    def record(self, how: str, error: BaseException | None) -> None:
+        if self.call.api == "chat":
+            self._finish_chat(how, error)
+        else:
+            self._finish_responses(how, error)
 
     def _finish_chat(self, how: str, error: BaseException | None) -> None:
         call, items = self.call, self.items
@@ -679,13 +458,13 @@ class _Tap:
                 messages=_messages_fn(call, None),
                 reply=functools.partial(_chat_stream_reply, items),
                 model=getattr(first, "model", None) or call.model,
-                usage=_usage(usage),
+                usage=lazy_usage(usage),
                 provider=call.cfg.provider,
                 finish_reason=finish_reason,
                 started_at=call.started,
                 error=error,
                 partial=not complete,
-                properties=self._stream_props(how, getattr(first, "id", None)),
+                properties=self.stream_props(how, getattr(first, "id", None)),
             )
         )
 
@@ -697,7 +476,7 @@ class _Tap:
                 "response.incomplete",
                 "response.failed",
             ):
-                _record_response(call, event.response, self._stream_props(how, None))
+                _record_response(call, event.response, self.stream_props(how, None))
                 return
         # ended before the final event: rebuild what arrived, mark it partial
         started = next(
@@ -725,90 +504,15 @@ class _Tap:
                 started_at=call.started,
                 error=error,
                 partial=True,
-                properties=self._stream_props(how, rid),
+                properties=self.stream_props(how, rid),
             )
         )
-
-
-def _tap_sync(call: _Call, stream: Any) -> None:
-    tap = _Tap(call)
-    inner: Iterator[Any] = stream._iterator
-
-    def tapped() -> Iterator[Any]:
-        tap.running = True
-        try:
-            for item in inner:
-                if not tap.keep(item):
-                    continue
-                tap.running = False
-                yield item
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
-
-    stream._iterator = tapped()
-    response = stream.response
-    close = response.close
-
-    def close_hook() -> None:
-        try:
-            close()
-        finally:
-            if not tap.running:  # a close from inside the stream's own end is not early
-                tap.finish("closed")
-
-    response.close = close_hook
-
-
-def _tap_async(call: _Call, stream: Any) -> None:
-    tap = _Tap(call)
-    inner: AsyncIterator[Any] = stream._iterator
-
-    async def tapped() -> AsyncIterator[Any]:
-        tap.running = True
-        try:
-            async for item in inner:
-                if not tap.keep(item):
-                    continue
-                tap.running = False
-                yield item
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
-
-    stream._iterator = tapped()
-    response = stream.response
-    aclose = response.aclose
-
-    async def aclose_hook() -> None:
-        try:
-            await aclose()
-        finally:
-            if not tap.running:
-                tap.finish("closed")
-
-    response.aclose = aclose_hook
 
 
 # -- conversion to neutral messages (worker thread) ----------------------------------
 
 
-def _get(obj: Any, name: str) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name)
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
+_get = get_field
 
 
 _PART_PLACEHOLDERS = {
@@ -850,16 +554,6 @@ def _refusal_of(content: Any) -> str | None:
     return None
 
 
-def _arguments(raw: Any) -> Any:
-    """Tool-call arguments: parsed JSON when possible, else kept as the string."""
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return raw
-    return raw
-
-
 def _opening_text(content: Any) -> str:
     return _text(content) or ""
 
@@ -883,6 +577,11 @@ def _responses_opening(instructions: str | None, items: Sequence[Any]) -> tuple[
     return system, first_user
 
 
+def _custom_input(text: Any) -> Any:
+    """A custom tool's freeform input is plain text, not JSON arguments: keep it as is."""
+    return {"input": text} if isinstance(text, str) else text
+
+
 def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
     calls: list[ToolCallSpec] = []
     for tc in raw or ():
@@ -892,7 +591,7 @@ def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
                 {
                     "id": _get(tc, "id"),
                     "name": _get(fn, "name") or "unknown_tool",
-                    "arguments": _arguments(_get(fn, "arguments")),
+                    "arguments": _get(fn, "arguments"),
                 }
             )
             continue
@@ -902,7 +601,7 @@ def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
                 {
                     "id": _get(tc, "id"),
                     "name": _get(custom, "name") or "unknown_tool",
-                    "arguments": _get(custom, "input"),
+                    "arguments": _custom_input(_get(custom, "input")),
                 }
             )
     return calls
@@ -938,7 +637,7 @@ def _chat_message(m: Any, tool_names: dict[str, str]) -> ChatMessage | None:
                 {
                     "id": None,
                     "name": _get(legacy, "name") or "unknown_tool",
-                    "arguments": _arguments(_get(legacy, "arguments")),
+                    "arguments": _get(legacy, "arguments"),
                 }
             ]
         if calls:
@@ -1023,7 +722,7 @@ def _chat_stream_reply(chunks: Sequence[Any]) -> ChatMessage | None:
             {
                 "id": slot["id"],
                 "name": slot["name"] or "unknown_tool",
-                "arguments": _arguments("".join(slot["args"])),
+                "arguments": "".join(slot["args"]),
             }
             for _, slot in sorted(calls.items())
         ]
@@ -1097,9 +796,9 @@ def _items_to_messages(items: Sequence[Any]) -> list[ChatMessage]:
             call_id = _get(item, "call_id") or _get(item, "id")
             name = _get(item, "name") or "unknown_tool"
             args = (
-                _arguments(_get(item, "arguments"))
+                _get(item, "arguments")
                 if kind == "function_call"
-                else (_get(item, "input"))
+                else _custom_input(_get(item, "input"))
             )
             msg.setdefault("tool_calls", []).append(
                 {"id": call_id, "name": name, "arguments": args}

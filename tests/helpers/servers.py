@@ -21,7 +21,9 @@ def server_up(server: Any) -> None:
     httpd = ThreadingHTTPServer(("127.0.0.1", server.port), handler)
     httpd.daemon_threads = True
     server.httpd = httpd
-    server.thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    server.thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     server.thread.start()
 
 

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from ..core.ids import stable_id
+from ..core.safejson import tool_arguments
 from ..core.settings import DEFAULT_BASE_URL, is_loopback_url
 from ..schema import MessageCreateRequest, dump_request
 from ..transport.exporters import HTTPExporter
@@ -104,11 +105,6 @@ def _openai_line(obj: dict[str, Any], line_no: int, file_key: str) -> dict[str, 
                 out.append(_stamp(item, mid, created, n))
             for k, tc in enumerate(tcs):
                 fn = tc.get("function") or {}
-                args_raw = fn.get("arguments")
-                try:
-                    args = json.loads(args_raw) if isinstance(args_raw, str) else args_raw
-                except ValueError:
-                    args = {"arguments": args_raw}
                 tid = f"{mid}:tool:{k}"
                 tool_call_ids[str(tc.get("id"))] = tid
                 out.append(
@@ -116,7 +112,7 @@ def _openai_line(obj: dict[str, Any], line_no: int, file_key: str) -> dict[str, 
                         {
                             "messageType": "tool_call",
                             "toolName": str(fn.get("name") or "tool"),
-                            "input": args if isinstance(args, dict) else {"arguments": args},
+                            "input": tool_arguments(fn.get("arguments")),
                         },
                         tid,
                         created,

@@ -37,7 +37,7 @@ from .events import (
 )
 from .ids import content_digest, sample_fraction, stable_id
 from .masking import MaskFn
-from .safejson import Limits, as_object, to_jsonable, truncate_text
+from .safejson import Limits, as_object, to_jsonable, tool_arguments, truncate_text
 
 log = logging.getLogger("gf_integrations")
 
@@ -477,7 +477,7 @@ class Mapper:
                     {
                         "messageType": "tool_call",
                         "toolName": str(call.get("name") or "unknown_tool"),
-                        "input": as_object(call.get("arguments"), "arguments", lim),
+                        "input": tool_arguments(call.get("arguments"), lim),
                         "model": model,
                         "properties": tool_props if n == 0 else None,
                     },
@@ -554,7 +554,11 @@ class Mapper:
                 {
                     "messageType": "tool_call",
                     "toolName": ev.tool_name or "unknown_tool",
-                    "input": as_object(ev.input, "input", lim) if ev.input is not None else None,
+                    "input": (
+                        tool_arguments(ev.input, lim, key="input", mark_invalid=False)
+                        if ev.input is not None
+                        else None
+                    ),
                 },
                 parent=state.last_user,
             )

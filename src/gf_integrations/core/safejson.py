@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import json
 import math
 import uuid
 from collections.abc import Mapping
@@ -183,3 +184,41 @@ def as_object(value: Any, key: str, limits: Limits = DEFAULT_LIMITS) -> dict[str
     if isinstance(converted, dict):
         return converted
     return {key: converted}
+
+
+INVALID_JSON_MARKER = "invalidJson"
+
+
+def tool_arguments(
+    value: Any,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    key: str = "arguments",
+    mark_invalid: bool = True,
+) -> dict[str, Any]:
+    """A tool call's ``input`` object, whatever form the framework handed the arguments in.
+
+    The one place every integration's tool arguments go through (the recorder applies
+    it): a dict stays a dict; a JSON string (OpenAI-style wire arguments) is parsed; an
+    empty string or ``None`` is a call without arguments (``{}``); valid JSON that is not
+    an object is wrapped as ``{key: value}``. A string that is not valid JSON (a stream cut
+    short, a model that wrote prose) is kept verbatim as ``{key: "<raw>", "invalidJson":
+    true}``: nothing is lost and the marker says why it is not an object. With
+    ``mark_invalid=False`` (a tool invoked directly with plain text, which was never
+    meant to be JSON) the text is wrapped without the marker.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, (str, bytes, bytearray)):
+        text = value.decode("utf-8", "replace") if not isinstance(value, str) else value
+        if not text.strip():
+            return {}
+        try:
+            parsed = json.loads(text)
+        except Exception:  # ValueError, or RecursionError on absurd nesting
+            wrapped: dict[str, Any] = {key: truncate_text(text, limits.max_string)}
+            if mark_invalid:
+                wrapped[INVALID_JSON_MARKER] = True
+            return wrapped
+        return as_object(parsed, key, limits)
+    return as_object(value, key, limits)
