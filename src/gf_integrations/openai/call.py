@@ -1,0 +1,67 @@
+"""One OpenAI call in flight: ``wrap_openai``'s settings, the call's state, its identity.
+
+The identity rules are those of docs/DESIGN.md; this module only feeds them the request's
+native ids (``user`` / ``safety_identifier``, a Responses conversation or chain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..client import GreenflashClient
+from ..core.clientwrap import CallState, WrapConfig, resolve_identity
+from ..core.context import IdentityDefaults
+
+
+class Config(WrapConfig):
+    """``wrap_openai``'s settings: the shared identity settings and ``stream_usage``."""
+
+    __slots__ = ("stream_usage",)
+    label = "OpenAI"
+
+    def __init__(
+        self,
+        defaults: IdentityDefaults,
+        gf_client: GreenflashClient | None,
+        stream_usage: bool,
+        provider: str,
+    ) -> None:
+        super().__init__(defaults, gf_client, provider)
+        self.stream_usage = stream_usage
+
+
+class Call(CallState):
+    __slots__ = ("chained", "hide_usage", "inputs", "instructions")
+
+    def __init__(self, cfg: Config, gfc: GreenflashClient, api: str, kwargs: dict[str, Any]):
+        super().__init__(cfg, gfc, api, kwargs)
+        self.cfg: Config = cfg
+        self.hide_usage = False
+        self.chained = False
+        self.instructions: Any = None
+        self.inputs: Sequence[Any] = ()
+
+    def properties(self, response_id: Any = None) -> dict[str, Any]:
+        props = super().properties(response_id)
+        if self.cfg.provider == "azure" and self.model:
+            props["deployment"] = self.model
+        return props
+
+
+def resolve_call(
+    call: Call, native_conv: str | None, opening: Callable[[], tuple[str, str]] | None
+) -> Any:
+    kwargs = call.kwargs
+    user = kwargs.get("user")
+    native_user = user if isinstance(user, str) and user else None
+    if native_user is None:
+        safety = kwargs.get("safety_identifier")
+        native_user = safety if isinstance(safety, str) and safety else None
+    return resolve_identity(
+        call,
+        native_conversation_id=native_conv,
+        native_user_id=native_user,
+        opening=opening,
+        prefix="openai",
+    )
