@@ -1,0 +1,46 @@
+"""LlamaIndex integration: :class:`GreenflashInstrumentor` on the instrumentation API.
+
+Usage::
+
+    from gf_integrations.llamaindex import GreenflashInstrumentor
+
+    GreenflashInstrumentor(external_user_id="u1").instrument()   # once, at start-up
+
+    with gf_integrations.conversation(external_conversation_id="c1", external_user_id="u1"):
+        query_engine.query("What is the capital of France?")
+
+Conversation identity, first hit wins: ``gf.conversation(...)`` scope > LlamaIndex
+``instrument_tags({"gf.conversation_id": ..., "gf.user_id": ..., "gf.organization_id": ...})``
+> the instrumentor's keywords > the client's configured defaults > one id per root span.
+It is captured once, when a root span starts (in the host's context), and kept with the
+root, so work that LlamaIndex moves to other tasks or threads stays in its conversation.
+
+What is recorded: LLM chat/completion calls (system prompt once, history, reply, model,
+usage, latency; streams at their end event), query engines (the query as the user's
+words, retrievals, the answer as ``final_response`` with the retrieved text as context),
+chat engines, agents (``FunctionAgent``/``AgentWorkflow``: tool calls, results, errors,
+final answer), prompt templates (components with ``{{var}}`` placeholders + variables),
+embeddings (counts and dimensions only; an index build as one summary; a retrieval's query
+vector is part of its retrieval message) and, with ``capture_steps=True``, workflow steps.
+Handlers never raise into LlamaIndex (its dispatcher would swallow errors silently; we
+log each kind once instead).
+"""
+
+from __future__ import annotations
+
+try:
+    import llama_index.core.instrumentation  # noqa: F401
+    import llama_index_instrumentation  # noqa: F401
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "gf_integrations.llamaindex needs llama-index-core: "
+        "pip install 'gf-integrations[llamaindex]'"
+    ) from None
+
+from .engine import _DISPATCH
+from .instrumentor import GreenflashInstrumentor
+from .state import _SPAN_TTL, _SPANS_MAX, TAG_CONVERSATION, TAG_ORGANIZATION, TAG_USER
+
+__all__ = ["GreenflashInstrumentor"]
+# also importable, for tests and tuning: the dispatch table and the bounds
+_ = (_DISPATCH, _SPAN_TTL, _SPANS_MAX, TAG_CONVERSATION, TAG_ORGANIZATION, TAG_USER)

@@ -1,0 +1,308 @@
+"""The LlamaIndex engine: span tree, root lifetimes, event routing and the sweep."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from llama_index.core.instrumentation.span import active_span_id
+
+from ..core.events import (
+    Step,
+    UserInput,
+    now,
+)
+from .convert import (
+    _blocks_text,
+    _is_agent,
+    _is_chat_engine,
+    _method,
+    _mro_names,
+)
+from .events import _EventHandlers
+from .state import (
+    _BUILD_IDLE,
+    _CHAT_ENGINE_METHODS,
+    _PENDING_TTL,
+    _SPAN_TTL,
+    _SWEEP_EVERY,
+    _is_ancestor,
+    _Query,
+    _Span,
+    log,
+)
+
+
+def _spans_max() -> int:
+    """The open-span bound, read from the package so that one assignment tunes it."""
+    bound: int = sys.modules[__package__]._SPANS_MAX
+    return bound
+
+
+class _Engine(_EventHandlers):
+    """Span tree, root lifetimes and event routing for one instrumentor."""
+
+    def span_enter(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any,
+        parent_id: str | None,
+        tags: Mapping[str, Any] | None,
+    ) -> None:
+        with self.lock:
+            parent = self._lookup(parent_id)
+            if parent is None:
+                root = self._new_root(id_, tags)
+            else:
+                root = parent.root
+                root.live += 1
+            span = _Span(id_, parent, root)
+            self.spans[id_] = span
+            if len(self.spans) > _spans_max():
+                self._evict_oldest_span()
+            if parent is None:
+                root.span = span
+            cls, meth = _method(id_)
+            span.name = meth
+            if meth == "run" and parent is None and _is_agent(instance):
+                root.agent = True
+                root.react = "ReActAgent" in _mro_names(instance)
+                self._turn_starts(root)
+            elif meth == "init_run" and root.react:
+                # ReAct prompts carry the user's words among "Observation:" user turns,
+                # so the turn's input comes from the workflow's start event instead
+                user_msg = getattr(bound_args.arguments.get("ev"), "user_msg", None)
+                text = user_msg if isinstance(user_msg, str) else _blocks_text(user_msg)[0]
+                if text:
+                    self._record(root, UserInput(root.conv, id_, text))
+            elif meth in _CHAT_ENGINE_METHODS and parent is None and _is_chat_engine(instance):
+                root.chat_engine = True
+                self._turn_starts(root)
+                message = bound_args.arguments.get("message")
+                if isinstance(message, str):
+                    self._record(root, UserInput(root.conv, id_, message))
+                    # like a query: the last LLM call is the answer (condense steps are not)
+                    root.query = _Query(id_, message)
+                    root.live += 1
+            elif meth in _CHAT_ENGINE_METHODS and hasattr(instance, "messages_to_prompt"):
+                span.chat_messages = bound_args.arguments.get("messages")
+            elif meth == "call_tool":
+                ev = bound_args.arguments.get("ev")
+                if ev is not None and hasattr(ev, "tool_name"):
+                    span.tool = ev
+                    span.started = now()
+            elif meth in ("call", "acall") and hasattr(
+                getattr(instance, "metadata", None), "fn_schema"
+            ):
+                inside_call_tool = False
+                p = parent
+                while p is not None:
+                    if p.tool is not None:
+                        inside_call_tool = True
+                        break
+                    p = p.parent
+                if not inside_call_tool and span.llm is None:
+                    span.tool = instance
+                    span.tool_input = dict(bound_args.arguments.get("kwargs") or {}) or (
+                        bound_args.arguments.get("args") or None
+                    )
+                    span.started = now()
+            if self.capture_steps and tags and "llamaindex.step.input_event" in tags:
+                span.step = True
+                self._record(
+                    root,
+                    Step(
+                        root.conv,
+                        id_,
+                        meth or cls,
+                        "start",
+                        kind="chain",
+                        data={"input": tags.get("llamaindex.step.input_summary")},
+                        parent_key=None,
+                    ),
+                )
+            now_m = time.monotonic()
+            root.touched = now_m
+            if now_m - self.last_sweep > _SWEEP_EVERY:
+                self.last_sweep = now_m
+                self._sweep(now_m)
+
+    def _evict_oldest_span(self) -> None:
+        # dict order is insertion order: the first one is the oldest open span
+        oldest = self.spans.pop(next(iter(self.spans)))
+        self._release(oldest.root)
+        if "span cap" not in self.errors:
+            self.errors.add("span cap")
+            log.warning(
+                "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
+                _spans_max(),
+            )
+
+    def span_exit(self, id_: str, result: Any) -> None:
+        with self.lock:
+            span = self.spans.pop(id_, None)
+            if span is None:
+                return
+            self._remember(span)
+            root = span.root
+            if span.tool is not None:
+                self._tool_done(span, result, None)
+            if span.step:
+                self._record(root, Step(root.conv, id_, span.name, "end", kind="chain"))
+            llm = span.llm
+            if llm is not None and llm.owner == id_:
+                llm.exited = True
+                self._maybe_finish(llm)
+            if root.react:
+                if span.name == "run_agent_step":
+                    self._react_step(root, id_, result)
+                elif span is root.span:
+                    self._react_final(root, result)
+            q = root.query
+            if q is not None and q.span_id == id_ and not q.ended:
+                # QueryEndEvent did not come (custom engine): close the turn with the result
+                self._query_end(root, q, result)
+            self._release(root)
+
+    def span_drop(self, id_: str, err: BaseException | None) -> None:
+        with self.lock:
+            span = self.spans.pop(id_, None)
+            if span is None:
+                return
+            self._remember(span)
+            root = span.root
+            if span.tool is not None:
+                self._tool_done(span, None, err or "error")
+            if span.step:
+                self._record(root, Step(root.conv, id_, span.name, "error", kind="chain", data=err))
+            llm = span.llm
+            if llm is not None and not llm.finished:
+                if llm.owner == id_:
+                    llm.exited = True
+                    llm.error = err or "error"
+                    llm.open = 0
+                    self._maybe_finish(llm)
+                elif llm.open > 0 and err is not None and llm.error is None:
+                    llm.error = err
+            q = root.query
+            if q is not None and q.span_id == id_ and not q.ended:
+                q.ended = True
+                self._emit_answer(root, q, None)  # an LLM error inside it, if any
+            self._release(root)
+
+    def handle(self, event: Any) -> None:
+        fn = _DISPATCH.get(type(event).__name__)
+        if fn is None:
+            return
+        with self.lock:
+            span = self._lookup(event.span_id)
+            if span is None:
+                llm = self.pending.get(event.span_id or "")
+                if llm is None:
+                    return
+                fn(self, event, None, llm)
+                return
+            fn(self, event, span, span.llm)
+
+    def _sweep(self, now_m: float) -> None:
+        """Close out abandoned streams, expire late-child links, send idle build summaries."""
+        for sid, llm in list(self.pending.items()):
+            if now_m - llm.touched > _PENDING_TTL:
+                llm.partial = True
+                llm.error = llm.error or "stream abandoned"
+                llm.open = 0
+                self._maybe_finish(llm)
+                self.pending.pop(sid, None)
+        for qtext, (t, root, q) in list(self.awaiting.items()):
+            if now_m - t > _PENDING_TTL:
+                self.awaiting.pop(qtext, None)
+                self._emit_answer(root, q, None)
+        for key, b in list(self.builds.items()):
+            if now_m - b.touched > _BUILD_IDLE:
+                self._flush_build(key)
+        for sid, span in list(self.spans.items()):
+            if now_m - span.root.touched > _SPAN_TTL:
+                del self.spans[sid]  # never closed: its root goes just below
+        for rid, root in list(self.roots.items()):
+            if now_m - root.touched > _PENDING_TTL and now_m - root.started > _PENDING_TTL:
+                if not any(s.root is root for s in self.spans.values()):
+                    self.roots.pop(rid, None)
+
+    def flush_pending(self) -> None:
+        with self.lock:
+            self._flush_build()
+
+    def close_out(self) -> None:
+        """At exit: send everything held back (build summaries, streams, answers) now."""
+        # bounded: a thread stuck inside a handler must not hold up the exit
+        if not self.lock.acquire(timeout=1.0):
+            return
+        try:
+            self._sweep(float("inf"))
+        finally:
+            self.lock.release()
+
+    def capture_active(self) -> bool:
+        """True when the current context is inside an LLM call we record (or its stream)."""
+        if not self.active:
+            return False
+        sid = active_span_id.get()
+        with self.lock:
+            if sid is None:
+                # a top-level stream consumed by the caller's own thread, outside any span
+                me = threading.get_ident()
+                return any(
+                    llm.thread == me
+                    and (o := self._lookup(llm.owner)) is not None
+                    and o.parent is None
+                    for llm in self.pending.values()
+                )
+            span = self._lookup(sid)
+            depth = 0
+            while span is not None and depth < 64:
+                if span.llm is not None and not span.llm.finished:
+                    return True
+                span = span.parent
+                depth += 1
+            # a stream consumed by the span that started it (agent step, chat engine)
+            for llm in self.pending.values():
+                owner = self._lookup(llm.owner)
+                p = owner.parent if owner is not None else None
+                if p is not None and _is_ancestor(p.id, self._lookup(sid)):
+                    return True
+        return False
+
+    def state_sizes(self) -> dict[str, int]:
+        """Sizes of the internal maps (for tests and the memory benchmark)."""
+        with self.lock:
+            return {
+                "spans": len(self.spans),
+                "roots": len(self.roots),
+                "pending": len(self.pending),
+                "awaiting": len(self.awaiting),
+                "builds": len(self.builds),
+                "recent": len(self.recent),
+            }
+
+
+_DISPATCH: dict[str, Any] = {
+    "LLMChatStartEvent": _Engine.on_chat_start,
+    "LLMChatInProgressEvent": _Engine.on_chat_progress,
+    "LLMChatEndEvent": _Engine.on_chat_end,
+    "LLMCompletionStartEvent": _Engine.on_completion_start,
+    "LLMCompletionInProgressEvent": _Engine.on_completion_progress,
+    "LLMCompletionEndEvent": _Engine.on_completion_end,
+    "LLMPredictStartEvent": _Engine.on_predict_start,
+    "LLMPredictEndEvent": _Engine.on_predict_end,
+    "ExceptionEvent": _Engine.on_exception,
+    "QueryStartEvent": _Engine.on_query_start,
+    "QueryEndEvent": _Engine.on_query_end,
+    "RetrievalEndEvent": _Engine.on_retrieval_end,
+    "EmbeddingStartEvent": _Engine.on_embedding_start,
+    "EmbeddingEndEvent": _Engine.on_embedding_end,
+}

@@ -1,0 +1,462 @@
+"""The LlamaIndex engine's state and the events it records."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from llama_index_instrumentation.dispatcher import active_instrument_tags
+
+from ..client import GreenflashClient, get_client
+from ..core.context import (
+    IdentityDefaults,
+    current_scope,
+    resolve_conv,
+)
+from ..core.events import (
+    ChatMessage,
+    Embedding,
+    Event,
+    FinalAnswer,
+    LLMCall,
+    ToolCallSpec,
+    ToolResult,
+    UserInput,
+)
+from ..core.ids import new_id
+from .convert import (
+    _agent_answer,
+    _blocks_text,
+    _content,
+    _convert_messages,
+    _model_name,
+    _raw_model,
+    _react_thought,
+    _tag,
+    _to_neutral,
+    _usage_of,
+)
+from .prompts import _template_prompt
+from .state import (
+    _AWAIT_MAX,
+    _LLM,
+    _RECENT_MAX,
+    TAG_CONVERSATION,
+    TAG_ORGANIZATION,
+    TAG_USER,
+    _Build,
+    _Query,
+    _Root,
+    _Span,
+)
+
+
+class _Recording:
+    """Engine state and what it records: identity, LLM calls, answers, agent steps, builds."""
+
+    def __init__(
+        self,
+        defaults: IdentityDefaults,
+        client: GreenflashClient | None,
+        capture_steps: bool,
+    ) -> None:
+        self.defaults = defaults
+        self.client = client
+        self.capture_steps = capture_steps
+        self.lock = threading.RLock()
+        self.spans: dict[str, _Span] = {}
+        # exited spans, so that late children (lazy generators) still find their root;
+        # bounded by count, oldest first out
+        self.recent: collections.OrderedDict[str, _Span] = collections.OrderedDict()
+        self.roots: dict[str, _Root] = {}
+        self.pending: dict[str, _LLM] = {}  # LLM calls whose span exited before their end
+        self.awaiting: collections.OrderedDict[str, tuple[float, _Root, _Query]] = (
+            collections.OrderedDict()
+        )
+        self.builds: dict[str, _Build] = {}
+        self.errors: set[str] = set()
+        self.last_sweep = time.monotonic()
+        self.active = True
+
+    # ---- identity -----------------------------------------------------------------------
+
+    def _new_root(self, span_id: str, tags: Mapping[str, Any] | None) -> _Root:
+        client = self.client or get_client()
+        scope = current_scope()
+        if not tags:
+            tags = active_instrument_tags.get()
+        d = self.defaults
+        tag_conv = _tag(tags, TAG_CONVERSATION)
+        conv = resolve_conv(
+            scope=scope,
+            native_conversation_id=tag_conv or d.external_conversation_id,
+            native_user_id=_tag(tags, TAG_USER) or d.external_user_id,
+            native_organization_id=_tag(tags, TAG_ORGANIZATION) or d.external_organization_id,
+            configured_user_id=client.settings.external_user_id,
+            configured_organization_id=client.settings.external_organization_id,
+            configured_product_id=d.product_id or client.settings.product_id,
+            fallback_conversation_id=new_id(),
+            extra_properties=d.properties,
+        )
+        explicit = bool(
+            (scope is not None and scope.external_conversation_id)
+            or tag_conv
+            or d.external_conversation_id
+        )
+        root = _Root(span_id, client, conv, explicit)
+        self.roots[span_id] = root
+        return root
+
+    def _lookup(self, span_id: str | None) -> _Span | None:
+        if span_id is None:
+            return None
+        span = self.spans.get(span_id)
+        if span is None:
+            span = self.recent.get(span_id)
+        return span
+
+    def _release(self, root: _Root) -> None:
+        root.live -= 1
+        if root.live <= 0:
+            self.roots.pop(root.id, None)
+
+    # ---- spans --------------------------------------------------------------------------
+
+    def _remember(self, span: _Span) -> None:
+        self.recent[span.id] = span
+        if len(self.recent) > _RECENT_MAX:
+            self.recent.popitem(last=False)
+
+    # ---- events -------------------------------------------------------------------------
+
+    def _maybe_finish(self, llm: _LLM) -> None:
+        if llm.finished:
+            return
+        if not llm.exited or llm.open > 0:
+            if llm.exited and llm.owner not in self.pending:
+                self.pending[llm.owner] = llm  # a stream: wait for its end event
+            return
+        llm.finished = True
+        self.pending.pop(llm.owner, None)
+        root = llm.root
+        if root.llm_active is llm:
+            root.llm_active = None
+        try:
+            q = root.query
+            if llm.silent:
+                pass
+            elif root.react:
+                root.react_llm = llm  # mapped from the agent step's parsed output
+            elif q is not None and not q.ended:
+                q.last = llm
+                q.llm_calls += 1
+            elif q is not None and q.ended and q.last is None:
+                q.last = llm
+                self._emit_answer(root, q, None)
+            else:
+                self._emit_llm(root, llm)
+                llm.drop_payload()
+        finally:
+            self._release(root)
+
+    def _model(self, llm: _LLM) -> str | None:
+        # the model that answered (the provider's response names the resolved snapshot,
+        # e.g. gpt-4o-mini-2024-07-18) wins over the configured alias, as in the other
+        # integrations
+        name = _raw_model(llm.response) or _model_name(llm.model_dict)
+        return name or (type(llm.instance).__name__ if llm.instance is not None else None)
+
+    def _reply(self, llm: _LLM, native_id: str | None) -> tuple[Any, Any]:
+        """(reply Lazy, text) for an LLM call."""
+        resp = llm.response if llm.response is not None else llm.reply
+        if llm.kind == "chat" or (llm.kind == "predict" and hasattr(resp, "message")):
+            message = getattr(resp, "message", None)
+            if message is None:
+                return None, None
+
+            def conv_chat() -> ChatMessage:
+                m = _to_neutral(message)
+                if native_id:
+                    m["id"] = native_id
+                return m
+
+            return conv_chat, None
+        text = llm.output
+        if text is None and resp is not None:
+            text = getattr(resp, "text", None)
+        if text is None:
+            return None, None
+        reply: ChatMessage = {"role": "assistant", "content": str(text)}
+        if native_id:
+            reply["id"] = native_id
+        return reply, text
+
+    def _emit_llm(self, root: _Root, llm: _LLM) -> None:
+        resp = llm.response
+        inputs_are_user = True
+        prompt = None
+        if llm.template is not None:
+            prompt = _template_prompt(llm.template, llm.template_args)
+            args = llm.template_args or {}
+            kwargs = getattr(llm.template, "kwargs", None) or {}
+            query = args.get("query_str") or kwargs.get("query_str")
+            inputs_are_user = False
+            if isinstance(query, str) and not root.chat_engine and not root.agent:
+                self._record(root, UserInput(root.conv, llm.owner, query))
+        if root.chat_engine:
+            inputs_are_user = False
+        messages: Any = ()
+        if llm.kind in ("chat", "completion") and llm.messages is not None:
+            msgs = llm.messages
+            messages = lambda: _convert_messages(msgs)  # noqa: E731
+        elif llm.kind == "completion" and llm.prompt is not None:
+            messages = ({"role": "user", "content": llm.prompt},)
+        native = None if inputs_are_user else llm.owner
+        reply, _ = self._reply(llm, native)
+        self._record(
+            root,
+            LLMCall(
+                root.conv,
+                llm.owner,
+                messages=messages,
+                reply=reply,
+                model=self._model(llm),
+                usage=_usage_of(resp),
+                finish_reason=llm.finish_reason(),
+                started_at=llm.started_at,
+                error=llm.error,
+                partial=llm.partial and reply is not None,
+                system_prompt=prompt,
+                record_inputs=inputs_are_user,
+            ),
+        )
+
+    # ---- query engines --------------------------------------------------------------------
+
+    def _query_end(self, root: _Root, q: _Query, response: Any) -> None:
+        q.ended = True
+        # by type name: reading ``response_gen`` (a property on chat responses) is avoided,
+        # a streaming response is never touched
+        streaming = "Streaming" in type(response).__name__
+        text = None if streaming else getattr(response, "response", None)
+        if streaming and q.last is not None and q.last.reply is None:
+            # a call that ended before the stream began and did not stream (a chat engine's
+            # condense step) is not the answer: the answer is the stream, still to come.
+            # (The stream itself may already be done: chat engines drain it on a thread.)
+            q.last.drop_payload()
+            q.last = None
+        if streaming and q.last is None:
+            # the answer is generated lazily when the caller consumes the stream: a chat
+            # engine does it under its own root; a query engine often in a new root span,
+            # so wait for an LLM call predicting this query (see _adopt_stream)
+            if not root.chat_engine:
+                self.awaiting[q.text] = (time.monotonic(), root, q)
+                if len(self.awaiting) > _AWAIT_MAX:
+                    self.awaiting.popitem(last=False)
+            root.query = q
+            return
+        self._emit_answer(root, q, text)
+
+    def _emit_answer(self, root: _Root, q: _Query, text: Any) -> None:
+        llm = q.last
+        if root.query is q:
+            root.query = None
+            self._release(root)
+        if llm is None:
+            if text is not None:
+                self._record(root, FinalAnswer(root.conv, q.key, str(text)))
+            return
+        reply: Any
+        if text is not None:
+            reply = {"role": "assistant", "content": str(text), "id": q.key}
+        else:
+            reply, _ = self._reply(llm, q.key)
+        prompt = (
+            _template_prompt(llm.template, llm.template_args) if llm.template is not None else None
+        )
+        props = {"llmCalls": q.llm_calls} if q.llm_calls > 1 else None
+        messages: Any = ()
+        if prompt is None and llm.kind == "chat" and llm.messages is not None:
+            msgs = llm.messages  # for the system prompt only (record_inputs=False)
+            messages = lambda: _convert_messages(msgs)  # noqa: E731
+        self._record(
+            root,
+            LLMCall(
+                root.conv,
+                q.key,
+                messages=messages,
+                reply=reply,
+                model=self._model(llm),
+                usage=_usage_of(llm.response),
+                finish_reason=llm.finish_reason(),
+                started_at=llm.started_at,
+                error=llm.error,
+                partial=llm.partial and reply is not None,
+                system_prompt=prompt,
+                final=not root.chat_engine,
+                record_inputs=False,
+                properties=props,
+            ),
+        )
+        q.last = None
+        llm.drop_payload()
+
+    def _adopt_stream(self, llm: _LLM) -> None:
+        """A predict call of a streaming query's answer, started after the query ended."""
+        if not self.awaiting:
+            return
+        args = llm.template_args or {}
+        kwargs = getattr(llm.template, "kwargs", None) or {}
+        query = kwargs.get("query_str") or args.get("query_str")
+        if not isinstance(query, str):
+            return
+        hit = self.awaiting.pop(query, None)
+        if hit is None:
+            return
+        _, qroot, q = hit
+        # move this call under the query's root: its conversation and its turn
+        old = llm.root
+        old.live -= 1
+        if old.live <= 0:
+            self.roots.pop(old.id, None)
+        qroot.live += 1
+        llm.root = qroot
+        q.ended = True
+
+    # ---- ReAct agents ---------------------------------------------------------------------------
+
+    def _react_llm_call(self, root: _Root, key: str, reply: ChatMessage, final: bool) -> None:
+        llm, root.react_llm = root.react_llm, None
+        msgs = llm.messages if llm is not None and llm.messages is not None else []
+        resp = llm.response if llm is not None else None
+        self._record(
+            root,
+            LLMCall(
+                root.conv,
+                key,
+                # inputs only for the system prompt: the rest is ReAct scaffolding
+                messages=lambda: [m for m in _convert_messages(msgs) if m.get("role") == "system"],
+                reply=reply,
+                model=self._model(llm) if llm is not None else None,
+                usage=_usage_of(resp),
+                started_at=llm.started_at if llm is not None else None,
+                record_inputs=False,
+                final=final,
+            ),
+        )
+        if llm is not None:
+            llm.drop_payload()
+
+    def _react_step(self, root: _Root, key: str, output: Any) -> None:
+        """``run_agent_step`` of a ReActAgent ended: its parsed tool calls become tool_calls."""
+        response = getattr(output, "response", None)
+        text = _blocks_text(response)[0] if response is not None else None
+        calls = getattr(output, "tool_calls", None) or []
+        if not calls:
+            root.react_text = text
+            return
+        specs: list[ToolCallSpec] = [
+            {
+                "id": getattr(c, "tool_id", None),
+                "name": str(getattr(c, "tool_name", "") or "unknown_tool"),
+                "arguments": getattr(c, "tool_kwargs", None),
+            }
+            for c in calls
+        ]
+        reply: ChatMessage = {
+            "role": "assistant",
+            "content": _react_thought(text),
+            "tool_calls": specs,
+            "id": key,
+        }
+        self._react_llm_call(root, key, reply, final=False)
+
+    def _react_final(self, root: _Root, result: Any) -> None:
+        raw = root.react_text
+        if raw is None and root.react_llm is None:
+            return
+        answer = _agent_answer(result)
+        if answer is None and raw is not None:
+            answer = raw.split("Answer:", 1)[-1].strip()
+        reply: ChatMessage = {"role": "assistant", "content": answer or "", "id": root.id}
+        thought = _react_thought(raw)
+        if thought:
+            reply["reasoning"] = thought
+        self._react_llm_call(root, root.id, reply, final=True)
+
+    # ---- tools ------------------------------------------------------------------------------
+
+    def _tool_done(self, span: _Span, result: Any, error: BaseException | str | None) -> None:
+        root = span.root
+        tool = span.tool
+        span.tool = None
+        if hasattr(tool, "tool_name"):  # workflow ToolCall event of call_tool
+            name = str(tool.tool_name)
+            call_id = getattr(tool, "tool_id", None) or None
+            args = getattr(tool, "tool_kwargs", None)
+        else:
+            meta = getattr(tool, "metadata", None)
+            name = str(getattr(meta, "name", None) or type(tool).__name__)
+            call_id = None
+            args = span.tool_input
+        output: Any = None
+        if result is not None:
+            out = getattr(result, "tool_output", result)  # ToolCallResult -> ToolOutput
+            if getattr(out, "is_error", False):
+                exc = getattr(out, "exception", None)
+                error = exc if isinstance(exc, BaseException) else str(_content(out))
+            else:
+                output = _content(out)
+        self._record(
+            root,
+            ToolResult(
+                root.conv,
+                span.id,
+                name,
+                call_id,
+                input=args,
+                output=output,
+                error=error,
+                started_at=span.started,
+            ),
+        )
+
+    # ---- embeddings outside turns -----------------------------------------------------------
+
+    def _add_build(self, root: _Root, count: int, dims: int | None, model: str | None) -> None:
+        if not root.explicit:
+            return  # outside any conversation: an index build is not a conversation
+        b = self.builds.get(root.conv.key)
+        if b is None:
+            b = self.builds[root.conv.key] = _Build(root.conv, root.client)
+        b.count += count
+        b.dims = b.dims or dims
+        b.model = b.model or model
+        b.touched = time.monotonic()
+
+    def _flush_build(self, key: str | None = None) -> None:
+        keys = [key] if key is not None else list(self.builds)
+        for k in keys:
+            b = self.builds.pop(k, None) if k is not None else None
+            if b is None:
+                continue
+            b.client.record(
+                Embedding(
+                    b.conv,
+                    b.key,
+                    model=b.model,
+                    count=b.count,
+                    dimensions=b.dims,
+                    started_at=b.first,
+                    properties={"summary": "index build"},
+                )
+            )
+
+    # ---- housekeeping -----------------------------------------------------------------------
+
+    def _record(self, root: _Root, event: Event) -> None:
+        root.touched = time.monotonic()
+        root.client.record(event)
