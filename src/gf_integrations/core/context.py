@@ -46,12 +46,6 @@ _scope: contextvars.ContextVar[ConversationScope | None] = contextvars.ContextVa
     "gf_conversation_scope", default=None
 )
 
-# Set by an integration while it records an LLM call, so that a nested integration
-# (a wrapped OpenAI client inside a LangChain model run) does not log it a second time.
-llm_capture_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "gf_llm_capture_owner", default=None
-)
-
 
 def current_scope() -> ConversationScope | None:
     """The innermost active ``conversation(...)`` scope, if any."""
@@ -126,7 +120,7 @@ def resolve_conv(
     fallback_user_id: str = "anonymous",
     extra_properties: Mapping[str, Any] | None = None,
 ) -> Conv:
-    """Apply the resolution order of DESIGN.md section 3 and return a :class:`Conv`.
+    """Apply the resolution order of docs/DESIGN.md section 4 and return a :class:`Conv`.
 
     ``fallback_conversation_id`` is the derived or generated id (per root run, or
     derived from the opening messages for stateless OpenAI apps).
@@ -172,8 +166,6 @@ def register_capture_probe(probe: Callable[[], bool]) -> None:
 
 def outer_llm_capture_active() -> bool:
     """True when an outer integration is already recording the current LLM call."""
-    if llm_capture_owner.get() is not None:
-        return True
     for probe in _capture_probes:
         try:
             if probe():

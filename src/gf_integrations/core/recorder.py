@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..schema import MessageItem
@@ -791,8 +791,3 @@ def conversation_fields(conv: Conv) -> dict[str, Any]:
     if conv.force_sample:
         body["forceSample"] = True
     return body
-
-
-def as_mapping(value: Any) -> Mapping[str, Any] | None:
-    """Small helper for integrations: a Mapping or None."""
-    return value if isinstance(value, Mapping) else None

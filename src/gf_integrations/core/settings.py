@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -84,7 +83,6 @@ class Settings:
     max_retry_after: float = 60.0
     shutdown_timeout: float = 5.0
     spool_dir: str | None = None
-    capture_steps: bool = False
 
     def __post_init__(self) -> None:
         url = self.base_url.rstrip("/")
@@ -170,6 +168,3 @@ def build_settings(**kwargs: Any) -> Settings:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(str(exc)) from None
-
-
-SettingsFactory = Callable[..., Settings]

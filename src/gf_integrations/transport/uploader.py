@@ -1,6 +1,6 @@
 """The background uploader: one bounded queue, one daemon worker, batches per conversation.
 
-Policy (DESIGN.md section 5):
+Policy (docs/DESIGN.md section 6):
 
 * ``submit`` never blocks and never raises: a full queue drops the newest event and
   counts it (logged once).
