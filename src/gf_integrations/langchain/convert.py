@@ -1,0 +1,164 @@
+"""LangChain messages and documents -> neutral dicts (run on the worker thread).
+
+Each field is read on its own: a framework object that surprises a converter (a property
+that raises, a provider's odd ``tool_calls`` entry) loses that one field, logged once, and
+the rest of the message or document is still recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ..core.events import ChatMessage, Document, ToolCallSpec
+from ..core.kit import log_once
+
+log = logging.getLogger("gf_integrations")
+
+T = TypeVar("T")
+
+_ROLES = {
+    "human": "user",
+    "ai": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+    "function": "tool",
+    "AIMessageChunk": "assistant",
+    "HumanMessageChunk": "user",
+    "SystemMessageChunk": "system",
+    "ToolMessageChunk": "tool",
+}
+
+
+def _field(read: Callable[[], T], default: T, what: str) -> T:
+    """``read()``, or ``default`` (logged once per field) when the object surprises it."""
+    try:
+        return read()
+    except Exception as exc:
+        log_once(
+            log,
+            ("langchain convert", what, type(exc).__name__),
+            "gf_integrations: could not read a LangChain %s (%s: %s); that field is left "
+            "out, the rest is recorded",
+            what,
+            type(exc).__name__,
+            exc,
+        )
+        return default
+
+
+def text(content: Any) -> str:
+    """A message's content (a string or a list of content blocks) as plain text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, Mapping) and block.get("type") in (None, "text"):
+                parts.append(str(block.get("text") or ""))
+        return "".join(parts)
+    return "" if content is None else str(content)
+
+
+def _spec(tc: Mapping[str, Any]) -> ToolCallSpec:
+    return {"id": tc.get("id"), "name": tc.get("name") or "", "arguments": tc.get("args")}
+
+
+def _tool_calls(msg: Any) -> list[ToolCallSpec]:
+    calls = [_spec(tc) for tc in getattr(msg, "tool_calls", None) or ()]
+    calls.extend(_spec(tc) for tc in getattr(msg, "invalid_tool_calls", None) or ())
+    if not calls:
+        # providers that only fill additional_kwargs (OpenAI raw format)
+        extra = getattr(msg, "additional_kwargs", None) or {}
+        for tc in extra.get("tool_calls") or ():
+            fn = tc.get("function") or {}
+            calls.append(
+                {"id": tc.get("id"), "name": fn.get("name") or "", "arguments": fn.get("arguments")}
+            )
+    return calls
+
+
+def _role(msg: Any) -> str:
+    role = _ROLES.get(getattr(msg, "type", None) or "")
+    if role is None:
+        # ChatMessage(role=...) and unknown types
+        raw = str(getattr(msg, "role", None) or "user")
+        role = _ROLES.get(raw, raw)
+        if role not in ("assistant", "user", "system", "tool"):
+            role = "user"
+    return role
+
+
+def _extra_text(msg: Any, key: str) -> str | None:
+    value = (getattr(msg, "additional_kwargs", None) or {}).get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def to_chat(msg: Any) -> ChatMessage:
+    """One LangChain message as a neutral :class:`ChatMessage`."""
+    role = _field(lambda: _role(msg), "user", "message role")
+    out: ChatMessage = {
+        "role": role,
+        "content": _field(lambda: text(getattr(msg, "content", None)), "", "message content"),
+        "id": _field(lambda: getattr(msg, "id", None), None, "message id"),
+    }
+    if role == "assistant":
+        calls: list[ToolCallSpec] = _field(lambda: _tool_calls(msg), [], "tool calls")
+        if calls:
+            out["tool_calls"] = calls
+        reasoning = _field(lambda: _extra_text(msg, "reasoning_content"), None, "reasoning")
+        if reasoning:
+            out["reasoning"] = reasoning
+        refusal = _field(lambda: _extra_text(msg, "refusal"), None, "refusal")
+        if refusal:
+            out["refusal"] = refusal
+    elif role == "tool":
+        out["tool_call_id"] = _field(lambda: getattr(msg, "tool_call_id", None), None, "call id")
+        out["name"] = _field(lambda: getattr(msg, "name", None), None, "tool name")
+        if _field(lambda: getattr(msg, "status", None), None, "tool status") == "error":
+            out["status"] = "error"
+    return out
+
+
+def to_chats(messages: Sequence[Any]) -> list[ChatMessage]:
+    """LangChain messages as neutral ones, in order."""
+    return [to_chat(m) for m in messages]
+
+
+def prompts_to_chats(prompts: Sequence[str]) -> list[ChatMessage]:
+    """A completion LLM's prompts: the first one is the user's message."""
+    return [{"role": "user", "content": p} for p in prompts[:1]]
+
+
+def _score(md: Mapping[str, Any]) -> float | None:
+    for key in ("score", "relevance_score", "similarity_score", "_score"):
+        value = md.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def _doc_id(d: Any, md: Mapping[str, Any]) -> str | None:
+    doc_id = getattr(d, "id", None) or md.get("id") or md.get("doc_id") or md.get("source")
+    return None if doc_id is None else str(doc_id)
+
+
+def _document(d: Any) -> Document:
+    md: Any = _field(lambda: getattr(d, "metadata", None) or {}, {}, "document metadata")
+    if not isinstance(md, Mapping):
+        md = {}
+    return {
+        "id": _field(lambda: _doc_id(d, md), None, "document id"),
+        "text": _field(lambda: getattr(d, "page_content", None), None, "document text"),
+        "metadata": md,
+        "score": _field(lambda: _score(md), None, "document score"),
+    }
+
+
+def to_documents(documents: Sequence[Any]) -> list[Document]:
+    """Retrieved LangChain documents as neutral ones."""
+    return [_document(d) for d in documents]

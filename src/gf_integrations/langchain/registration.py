@@ -1,0 +1,79 @@
+"""Process-wide attachment: :func:`instrument` and :func:`uninstrument`."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.tracers.context import register_configure_hook
+
+from ..client import GreenflashClient
+from ..core.kit import identity_keywords
+from .handler import GreenflashCallbackHandler
+
+_hook_var: contextvars.ContextVar[GreenflashCallbackHandler | None] = contextvars.ContextVar(
+    "gf_langchain_handler", default=None
+)
+_hook_lock = threading.Lock()
+_hook_registered = False
+
+
+def instrument(
+    *,
+    external_user_id: str | None = None,
+    external_conversation_id: str | None = None,
+    external_organization_id: str | None = None,
+    product_id: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    client: GreenflashClient | None = None,
+    capture_steps: bool = False,
+) -> GreenflashCallbackHandler:
+    """Record every LangChain/LangGraph run started in this context, without passing callbacks.
+
+    Uses langchain-core's ``register_configure_hook`` with a ContextVar: the handler is
+    seen by runs started in the current context and in contexts copied from it (asyncio
+    tasks, LangChain's executors). A thread started with a plain ``threading.Thread``
+    before or without copying the context does not see it: call :func:`instrument` there
+    too, or pass the handler in ``config``. Idempotent: calling it again with the same
+    arguments returns the installed handler. Returns the handler.
+    """
+    global _hook_registered
+    with _hook_lock:
+        if not _hook_registered:
+            register_configure_hook(_hook_var, inheritable=True)
+            _hook_registered = True
+    current = _hook_var.get()
+    identity, client = identity_keywords(
+        "instrument",
+        external_user_id=external_user_id,
+        external_conversation_id=external_conversation_id,
+        external_organization_id=external_organization_id,
+        product_id=product_id,
+        properties=properties,
+        client=client,
+    )
+    if (
+        current is not None
+        and current.identity == identity
+        and current.client is client
+        and current.capture_steps == capture_steps
+    ):
+        return current
+    handler = GreenflashCallbackHandler(
+        external_user_id=external_user_id,
+        external_conversation_id=external_conversation_id,
+        external_organization_id=external_organization_id,
+        product_id=product_id,
+        properties=properties,
+        client=client,
+        capture_steps=capture_steps,
+    )
+    _hook_var.set(handler)
+    return handler
+
+
+def uninstrument() -> None:
+    """Stop the handler installed by :func:`instrument` (in this context)."""
+    _hook_var.set(None)
