@@ -100,8 +100,13 @@ class GreenflashClient:
         native_organization_id: str | None = None,
         fallback_conversation_id: str | None = None,
         extra_properties: Mapping[str, Any] | None = None,
+        product_id: str | None = None,
     ) -> Conv:
-        """Resolve a conversation identity with this client's configured defaults."""
+        """Resolve a conversation identity with this client's configured defaults.
+
+        ``product_id`` replaces the configured product id (below a scope's); a product id
+        in ``defaults`` wins over the scope's.
+        """
         s = self.settings
         return resolve_conv(
             explicit=defaults,
@@ -111,7 +116,7 @@ class GreenflashClient:
             native_organization_id=native_organization_id,
             configured_user_id=s.external_user_id,
             configured_organization_id=s.external_organization_id,
-            configured_product_id=s.product_id,
+            configured_product_id=product_id or s.product_id,
             fallback_conversation_id=fallback_conversation_id or new_id(),
             extra_properties=extra_properties,
         )

@@ -9,6 +9,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent, EmbeddingStartEvent
+from llama_index.core.instrumentation.events.exception import ExceptionEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatInProgressEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionInProgressEvent,
+    LLMCompletionStartEvent,
+    LLMPredictEndEvent,
+    LLMPredictStartEvent,
+)
+from llama_index.core.instrumentation.events.query import QueryEndEvent, QueryStartEvent
+from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent
 from llama_index.core.instrumentation.span import active_span_id
 
 from ..core.events import (
@@ -16,6 +31,7 @@ from ..core.events import (
     UserInput,
     now,
 )
+from ..core.kit import log_once
 from .convert import (
     _blocks_text,
     _is_agent,
@@ -60,7 +76,7 @@ class _Engine(_EventHandlers):
                 root = self._new_root(id_, tags)
             else:
                 root = parent.root
-                root.live += 1
+                root.holders += 1
             span = _Span(id_, parent, root)
             self.spans[id_] = span
             if len(self.spans) > _spans_max():
@@ -88,7 +104,7 @@ class _Engine(_EventHandlers):
                     self._record(root, UserInput(root.conv, id_, message))
                     # like a query: the last LLM call is the answer (condense steps are not)
                     root.query = _Query(id_, message)
-                    root.live += 1
+                    root.holders += 1
             elif meth in _CHAT_ENGINE_METHODS and hasattr(instance, "messages_to_prompt"):
                 span.chat_messages = bound_args.arguments.get("messages")
             elif meth == "call_tool":
@@ -136,12 +152,12 @@ class _Engine(_EventHandlers):
         # dict order is insertion order: the first one is the oldest open span
         oldest = self.spans.pop(next(iter(self.spans)))
         self._release(oldest.root)
-        if "span cap" not in self.errors:
-            self.errors.add("span cap")
-            log.warning(
-                "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
-                _spans_max(),
-            )
+        log_once(
+            log,
+            ("llamaindex", "span cap"),
+            "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
+            _spans_max(),
+        )
 
     def span_exit(self, id_: str, result: Any) -> None:
         with self.lock:
@@ -185,9 +201,9 @@ class _Engine(_EventHandlers):
                 if llm.owner == id_:
                     llm.exited = True
                     llm.error = err or "error"
-                    llm.open = 0
+                    llm.unended_starts = 0
                     self._maybe_finish(llm)
-                elif llm.open > 0 and err is not None and llm.error is None:
+                elif llm.unended_starts > 0 and err is not None and llm.error is None:
                     llm.error = err
             q = root.query
             if q is not None and q.span_id == id_ and not q.ended:
@@ -196,18 +212,19 @@ class _Engine(_EventHandlers):
             self._release(root)
 
     def handle(self, event: Any) -> None:
-        fn = _DISPATCH.get(type(event).__name__)
-        if fn is None:
+        name = _DISPATCH.get(type(event))
+        if name is None:
             return
+        fn = getattr(self, name)
         with self.lock:
             span = self._lookup(event.span_id)
             if span is None:
                 llm = self.pending.get(event.span_id or "")
                 if llm is None:
                     return
-                fn(self, event, None, llm)
+                fn(event, None, llm)
                 return
-            fn(self, event, span, span.llm)
+            fn(event, span, span.llm)
 
     def _sweep(self, now_m: float) -> None:
         """Close out abandoned streams, expire late-child links, send idle build summaries."""
@@ -215,12 +232,12 @@ class _Engine(_EventHandlers):
             if now_m - llm.touched > _PENDING_TTL:
                 llm.partial = True
                 llm.error = llm.error or "stream abandoned"
-                llm.open = 0
+                llm.unended_starts = 0
                 self._maybe_finish(llm)
                 self.pending.pop(sid, None)
-        for qtext, (t, root, q) in list(self.awaiting.items()):
+        for qtext, (t, root, q) in list(self.answers_by_query_text.items()):
             if now_m - t > _PENDING_TTL:
-                self.awaiting.pop(qtext, None)
+                self.answers_by_query_text.pop(qtext, None)
                 self._emit_answer(root, q, None)
         for key, b in list(self.builds.items()):
             if now_m - b.touched > _BUILD_IDLE:
@@ -284,25 +301,28 @@ class _Engine(_EventHandlers):
                 "spans": len(self.spans),
                 "roots": len(self.roots),
                 "pending": len(self.pending),
-                "awaiting": len(self.awaiting),
+                "awaiting": len(self.answers_by_query_text),
                 "builds": len(self.builds),
                 "recent": len(self.recent),
             }
 
 
-_DISPATCH: dict[str, Any] = {
-    "LLMChatStartEvent": _Engine.on_chat_start,
-    "LLMChatInProgressEvent": _Engine.on_chat_progress,
-    "LLMChatEndEvent": _Engine.on_chat_end,
-    "LLMCompletionStartEvent": _Engine.on_completion_start,
-    "LLMCompletionInProgressEvent": _Engine.on_completion_progress,
-    "LLMCompletionEndEvent": _Engine.on_completion_end,
-    "LLMPredictStartEvent": _Engine.on_predict_start,
-    "LLMPredictEndEvent": _Engine.on_predict_end,
-    "ExceptionEvent": _Engine.on_exception,
-    "QueryStartEvent": _Engine.on_query_start,
-    "QueryEndEvent": _Engine.on_query_end,
-    "RetrievalEndEvent": _Engine.on_retrieval_end,
-    "EmbeddingStartEvent": _Engine.on_embedding_start,
-    "EmbeddingEndEvent": _Engine.on_embedding_end,
+# Event class -> the _Engine method that handles it. Keyed by the exact class (a subclass
+# such as SparseEmbeddingStartEvent is another event, not handled); the value is a method
+# name, looked up on the engine per event.
+_DISPATCH: dict[type[BaseEvent], str] = {
+    LLMChatStartEvent: "on_chat_start",
+    LLMChatInProgressEvent: "on_chat_progress",
+    LLMChatEndEvent: "on_chat_end",
+    LLMCompletionStartEvent: "on_completion_start",
+    LLMCompletionInProgressEvent: "on_completion_progress",
+    LLMCompletionEndEvent: "on_completion_end",
+    LLMPredictStartEvent: "on_predict_start",
+    LLMPredictEndEvent: "on_predict_end",
+    ExceptionEvent: "on_exception",
+    QueryStartEvent: "on_query_start",
+    QueryEndEvent: "on_query_end",
+    RetrievalEndEvent: "on_retrieval_end",
+    EmbeddingStartEvent: "on_embedding_start",
+    EmbeddingEndEvent: "on_embedding_end",
 }

@@ -54,7 +54,7 @@ class _EventHandlers(_Recording):
             p = p.parent
         span.llm = llm
         root.llm_active = llm
-        root.live += 1
+        root.holders += 1
         self._turn_starts(root)
         return llm
 
@@ -66,7 +66,7 @@ class _EventHandlers(_Recording):
         if span is None:
             return
         llm = self._owner(span)
-        llm.open += 1
+        llm.unended_starts += 1
         if not llm.kind:
             llm.kind = "chat"
         if llm.messages is None:
@@ -81,7 +81,7 @@ class _EventHandlers(_Recording):
     def on_chat_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is None or llm.finished:
             return
-        llm.open -= 1
+        llm.unended_starts -= 1
         if ev.response is not None:
             llm.response = ev.response
         if llm.messages is None:
@@ -92,7 +92,7 @@ class _EventHandlers(_Recording):
         if span is None:
             return
         llm = self._owner(span)
-        llm.open += 1
+        llm.unended_starts += 1
         if not llm.kind:
             llm.kind = "completion"
             llm.prompt = ev.prompt
@@ -107,7 +107,7 @@ class _EventHandlers(_Recording):
     def on_completion_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is None or llm.finished:
             return
-        llm.open -= 1
+        llm.unended_starts -= 1
         if llm.kind != "chat" and ev.response is not None:
             llm.response = ev.response
         self._maybe_finish(llm)
@@ -132,10 +132,11 @@ class _EventHandlers(_Recording):
         llm.error = ev.exception
         llm.partial = True
         if span is None or span.id == llm.owner:
-            llm.open = 0  # the outer stream was closed or failed: the call is over
+            # the outer stream was closed or failed: the call is over
+            llm.unended_starts = 0
         else:
-            llm.open = max(0, llm.open - 1)
-        if llm.open == 0:
+            llm.unended_starts = max(0, llm.unended_starts - 1)
+        if llm.unended_starts == 0:
             llm.exited = True
             self._maybe_finish(llm)
 
@@ -147,7 +148,7 @@ class _EventHandlers(_Recording):
             return  # a nested query (sub-question, query tool): part of the outer turn
         q = _Query(span.id, _query_text(ev.query))
         root.query = q
-        root.live += 1
+        root.holders += 1
         if not root.chat_engine:
             self._record(root, UserInput(root.conv, span.id, q.text))
 

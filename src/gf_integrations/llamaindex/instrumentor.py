@@ -16,22 +16,22 @@ from pydantic import PrivateAttr
 
 from ..client import GreenflashClient
 from ..core.context import (
-    IdentityDefaults,
     register_capture_probe,
 )
+from ..core.kit import identity_keywords, log_once
 from .engine import _Engine
 from .state import (
     log,
 )
 
 
-def _warn_once(seen: set[str], kind: str, exc: BaseException | None = None) -> None:
-    if kind in seen:
-        return
-    seen.add(kind)
-    log.warning(
+def _log_handler_error(where: str, exc: BaseException) -> None:
+    """Our own failure in a handler: logged once per site, never raised into LlamaIndex."""
+    log_once(
+        log,
+        ("llamaindex handler", where),
         "gf_integrations: LlamaIndex handler error in %s (further ones are not logged): %r",
-        kind,
+        where,
         exc,
     )
 
@@ -51,7 +51,7 @@ class _GFEventHandler(BaseEventHandler):
         try:
             engine.handle(event)
         except Exception as exc:
-            _warn_once(engine.errors, "event " + type(event).__name__, exc)
+            _log_handler_error("event " + type(event).__name__, exc)
 
 
 class _GFSpanHandler(BaseSpanHandler[Any]):
@@ -76,7 +76,7 @@ class _GFSpanHandler(BaseSpanHandler[Any]):
         try:
             engine.span_enter(id_, bound_args, instance, parent_id, tags)
         except Exception as exc:
-            _warn_once(engine.errors, "span_enter", exc)
+            _log_handler_error("span_enter", exc)
 
     def span_exit(
         self,
@@ -90,7 +90,7 @@ class _GFSpanHandler(BaseSpanHandler[Any]):
         try:
             engine.span_exit(id_, result)
         except Exception as exc:
-            _warn_once(engine.errors, "span_exit", exc)
+            _log_handler_error("span_exit", exc)
 
     def span_drop(
         self,
@@ -104,7 +104,7 @@ class _GFSpanHandler(BaseSpanHandler[Any]):
         try:
             engine.span_drop(id_, err)
         except Exception as exc:
-            _warn_once(engine.errors, "span_drop", exc)
+            _log_handler_error("span_drop", exc)
 
     def new_span(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -152,17 +152,16 @@ class GreenflashInstrumentor:
         client: GreenflashClient | None = None,
         capture_steps: bool = False,
     ) -> None:
-        self._engine = _Engine(
-            IdentityDefaults(
-                external_user_id=external_user_id,
-                external_conversation_id=external_conversation_id,
-                external_organization_id=external_organization_id,
-                product_id=product_id,
-                properties=properties,
-            ),
-            client,
-            capture_steps,
+        defaults, gf_client = identity_keywords(
+            "GreenflashInstrumentor",
+            external_user_id=external_user_id,
+            external_conversation_id=external_conversation_id,
+            external_organization_id=external_organization_id,
+            product_id=product_id,
+            properties=properties,
+            client=client,
         )
+        self._engine = _Engine(defaults, gf_client, capture_steps)
         self._event_handler: _GFEventHandler | None = None
         self._span_handler: _GFSpanHandler | None = None
 

@@ -14,7 +14,6 @@ from ..client import GreenflashClient, get_client
 from ..core.context import (
     IdentityDefaults,
     current_scope,
-    resolve_conv,
 )
 from ..core.events import (
     ChatMessage,
@@ -26,7 +25,6 @@ from ..core.events import (
     ToolResult,
     UserInput,
 )
-from ..core.ids import new_id
 from .convert import (
     _agent_answer,
     _blocks_text,
@@ -73,11 +71,13 @@ class _Recording:
         self.recent: collections.OrderedDict[str, _Span] = collections.OrderedDict()
         self.roots: dict[str, _Root] = {}
         self.pending: dict[str, _LLM] = {}  # LLM calls whose span exited before their end
-        self.awaiting: collections.OrderedDict[str, tuple[float, _Root, _Query]] = (
+        # queries that ended with an answer stream not read yet, keyed by the query's text:
+        # the predict call that streams the answer later finds its query by the
+        # ``query_str`` of its template (see _adopt_stream); value: (monotonic, root, query)
+        self.answers_by_query_text: collections.OrderedDict[str, tuple[float, _Root, _Query]] = (
             collections.OrderedDict()
         )
         self.builds: dict[str, _Build] = {}
-        self.errors: set[str] = set()
         self.last_sweep = time.monotonic()
         self.active = True
 
@@ -90,15 +90,13 @@ class _Recording:
             tags = active_instrument_tags.get()
         d = self.defaults
         tag_conv = _tag(tags, TAG_CONVERSATION)
-        conv = resolve_conv(
-            scope=scope,
+        # the instrumentor's keywords rank below the scope and the tags: they go in as
+        # native values, not as the explicit defaults that would win over the scope
+        conv = client.resolve(
             native_conversation_id=tag_conv or d.external_conversation_id,
             native_user_id=_tag(tags, TAG_USER) or d.external_user_id,
             native_organization_id=_tag(tags, TAG_ORGANIZATION) or d.external_organization_id,
-            configured_user_id=client.settings.external_user_id,
-            configured_organization_id=client.settings.external_organization_id,
-            configured_product_id=d.product_id or client.settings.product_id,
-            fallback_conversation_id=new_id(),
+            product_id=d.product_id,
             extra_properties=d.properties,
         )
         explicit = bool(
@@ -119,8 +117,8 @@ class _Recording:
         return span
 
     def _release(self, root: _Root) -> None:
-        root.live -= 1
-        if root.live <= 0:
+        root.holders -= 1
+        if root.holders <= 0:
             self.roots.pop(root.id, None)
 
     # ---- spans --------------------------------------------------------------------------
@@ -135,7 +133,7 @@ class _Recording:
     def _maybe_finish(self, llm: _LLM) -> None:
         if llm.finished:
             return
-        if not llm.exited or llm.open > 0:
+        if not llm.exited or llm.unended_starts > 0:
             if llm.exited and llm.owner not in self.pending:
                 self.pending[llm.owner] = llm  # a stream: wait for its end event
             return
@@ -253,9 +251,9 @@ class _Recording:
             # engine does it under its own root; a query engine often in a new root span,
             # so wait for an LLM call predicting this query (see _adopt_stream)
             if not root.chat_engine:
-                self.awaiting[q.text] = (time.monotonic(), root, q)
-                if len(self.awaiting) > _AWAIT_MAX:
-                    self.awaiting.popitem(last=False)
+                self.answers_by_query_text[q.text] = (time.monotonic(), root, q)
+                if len(self.answers_by_query_text) > _AWAIT_MAX:
+                    self.answers_by_query_text.popitem(last=False)
             root.query = q
             return
         self._emit_answer(root, q, text)
@@ -306,23 +304,23 @@ class _Recording:
 
     def _adopt_stream(self, llm: _LLM) -> None:
         """A predict call of a streaming query's answer, started after the query ended."""
-        if not self.awaiting:
+        if not self.answers_by_query_text:
             return
         args = llm.template_args or {}
         kwargs = getattr(llm.template, "kwargs", None) or {}
         query = kwargs.get("query_str") or args.get("query_str")
         if not isinstance(query, str):
             return
-        hit = self.awaiting.pop(query, None)
+        hit = self.answers_by_query_text.pop(query, None)
         if hit is None:
             return
         _, qroot, q = hit
         # move this call under the query's root: its conversation and its turn
         old = llm.root
-        old.live -= 1
-        if old.live <= 0:
+        old.holders -= 1
+        if old.holders <= 0:
             self.roots.pop(old.id, None)
-        qroot.live += 1
+        qroot.holders += 1
         llm.root = qroot
         q.ended = True
 

@@ -69,8 +69,8 @@ class _Root:
         "client",
         "conv",
         "explicit",
+        "holders",
         "id",
-        "live",
         "llm_active",
         "query",
         "react",
@@ -86,7 +86,7 @@ class _Root:
         self.client = client
         self.conv = conv
         self.explicit = explicit  # a conversation was named (scope, tags, keywords)
-        self.live = 1  # open spans + pending LLM calls + pending query
+        self.holders = 1  # refcount: open spans + pending LLM calls + a pending query
         self.query: _Query | None = None
         self.agent = False
         self.chat_engine = False
@@ -152,7 +152,6 @@ class _LLM:
         "kind",
         "messages",
         "model_dict",
-        "open",
         "output",
         "owner",
         "partial",
@@ -167,6 +166,7 @@ class _LLM:
         "template_args",
         "thread",
         "touched",
+        "unended_starts",
     )
 
     def __init__(self, owner: str, root: _Root, instance: Any) -> None:
@@ -185,7 +185,7 @@ class _LLM:
         # finish reason is in the chunk before it
         self.prior: Any = None
         self.output: str | None = None  # LLMPredictEndEvent output
-        self.open = 0  # start events without their end
+        self.unended_starts = 0  # start events whose end event has not come yet
         self.exited = False
         self.finished = False
         self.partial = False
