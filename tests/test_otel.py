@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 import gf_integrations as gf
+from gf_integrations.core.kit import forget_logged
 from gf_integrations.otel import GreenflashSpanProcessor, instrument_otel
-from gf_integrations.otel import convert as convert_module
 from gf_integrations.schema import MessageCreateRequest
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ def test_identity_from_another_span_of_the_trace_and_one_conversation_per_trace(
 def test_tool_span_error_and_malformed_attributes_never_reach_the_host(
     provider, gf_client, capture_server, caplog
 ):
-    convert_module._warned.discard("reading gen_ai messages")  # logged once per process
+    forget_logged(("otel", "reading gen_ai messages"))  # logged once per process
     tracer = provider.get_tracer("app")
     with gf.conversation("bad-1"):
         with tracer.start_as_current_span("execute_tool book") as span:
@@ -499,7 +499,7 @@ def test_tool_span_error_and_malformed_attributes_never_reach_the_host(
 
 
 def test_other_spans_are_ignored_and_on_end_never_raises(gf_client, capture_server, caplog):
-    convert_module._warned.discard("on_end")  # logged once per process
+    forget_logged(("otel", "on_end"))  # logged once per process
     tp = TracerProvider()
     processor = GreenflashSpanProcessor(client=gf_client)
     tp.add_span_processor(processor)

@@ -4,7 +4,8 @@ API (a fourth integration uses these and nothing else of the others):
 
 * ``log_once(logger, key, msg, *args) -> bool``: log ``msg % args`` as a warning the first
   time ``key`` is seen in this process; never raises. For our own failures in a hook and
-  for framework data we cannot read (see docs/DESIGN.md section 5).
+  for framework data we cannot read (see docs/DESIGN.md section 5). ``forget_logged(key)``
+  lets a key log again (tests).
 * ``RunRegistry(cap=, ttl=, stamp=, clock=, sweep_every=, on_drop=)``: a dict of per-run
   (per-span) state with a count cap and a time-to-live, for whatever a framework fails to
   close. ``put`` / ``get`` / ``pop`` / ``setdefault`` are plain dict operations (atomic
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IdentityDefaults",
     "RunRegistry",
+    "forget_logged",
     "identity_keywords",
     "log_once",
     "register_capture_probe",
@@ -64,6 +66,11 @@ def log_once(logger: logging.Logger, key: Hashable, msg: str, *args: object) -> 
         return True
     except Exception:  # pragma: no cover - logging itself failed
         return False
+
+
+def forget_logged(key: Hashable) -> None:
+    """Let ``key`` log again (tests that assert on a once-per-process warning)."""
+    _logged.discard(key)
 
 
 # -- bounded run registry --------------------------------------------------------------

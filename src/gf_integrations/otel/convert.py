@@ -22,19 +22,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.events import ChatMessage, ToolCallSpec
+from ..core.kit import log_once
 
 log = logging.getLogger("gf_integrations")
 
-_warned: set[str] = set()
 
-
-def log_once(where: str, exc: BaseException | str) -> None:
-    """Our own failures and unreadable spans: one warning per site, never raised."""
-    if where in _warned:
-        return
-    _warned.add(where)
-    detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-    log.warning(
+def bridge_failed(where: str, detail: BaseException | str) -> None:
+    """Our own failure or an unreadable span, at ``where``: one warning per site."""
+    if not isinstance(detail, str):
+        detail = f"{type(detail).__name__}: {detail}"
+    log_once(
+        log,
+        ("otel", where),
         "gf_integrations: OpenTelemetry bridge failed in %s (%s); the traced code is "
         "unaffected, further errors here are not logged",
         where,
@@ -166,7 +165,7 @@ def genai_messages(raw: Any) -> list[ChatMessage]:
     """A ``gen_ai.input.messages`` / ``gen_ai.output.messages`` value -> neutral messages."""
     value = parse_json(raw)
     if isinstance(value, str) and value.strip():
-        log_once(
+        bridge_failed(
             "reading gen_ai messages",
             "a message list is not valid JSON, its messages are not recorded; is it cut "
             "by OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT?",

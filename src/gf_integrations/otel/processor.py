@@ -21,10 +21,11 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from ..client import GreenflashClient, get_client
-from ..core.context import Conv, IdentityDefaults
+from ..core.context import Conv
 from ..core.events import ChatMessage, LLMCall, ToolResult
+from ..core.kit import identity_keywords
 from . import convert
-from .convert import log_once as _log_once
+from .convert import bridge_failed
 
 _MAX_TRACES = 4096  # traces whose identity attributes are remembered (bounded LRU)
 _LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
@@ -218,18 +219,15 @@ class GreenflashSpanProcessor(SpanProcessor):
         properties: Mapping[str, Any] | None = None,
         client: GreenflashClient | None = None,
     ) -> None:
-        if client is not None and not isinstance(client, GreenflashClient):
-            raise TypeError(
-                "GreenflashSpanProcessor(client=...) expects a gf_integrations.GreenflashClient"
-            )
-        self.defaults = IdentityDefaults(
+        self.defaults, self._client = identity_keywords(
+            "GreenflashSpanProcessor",
             external_user_id=external_user_id,
             external_conversation_id=external_conversation_id,
             external_organization_id=external_organization_id,
             product_id=product_id,
-            properties=dict(properties) if properties else None,
+            properties=properties,
+            client=client,
         )
-        self._client = client
         self._recorded_to: GreenflashClient | None = None  # the client last recorded through
         self._traces = _TraceIdentity(_MAX_TRACES)
         self._stopped = False
@@ -250,7 +248,7 @@ class GreenflashSpanProcessor(SpanProcessor):
                 if conv or user:
                     self._traces.note(span.get_span_context().trace_id, conv, user)
         except Exception as exc:
-            _log_once("on_start", exc)
+            bridge_failed("on_start", exc)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Queue one event for a finished GenAI span. Never raises, never blocks."""
@@ -259,7 +257,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         try:
             self._on_end(span)
         except Exception as exc:
-            _log_once("on_end", exc)
+            bridge_failed("on_end", exc)
 
     def shutdown(self) -> None:
         """Stop recording and deliver what is queued (the client itself keeps running)."""
@@ -276,7 +274,7 @@ class GreenflashSpanProcessor(SpanProcessor):
         try:
             return client.flush(timeout_millis / 1000)
         except Exception as exc:
-            _log_once("force_flush", exc)
+            bridge_failed("force_flush", exc)
             return False
 
     # -- internals ---------------------------------------------------------------------------
