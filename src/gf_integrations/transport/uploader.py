@@ -529,11 +529,15 @@ class Uploader:
             self._ready.appendleft(item)
         if now < self._paused_until or not self._ready:
             return
-        limit = 1 if self._probing else self.settings.max_concurrent_requests
+        shipper = self._get_shipper()
+        limit = 1 if self._probing else shipper.window
         if len(self._inflight) >= limit:
             return
-        shipper = self._get_shipper()
+        timeout = self.settings.request_timeout
+        if self._deadline is not None:
+            timeout = min(timeout, max(self._deadline - now, 0.05))
         skipped: list[_Payload] = []
+        jobs: list[tuple[Any, float]] = []
         while self._ready and len(self._inflight) < limit:
             item = self._ready.popleft()
             if item.key is not None and item.key in self._busy_keys:
@@ -541,13 +545,12 @@ class Uploader:
                 continue
             if item.key is not None:
                 self._busy_keys.add(item.key)
-            timeout = self.settings.request_timeout
-            if self._deadline is not None:
-                timeout = min(timeout, max(self._deadline - now, 0.05))
             with self._lock:
                 self._inflight.add(item)
-            shipper.ship(item, timeout)
+            jobs.append((item, timeout))
         self._ready.extendleft(reversed(skipped))
+        if jobs:
+            shipper.ship(jobs)  # all at once: one pipe write for the sender process
 
     def _get_shipper(self) -> Shipper:
         if self._shipper is None:
@@ -701,7 +704,7 @@ class Uploader:
             return
         if self._spool_files is None:
             self._spool_files = self._spool.claim()
-        room = self.settings.max_concurrent_requests - len(self._ready) - len(self._inflight)
+        room = self.settings.max_concurrent_requests - len(self._ready)
         while room > 0:
             try:
                 claimed, body = next(self._spool_files)
