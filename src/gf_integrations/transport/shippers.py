@@ -205,7 +205,7 @@ class _SenderProcess:
         # caller holds _lock
         if self._failed:
             return False
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None:  # the answer reader forgets it when the child exits
             return True
         base_url, api_key, concurrency = self.target
         env = dict(os.environ)
