@@ -45,51 +45,6 @@ from _common import start_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Counts what it receives; GET returns {"requests", "messages", "conversations"}.
-COUNTING_SINK = textwrap.dedent(
-    r"""
-    import asyncio, json, sys
-    BODY = b'{"success":true,"conversationId":"c","messages":[]}'
-    OK = (b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n'
-          % len(BODY)) + BODY
-    MARK = b'"externalConversationId":"'
-    seen = {"requests": 0, "messages": 0}
-    convs = set()
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b'\r\n\r\n')
-                length = 0
-                for line in head.split(b'\r\n'):
-                    if line.lower().startswith(b'content-length:'):
-                        length = int(line[15:])
-                body = await reader.readexactly(length) if length else b''
-                if head.startswith(b'GET'):
-                    data = json.dumps({**seen, "conversations": len(convs)}).encode()
-                    writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n' % len(data)
-                                 + data)
-                else:
-                    seen["requests"] += 1
-                    seen["messages"] += body.count(b'"externalMessageId"')
-                    at = body.find(MARK)
-                    if at >= 0:
-                        at += len(MARK)
-                        convs.add(body[at:body.index(b'"', at)])
-                    writer.write(OK)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-    async def main():
-        server = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]), backlog=512)
-        print('ready', flush=True)
-        async with server:
-            await server.serve_forever()
-    asyncio.run(main())
-    """
-)
-
 WORKER = textwrap.dedent(
     r"""
     import gc, json, os, resource, sys, time, urllib.request, warnings
@@ -213,7 +168,7 @@ def main() -> int:
     ap.add_argument("--loops", nargs="+", default=["openai", "langchain"])
     ap.add_argument("--senders", nargs="+", default=["process", "thread"])
     args = ap.parse_args()
-    sink_proc, sink = start_sink(COUNTING_SINK)
+    sink_proc, sink = start_sink()
     try:
         urllib.request.urlopen(sink + "/count", timeout=10).read()
         print(f"load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpu(s)")

@@ -24,7 +24,7 @@ from conftest import Reply
 from gf_integrations.core.context import Conv
 from gf_integrations.core.events import LLMCall, ToolResult, UserInput
 from gf_integrations.core.ids import sample_fraction, stable_id
-from helpers.servers import server_down, server_up, wait_until
+from helpers.servers import run_python, server_down, server_up, wait_until
 
 HELPERS = Path(__file__).parent / "helpers"
 FAST = {"max_backoff": 0.05, "retry_budget": 10.0, "request_timeout": 2.0}
@@ -374,18 +374,8 @@ def test_14_unserializable_payloads_are_coerced_and_the_worker_lives_on(
 
 
 def _run_exit_script(base_url: str, n: int, budget: float, *extra: str) -> tuple[float, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).parents[1] / "src")
-    proc = subprocess.Popen(
-        [sys.executable, str(HELPERS / "exit_script.py"), base_url, str(n), str(budget), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    out, err = proc.communicate(timeout=60)
-    ended = time.time()
-    assert proc.returncode == 0, err
+    script = [str(HELPERS / "exit_script.py"), base_url, str(n), str(budget), *extra]
+    out, err, ended = run_python(script, str(Path(__file__).parents[1] / "src"))
     recorded = float(out.split()[1])
     return ended - recorded, err
 
