@@ -320,3 +320,15 @@ def test_other_api_paths_share_the_queue_retries_and_spool(
 def test_delivery_settings_are_validated_at_construction(setting, value):
     with pytest.raises(gf.ConfigurationError, match=setting):
         gf.GreenflashClient(base_url="http://127.0.0.1:9", **{setting: value})
+
+
+def test_a_sender_process_that_cannot_run_falls_back_to_threads(
+    make_client, capture_server, monkeypatch, tmp_path
+):
+    broken = tmp_path / "sender.py"
+    broken.write_text("raise SystemExit(3)\n")  # e.g. an interpreter that cannot import
+    monkeypatch.setattr("gf_integrations.transport.shippers._SENDER", broken)
+    client = make_client(sender="process", max_backoff=0.05)
+    client.record(user_msg("fallback"))
+    assert client.flush(20)
+    assert [conv_of(r) for r in capture_server.requests] == ["fallback"]

@@ -59,6 +59,7 @@ _MAX_DRAIN = 2_000  # items prepared per worker iteration before shipping what i
 # wake-up is a GIL hand-off that the host's thread pays for.
 _LINGER = 0.02
 _SERVER_WIDE = frozenset({429, 503})
+_SPOOL_KEY = ("spool",)
 
 Prepare = Callable[[Any], Iterable[Part]]
 
@@ -606,7 +607,9 @@ class Uploader:
                 return
             self.counters.bump("unspooled", count)
             self._held += count
-            self._ready.append(Payload(path, body, count, spool_path=claimed))
+            # one spool file out at a time, oldest first: a conversation's batches keep
+            # their order (a message must not arrive before its parent)
+            self._ready.append(Payload(path, body, count, _SPOOL_KEY, spool_path=claimed))
 
     def _spool_leftovers(self, *, worker_alive: bool, deadline: float) -> None:
         """After shutdown's join: spool queued items and every batch not yet delivered."""
