@@ -459,6 +459,7 @@ def test_21_emits_after_shutdown_are_dropped_and_counted(make_client, capture_se
     assert client.flush(0.2)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_an_exporter_raising_system_exit_loses_nothing_and_a_dead_worker_restarts(
     make_client, capture_server
 ):
