@@ -10,7 +10,6 @@ from typing import Any
 from langchain_core.tracers.context import register_configure_hook
 
 from ..client import GreenflashClient
-from ..core.kit import identity_keywords
 from .handler import GreenflashCallbackHandler
 
 _hook_var: contextvars.ContextVar[GreenflashCallbackHandler | None] = contextvars.ContextVar(
@@ -44,23 +43,6 @@ def instrument(
         if not _hook_registered:
             register_configure_hook(_hook_var, inheritable=True)
             _hook_registered = True
-    current = _hook_var.get()
-    identity, client = identity_keywords(
-        "instrument",
-        external_user_id=external_user_id,
-        external_conversation_id=external_conversation_id,
-        external_organization_id=external_organization_id,
-        product_id=product_id,
-        properties=properties,
-        client=client,
-    )
-    if (
-        current is not None
-        and current.identity == identity
-        and current.client is client
-        and current.capture_steps == capture_steps
-    ):
-        return current
     handler = GreenflashCallbackHandler(
         external_user_id=external_user_id,
         external_conversation_id=external_conversation_id,
@@ -70,6 +52,14 @@ def instrument(
         client=client,
         capture_steps=capture_steps,
     )
+    current = _hook_var.get()
+    if (
+        current is not None
+        and current.identity == handler.identity
+        and current.client is handler.client
+        and current.capture_steps == capture_steps
+    ):
+        return current
     _hook_var.set(handler)
     return handler
 
