@@ -5,14 +5,39 @@ They run on the worker via Lazy callables unless noted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from ..core.events import (
     ChatMessage,
     Document,
     ToolCallSpec,
 )
+from ..core.kit import log_once
+
+log = logging.getLogger("gf_integrations")
+T = TypeVar("T")
+
+
+def _field(what: str, read: Callable[[], T], default: T) -> T:
+    """One field read from a framework object: a surprise loses this field, not the event.
+
+    The failure is logged once per field and exception type (the type only: the message
+    may quote the host's data).
+    """
+    try:
+        return read()
+    except Exception as exc:
+        log_once(
+            log,
+            ("llamaindex field", what, type(exc).__name__),
+            "gf_integrations: could not read %s of a LlamaIndex object (%s); left out",
+            what,
+            type(exc).__name__,
+        )
+        return default
 
 
 def _method(span_id: str) -> tuple[str, str]:
@@ -23,46 +48,70 @@ def _method(span_id: str) -> tuple[str, str]:
     return cls, meth
 
 
-# -- conversion (runs on the worker via Lazy callables unless noted) -------------------------
-
-
 def _role(msg: Any) -> str:
     role = getattr(msg, "role", "user")
     return str(getattr(role, "value", role))
 
 
 def _blocks_text(msg: Any) -> tuple[str | None, list[ToolCallSpec], str | None]:
-    """Text, tool calls and reasoning of a LlamaIndex ChatMessage."""
+    """Text, tool calls and reasoning of a LlamaIndex ChatMessage.
+
+    A block, tool call or attribute that cannot be read is left out, the rest is kept.
+    """
     texts: list[str] = []
     calls: list[ToolCallSpec] = []
     thinking: list[str] = []
-    blocks = getattr(msg, "blocks", None) or ()
+    no_blocks: list[Any] = []
+    blocks = _field("a message's blocks", functools.partial(_blocks, msg), no_blocks)
     for b in blocks:
-        kind = getattr(b, "block_type", None)
+        unread: tuple[str, Any] = ("", None)
+        kind, value = _field("a message block", functools.partial(_block, b), unread)
         if kind == "text":
-            texts.append(str(getattr(b, "text", "") or ""))
+            texts.append(value)
         elif kind == "tool_call":
-            calls.append(
-                {
-                    "id": getattr(b, "tool_call_id", None),
-                    "name": str(getattr(b, "tool_name", "") or "unknown_tool"),
-                    "arguments": getattr(b, "tool_kwargs", None),
-                }
-            )
-        elif kind == "thinking":
-            content = getattr(b, "content", None)
-            if content:
-                thinking.append(str(content))
-    extra = getattr(msg, "additional_kwargs", None) or {}
-    if not calls and isinstance(extra, Mapping) and extra.get("tool_calls"):
+            calls.append(value)
+        elif kind == "thinking" and value:
+            thinking.append(value)
+    no_extra: Mapping[str, Any] = {}
+    extra = _field("a message's additional_kwargs", functools.partial(_extra, msg), no_extra)
+    if not calls and extra.get("tool_calls"):
         for raw in extra["tool_calls"] or ():
-            calls.append(_openai_style_call(raw))
+            call = _field("a tool call", functools.partial(_openai_style_call, raw), None)
+            if call is not None:
+                calls.append(call)
     if not blocks:
-        content = getattr(msg, "content", None)
+        content = _field("a message's content", lambda: getattr(msg, "content", None), None)
         text: str | None = None if content is None else str(content)
     else:
         text = "".join(texts) if texts else None
     return text, calls, ("\n".join(thinking) or None)
+
+
+def _blocks(msg: Any) -> list[Any]:
+    return list(getattr(msg, "blocks", None) or ())
+
+
+def _block(b: Any) -> tuple[str, Any]:
+    """``(kind, value)`` of one content block: text, a tool call or thinking text."""
+    kind = getattr(b, "block_type", None)
+    if kind == "text":
+        return kind, str(getattr(b, "text", "") or "")
+    if kind == "tool_call":
+        call: ToolCallSpec = {
+            "id": getattr(b, "tool_call_id", None),
+            "name": str(getattr(b, "tool_name", "") or "unknown_tool"),
+            "arguments": getattr(b, "tool_kwargs", None),
+        }
+        return kind, call
+    if kind == "thinking":
+        content = getattr(b, "content", None)
+        return kind, str(content) if content else None
+    return "", None
+
+
+def _extra(msg: Any) -> Mapping[str, Any]:
+    extra = getattr(msg, "additional_kwargs", None) or {}
+    return extra if isinstance(extra, Mapping) else {}
 
 
 def _openai_style_call(raw: Any) -> ToolCallSpec:
@@ -77,7 +126,7 @@ def _openai_style_call(raw: Any) -> ToolCallSpec:
 
 
 def _to_neutral(msg: Any) -> ChatMessage:
-    role = _role(msg)
+    role = _field("a message's role", functools.partial(_role, msg), "user")
     text, calls, reasoning = _blocks_text(msg)
     out: ChatMessage = {"role": role, "content": text}
     if calls:
@@ -85,12 +134,12 @@ def _to_neutral(msg: Any) -> ChatMessage:
     if reasoning:
         out["reasoning"] = reasoning
     if role == "tool":
-        extra = getattr(msg, "additional_kwargs", None) or {}
-        if isinstance(extra, Mapping):
-            out["tool_call_id"] = extra.get("tool_call_id") or extra.get("tool_id")
-            out["name"] = extra.get("name") or extra.get("tool_name")
-            if extra.get("is_error"):
-                out["status"] = "error"
+        no_extra: Mapping[str, Any] = {}
+        extra = _field("a message's additional_kwargs", functools.partial(_extra, msg), no_extra)
+        out["tool_call_id"] = extra.get("tool_call_id") or extra.get("tool_id")
+        out["name"] = extra.get("name") or extra.get("tool_name")
+        if extra.get("is_error"):
+            out["status"] = "error"
     elif role in ("developer",):
         out["role"] = "system"
     return out
@@ -108,23 +157,39 @@ def _query_text(q: Any) -> str:
 
 
 def _documents(nodes: Sequence[Any]) -> list[Document]:
+    """Retrieved nodes as documents; a node attribute that cannot be read is left out."""
     docs: list[Document] = []
     for nws in nodes:
         node = getattr(nws, "node", nws)
-        try:
-            text = node.get_content()
-        except Exception:
-            text = str(getattr(node, "text", "") or "")
-        meta = getattr(node, "metadata", None)
         docs.append(
             {
-                "id": getattr(node, "node_id", None) or getattr(node, "id_", None),
-                "text": text,
-                "metadata": dict(meta) if isinstance(meta, Mapping) and meta else None,
-                "score": getattr(nws, "score", None),
+                "id": _field("a node's id", functools.partial(_node_id, node), None),
+                "text": _field("a node's text", functools.partial(_node_text, node), ""),
+                "metadata": _field("a node's metadata", functools.partial(_node_meta, node), None),
+                "score": _field("a node's score", functools.partial(_score, nws), None),
             }
         )
     return docs
+
+
+def _score(node_with_score: Any) -> Any:
+    return getattr(node_with_score, "score", None)
+
+
+def _node_id(node: Any) -> Any:
+    return getattr(node, "node_id", None) or getattr(node, "id_", None)
+
+
+def _node_text(node: Any) -> str:
+    try:
+        return str(node.get_content())
+    except Exception:
+        return str(getattr(node, "text", "") or "")
+
+
+def _node_meta(node: Any) -> dict[str, Any] | None:
+    meta = getattr(node, "metadata", None)
+    return dict(meta) if isinstance(meta, Mapping) and meta else None
 
 
 def _raw_of(response: Any) -> Any:
@@ -205,9 +270,6 @@ def _model_name(model_dict: Any, instance: Any = None) -> str | None:
     if instance is not None:
         return type(instance).__name__
     return None
-
-
-# -- state --------------------------------------------------------------------------------
 
 
 def _react_thought(text: str | None) -> str | None:

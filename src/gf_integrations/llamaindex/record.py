@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from .convert import (
     _blocks_text,
     _content,
     _convert_messages,
+    _field,
     _model_name,
     _raw_model,
     _react_thought,
@@ -221,9 +223,9 @@ class _Recording:
                 llm.owner,
                 messages=messages,
                 reply=reply,
-                model=self._model(llm),
-                usage=_usage_of(resp),
-                finish_reason=llm.finish_reason(),
+                model=_field("the model", functools.partial(self._model, llm), None),
+                usage=_field("usage", functools.partial(_usage_of, resp), None),
+                finish_reason=_field("the finish reason", llm.finish_reason, None),
                 started_at=llm.started_at,
                 error=llm.error,
                 partial=llm.partial and reply is not None,
@@ -287,9 +289,9 @@ class _Recording:
                 q.key,
                 messages=messages,
                 reply=reply,
-                model=self._model(llm),
-                usage=_usage_of(llm.response),
-                finish_reason=llm.finish_reason(),
+                model=_field("the model", functools.partial(self._model, llm), None),
+                usage=_field("usage", functools.partial(_usage_of, llm.response), None),
+                finish_reason=_field("the finish reason", llm.finish_reason, None),
                 started_at=llm.started_at,
                 error=llm.error,
                 partial=llm.partial and reply is not None,
@@ -339,7 +341,7 @@ class _Recording:
                 messages=lambda: [m for m in _convert_messages(msgs) if m.get("role") == "system"],
                 reply=reply,
                 model=self._model(llm) if llm is not None else None,
-                usage=_usage_of(resp),
+                usage=_field("usage", functools.partial(_usage_of, resp), None),
                 started_at=llm.started_at if llm is not None else None,
                 record_inputs=False,
                 final=final,
