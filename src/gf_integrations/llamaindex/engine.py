@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -44,19 +43,13 @@ from .state import (
     _BUILD_IDLE,
     _CHAT_ENGINE_METHODS,
     _PENDING_TTL,
-    _SPAN_TTL,
     _SWEEP_EVERY,
     _is_ancestor,
     _Query,
     _Span,
+    _spans_max,
     log,
 )
-
-
-def _spans_max() -> int:
-    """The open-span bound, read from the package so that one assignment tunes it."""
-    bound: int = sys.modules[__package__]._SPANS_MAX
-    return bound
 
 
 class _Engine(_EventHandlers):
@@ -78,9 +71,17 @@ class _Engine(_EventHandlers):
                 root = parent.root
                 root.holders += 1
             span = _Span(id_, parent, root)
-            self.spans[id_] = span
-            if len(self.spans) > _spans_max():
-                self._evict_oldest_span()
+            # the cap is read per span: assigning the package's _SPANS_MAX tunes it
+            self.spans.cap = cap = _spans_max()
+            if len(self.spans) >= cap:
+                log_once(
+                    log,
+                    ("llamaindex", "span cap"),
+                    "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
+                    cap,
+                )
+            # past the cap the registry forgets the oldest (each releases its root)
+            self.spans.put(id_, span)
             if parent is None:
                 root.span = span
             cls, meth = _method(id_)
@@ -148,20 +149,9 @@ class _Engine(_EventHandlers):
                 self.last_sweep = now_m
                 self._sweep(now_m)
 
-    def _evict_oldest_span(self) -> None:
-        # dict order is insertion order: the first one is the oldest open span
-        oldest = self.spans.pop(next(iter(self.spans)))
-        self._release(oldest.root)
-        log_once(
-            log,
-            ("llamaindex", "span cap"),
-            "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
-            _spans_max(),
-        )
-
     def span_exit(self, id_: str, result: Any) -> None:
         with self.lock:
-            span = self.spans.pop(id_, None)
+            span = self.spans.pop(id_)
             if span is None:
                 return
             self._remember(span)
@@ -187,7 +177,7 @@ class _Engine(_EventHandlers):
 
     def span_drop(self, id_: str, err: BaseException | None) -> None:
         with self.lock:
-            span = self.spans.pop(id_, None)
+            span = self.spans.pop(id_)
             if span is None:
                 return
             self._remember(span)
@@ -242,9 +232,8 @@ class _Engine(_EventHandlers):
         for key, b in list(self.builds.items()):
             if now_m - b.touched > _BUILD_IDLE:
                 self._flush_build(key)
-        for sid, span in list(self.spans.items()):
-            if now_m - span.root.touched > _SPAN_TTL:
-                del self.spans[sid]  # never closed: its root goes just below
+        # spans never closed, idle for the TTL (the registry's sweep; it releases their roots)
+        self.spans.sweep(now=now_m)
         for rid, root in list(self.roots.items()):
             if now_m - root.touched > _PENDING_TTL and now_m - root.started > _PENDING_TTL:
                 if not any(s.root is root for s in self.spans.values()):

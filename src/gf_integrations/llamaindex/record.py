@@ -26,6 +26,7 @@ from ..core.events import (
     ToolResult,
     UserInput,
 )
+from ..core.kit import RunRegistry
 from .convert import (
     _agent_answer,
     _blocks_text,
@@ -44,13 +45,17 @@ from .state import (
     _AWAIT_MAX,
     _LLM,
     _RECENT_MAX,
+    _SPAN_TTL,
+    _SWEEP_EVERY,
     TAG_CONVERSATION,
     TAG_ORGANIZATION,
     TAG_USER,
     _Build,
     _Query,
     _Root,
+    _root_touched,
     _Span,
+    _spans_max,
 )
 
 
@@ -67,7 +72,15 @@ class _Recording:
         self.client = client
         self.capture_steps = capture_steps
         self.lock = threading.RLock()
-        self.spans: dict[str, _Span] = {}
+        # open spans, bounded in count (the package's _SPANS_MAX, oldest forgotten first)
+        # and age (_SPAN_TTL since their root's last activity) by the kit's registry
+        self.spans: RunRegistry[str, _Span] = RunRegistry(
+            cap=_spans_max(),
+            ttl=_SPAN_TTL,
+            stamp=_root_touched,
+            sweep_every=_SWEEP_EVERY,
+            on_drop=self._forget_span,
+        )
         # exited spans, so that late children (lazy generators) still find their root;
         # bounded by count, oldest first out
         self.recent: collections.OrderedDict[str, _Span] = collections.OrderedDict()
@@ -117,6 +130,10 @@ class _Recording:
         if span is None:
             span = self.recent.get(span_id)
         return span
+
+    def _forget_span(self, span_id: str, span: _Span) -> None:
+        """A span the registry dropped (over the cap, or idle): it no longer holds its root."""
+        self._release(span.root)
 
     def _release(self, root: _Root) -> None:
         root.holders -= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -232,3 +233,14 @@ def _is_ancestor(ancestor_id: str, span: _Span | None) -> bool:
         span = span.parent
         depth += 1
     return False
+
+
+def _spans_max() -> int:
+    """The open-span bound, read from the package so that one assignment tunes it."""
+    bound: int = sys.modules[__package__]._SPANS_MAX
+    return bound
+
+
+def _root_touched(span: _Span) -> float:
+    """When a span's root last saw activity: an open span expires with its idle root."""
+    return span.root.touched
