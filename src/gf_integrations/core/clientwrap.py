@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 from ..client import GreenflashClient, get_client
 from .context import Conv, IdentityDefaults, current_scope, outer_llm_capture_active
 from .events import ChatMessage, LLMCall, now
+from .kit import identity_keywords
 
 log = logging.getLogger("gf_integrations")
 
@@ -88,18 +89,17 @@ def identity_settings(
     client: GreenflashClient | None,
     gf_client: GreenflashClient | None,
 ) -> tuple[IdentityDefaults, GreenflashClient | None]:
-    """Validate a wrapper's identity keywords; a wrong ``client=`` fails loudly here."""
-    recorder = client or gf_client
-    if recorder is not None and not isinstance(recorder, GreenflashClient):
-        raise TypeError(f"{wrapper}(client=...) expects a gf_integrations.GreenflashClient")
-    defaults = IdentityDefaults(
+    """The kit's :func:`~gf_integrations.core.kit.identity_keywords` plus the
+    ``gf_client=`` alias that ``wrap_anthropic`` still accepts."""
+    return identity_keywords(
+        wrapper,
         external_user_id=external_user_id,
         external_conversation_id=external_conversation_id,
         external_organization_id=external_organization_id,
         product_id=product_id,
-        properties=dict(properties) if properties else None,
+        properties=properties,
+        client=client or gf_client,
     )
-    return defaults, recorder
 
 
 def rewrap(target: Any, cfg: WrapConfig) -> bool:

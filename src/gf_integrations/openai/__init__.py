@@ -44,7 +44,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 from ..client import GreenflashClient
 from ..core.clientwrap import (
     async_method,
-    identity_settings,
     instrument_copies,
     log_once,
     patch,
@@ -55,6 +54,7 @@ from ..core.clientwrap import (
     tap_async,
     tap_sync,
 )
+from ..core.kit import identity_keywords
 from .call import Call, Config, resolve_call
 from .chat import begin_chat, chat_inputs_fn
 from .chat import record_chat as _record_chat  # a module global: tests replace it here
@@ -115,7 +115,7 @@ def wrap_openai(
     Raises:
         TypeError: when ``openai_client`` is not an OpenAI client instance.
     """
-    defaults, recorder = identity_settings(
+    defaults, recorder = identity_keywords(
         "wrap_openai",
         external_user_id=external_user_id,
         external_conversation_id=external_conversation_id,
@@ -123,7 +123,6 @@ def wrap_openai(
         product_id=product_id,
         properties=properties,
         client=client,
-        gf_client=None,
     )
     target: Any = openai_client
     if not isinstance(target, (openai.OpenAI, openai.AsyncOpenAI)):
