@@ -218,13 +218,8 @@ class _Engine(_EventHandlers):
 
     def _sweep(self, now_m: float) -> None:
         """Close out abandoned streams, expire late-child links, send idle build summaries."""
-        for sid, llm in list(self.pending.items()):
-            if now_m - llm.touched > _PENDING_TTL:
-                llm.partial = True
-                llm.error = llm.error or "stream abandoned"
-                llm.unended_starts = 0
-                self._maybe_finish(llm)
-                self.pending.pop(sid, None)
+        # streams nobody finished or closed (the registry's sweep closes each one out)
+        self.pending.sweep(now=now_m)
         for qtext, (t, root, q) in list(self.answers_by_query_text.items()):
             if now_m - t > _PENDING_TTL:
                 self.answers_by_query_text.pop(qtext, None)

@@ -44,6 +44,7 @@ from .prompts import _template_prompt
 from .state import (
     _AWAIT_MAX,
     _LLM,
+    _PENDING_TTL,
     _RECENT_MAX,
     _SPAN_TTL,
     _SWEEP_EVERY,
@@ -51,6 +52,7 @@ from .state import (
     TAG_ORGANIZATION,
     TAG_USER,
     _Build,
+    _llm_touched,
     _Query,
     _Root,
     _root_touched,
@@ -85,7 +87,15 @@ class _Recording:
         # bounded by count, oldest first out
         self.recent: collections.OrderedDict[str, _Span] = collections.OrderedDict()
         self.roots: dict[str, _Root] = {}
-        self.pending: dict[str, _LLM] = {}  # LLM calls whose span exited before their end
+        # LLM calls whose span exited before their end event (streams), by owner span id;
+        # one idle for _PENDING_TTL is closed out as abandoned, as is the oldest past the cap
+        self.pending: RunRegistry[str, _LLM] = RunRegistry(
+            cap=_spans_max(),
+            ttl=_PENDING_TTL,
+            stamp=_llm_touched,
+            sweep_every=_SWEEP_EVERY,
+            on_drop=self._abandon_stream,
+        )
         # queries that ended with an answer stream not read yet, keyed by the query's text:
         # the predict call that streams the answer later finds its query by the
         # ``query_str`` of its template (see _adopt_stream); value: (monotonic, root, query)
@@ -135,6 +145,13 @@ class _Recording:
         """A span the registry dropped (over the cap, or idle): it no longer holds its root."""
         self._release(span.root)
 
+    def _abandon_stream(self, owner: str, llm: _LLM) -> None:
+        """A stream the registry dropped (idle for the TTL, or over the cap): close it out."""
+        llm.partial = True
+        llm.error = llm.error or "stream abandoned"
+        llm.unended_starts = 0
+        self._maybe_finish(llm)
+
     def _release(self, root: _Root) -> None:
         root.holders -= 1
         if root.holders <= 0:
@@ -154,10 +171,10 @@ class _Recording:
             return
         if not llm.exited or llm.unended_starts > 0:
             if llm.exited and llm.owner not in self.pending:
-                self.pending[llm.owner] = llm  # a stream: wait for its end event
+                self.pending.put(llm.owner, llm)  # a stream: wait for its end event
             return
         llm.finished = True
-        self.pending.pop(llm.owner, None)
+        self.pending.pop(llm.owner)
         root = llm.root
         if root.llm_active is llm:
             root.llm_active = None

@@ -244,3 +244,8 @@ def _spans_max() -> int:
 def _root_touched(span: _Span) -> float:
     """When a span's root last saw activity: an open span expires with its idle root."""
     return span.root.touched
+
+
+def _llm_touched(llm: _LLM) -> float:
+    """When a pending LLM call (a stream) last saw activity."""
+    return llm.touched
