@@ -18,6 +18,8 @@ API (a fourth integration uses these and nothing else of the others):
   ``properties``, ``client``) and fails loudly on a wrong ``client=``. The one resolution
   path is ``GreenflashClient.resolve(defaults=..., native_*=..., fallback_conversation_id=...)``
   (order in docs/DESIGN.md section 4).
+* ``read_field(read, default, framework=, what=)``: a converter's guard: one field a
+  framework object fails to give is left out (logged once), not the whole event.
 * ``register_capture_probe(probe)``: how an outer integration (LangChain, LlamaIndex)
   tells the model-client wrappers that it already records the current model call.
 """
@@ -41,6 +43,7 @@ __all__ = [
     "forget_logged",
     "identity_keywords",
     "log_once",
+    "read_field",
     "register_capture_probe",
 ]
 
@@ -71,6 +74,30 @@ def log_once(logger: logging.Logger, key: Hashable, msg: str, *args: object) -> 
 def forget_logged(key: Hashable) -> None:
     """Let ``key`` log again (tests that assert on a once-per-process warning)."""
     _logged.discard(key)
+
+
+R = TypeVar("R")
+
+
+def read_field(read: Callable[[], R], default: R, *, framework: str, what: str) -> R:
+    """``read()``, or ``default`` when a framework object surprises it (a converter's guard).
+
+    The field is lost, not the event. Logged once per framework, field and exception type,
+    with the type only: the exception's message may quote the host's data.
+    """
+    try:
+        return read()
+    except Exception as exc:
+        log_once(
+            logging.getLogger("gf_integrations"),
+            ("read_field", framework, what, type(exc).__name__),
+            "gf_integrations: could not read %s from %s (%s); that field is left out, "
+            "the rest is recorded",
+            what,
+            framework,
+            type(exc).__name__,
+        )
+        return default
 
 
 # -- bounded run registry --------------------------------------------------------------

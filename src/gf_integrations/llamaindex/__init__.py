@@ -24,6 +24,11 @@ embeddings (counts and dimensions only; an index build as one summary; a retriev
 vector is part of its retrieval message) and, with ``capture_steps=True``, workflow steps.
 Handlers never raise into LlamaIndex (its dispatcher would swallow errors silently; we
 log each kind once instead).
+
+Modules: ``instrumentor`` (the public class and the dispatcher handlers), ``engine`` (span
+tree, event routing, sweep), ``events`` (one handler per event class), ``record`` (state
+and what is recorded), ``state``, ``convert``, ``prompts``. Layers, identity rules and the
+hot-path rule: docs/DESIGN.md.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ except ImportError:  # pragma: no cover - exercised only without the extra
         "pip install 'gf-integrations[llamaindex]'"
     ) from None
 
-from .engine import _DISPATCH
+from .engine import _DISPATCH as _DISPATCH
 from .instrumentor import GreenflashInstrumentor
-from .state import _SPAN_TTL, _SPANS_MAX, TAG_CONVERSATION, TAG_ORGANIZATION, TAG_USER
+from .state import _SPAN_TTL as _SPAN_TTL
+from .state import _SPANS_MAX as _SPANS_MAX  # read at each span: assigning it tunes the cap
+from .state import TAG_CONVERSATION as TAG_CONVERSATION
+from .state import TAG_ORGANIZATION as TAG_ORGANIZATION
+from .state import TAG_USER as TAG_USER
 
 __all__ = ["GreenflashInstrumentor"]
-# also importable, for tests and tuning: the dispatch table and the bounds
-_ = (_DISPATCH, _SPAN_TTL, _SPANS_MAX, TAG_CONVERSATION, TAG_ORGANIZATION, TAG_USER)

@@ -6,7 +6,6 @@ They run on the worker via Lazy callables unless noted.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -15,29 +14,14 @@ from ..core.events import (
     Document,
     ToolCallSpec,
 )
-from ..core.kit import log_once
+from ..core.kit import read_field
 
-log = logging.getLogger("gf_integrations")
 T = TypeVar("T")
 
 
 def _field(what: str, read: Callable[[], T], default: T) -> T:
-    """One field read from a framework object: a surprise loses this field, not the event.
-
-    The failure is logged once per field and exception type (the type only: the message
-    may quote the host's data).
-    """
-    try:
-        return read()
-    except Exception as exc:
-        log_once(
-            log,
-            ("llamaindex field", what, type(exc).__name__),
-            "gf_integrations: could not read %s of a LlamaIndex object (%s); left out",
-            what,
-            type(exc).__name__,
-        )
-        return default
+    """One field read from a LlamaIndex object: a surprise loses this field, not the event."""
+    return read_field(read, default, framework="a LlamaIndex object", what=what)
 
 
 def _method(span_id: str) -> tuple[str, str]:
