@@ -76,7 +76,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
 
     Args:
         external_user_id: user for every conversation recorded by this handler.
-        external_conversation_id: fixed conversation id (else see the module docstring).
+        external_conversation_id: fixed conversation id (else see the package docstring).
         external_organization_id: organization for every conversation.
         product_id: Greenflash product id (else the client's).
         properties: conversation-level properties.
@@ -91,7 +91,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
 
     @property
     def run_inline(self) -> bool:  # type: ignore[override]
-        """True: hooks run on the caller's thread, in its context (see module docstring).
+        """True: hooks run on the caller's thread, in its context (see the package docstring).
 
         Except where langchain-core would then starve the other handlers of an event
         (see :mod:`gf_integrations.langchain._dispatch`).
