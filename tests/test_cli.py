@@ -58,7 +58,9 @@ def test_demo_command_runs_embedded_and_exits_zero():
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - start < 30
     out = proc.stdout
-    assert re.search(r"Open the viewer: http://127\.0\.0\.1:\d+/", out)
+    # The embedded collector stopped with the command: no link to a dead viewer.
+    assert "Open the viewer" not in out
+    assert "gf-integrations demo --serve" in out
     for needle in (
         "user_message: Hi! Is Lisbon nice in March?",
         "tool_call search_hotels",
@@ -69,6 +71,32 @@ def test_demo_command_runs_embedded_and_exits_zero():
         "Stored 12 messages in 2 conversations.",
     ):
         assert needle in out, needle
+
+
+@pytest.mark.slow
+def test_demo_serve_links_a_viewer_that_answers():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gf_integrations.cli", "demo", "--serve"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        for line in proc.stdout:  # ends when the process exits, so a failure cannot hang
+            found = re.search(r"Open the viewer: (http://127\.0\.0\.1:\d+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, proc.stderr.read() if proc.stderr else ""
+        page = httpx.get(url, timeout=10)
+        assert page.status_code == 200
+        assert "demo-agent-" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_demo_into_a_running_collector(collector, capsys):

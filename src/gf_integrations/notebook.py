@@ -27,6 +27,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from .transcript import depths, field, parse_json_text, summary
+
 __all__ = ["Transcript", "from_conversation", "show", "transcript"]
 
 # Background, border and label per message kind: distinct at a glance, readable in
@@ -50,33 +52,15 @@ _DEFAULT_STYLE = ("#f8f9fa", "#80868b", "")
 _SHOWN_PROPERTIES = ("finishReason", "provider", "partial", "refusal")
 
 
-def _get(msg: Mapping[str, Any], *names: str) -> Any:
-    """First present field among camelCase / snake_case spellings."""
-    for name in names:
-        value = msg.get(name)
-        if value is not None:
-            return value
-    return None
-
-
 def _kind(msg: Mapping[str, Any]) -> str:
-    kind = _get(msg, "messageType", "message_type", "type", "role") or "message"
+    kind = field(msg, "messageType", "message_type", "type", "role") or "message"
     kind = str(kind)
     # Greenflash stores role-messages as user_message / assistant_message.
     return {"user_message": "user", "assistant_message": "assistant"}.get(kind, kind)
 
 
-def _as_dict(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _json_block(value: Any) -> str:
-    value = _as_dict(value)
+    value = parse_json_text(value)
     if isinstance(value, str):
         text = value
     else:
@@ -86,10 +70,10 @@ def _json_block(value: Any) -> str:
 
 def _meta(msg: Mapping[str, Any]) -> str:
     bits: list[str] = []
-    model = _get(msg, "model")
+    model = field(msg, "model")
     if model:
         bits.append(f"model {model}")
-    props = _as_dict(_get(msg, "properties")) or {}
+    props = parse_json_text(field(msg, "properties")) or {}
     if isinstance(props, Mapping):
         usage = props.get("usage")
         if isinstance(usage, Mapping):
@@ -147,24 +131,9 @@ class Transcript:
     # -- structure -------------------------------------------------------------------
 
     def _threaded(self) -> list[tuple[int, Mapping[str, Any]]]:
-        """Messages in stored order, each with its depth below its parent."""
-        depth: dict[str, int] = {}
-        rows: list[tuple[int, Mapping[str, Any]]] = []
-        for msg in self.messages:
-            # Stored messages link by internal id (parentId), wire messages by external id.
-            parent = _get(
-                msg,
-                "parentId",
-                "parent_id",
-                "parentExternalMessageId",
-                "parent_external_message_id",
-            )
-            d = depth[str(parent)] + 1 if parent is not None and str(parent) in depth else 0
-            for key in ("id", "externalMessageId", "external_message_id"):
-                if msg.get(key) is not None:
-                    depth[str(msg[key])] = d
-            rows.append((min(d, 6), msg))
-        return rows
+        """Messages in stored order, each with its depth below its parent (at most 6)."""
+        levels = depths(self.messages)
+        return [(min(d, 6), m) for d, m in zip(levels, self.messages, strict=True)]
 
     @property
     def kinds(self) -> list[str]:
@@ -174,7 +143,7 @@ class Transcript:
     # -- rendering -------------------------------------------------------------------
 
     def _system_html(self) -> str:
-        sp = _as_dict(self.system_prompt)
+        sp = parse_json_text(self.system_prompt)
         if not sp:
             return ""
         bg, border, _ = _STYLE["system"]
@@ -201,18 +170,18 @@ class Transcript:
         kind = _kind(msg)
         bg, border, label = _STYLE.get(kind, _DEFAULT_STYLE)
         head = html.escape(label or kind)
-        tool = _get(msg, "toolName", "tool_name")
+        tool = field(msg, "toolName", "tool_name")
         if tool:
             head += f" <code>{html.escape(str(tool))}</code>"
         meta = _meta(msg)
         if meta:
             head += f' <span style="color:#5f6368;font-size:85%">{meta}</span>'
         body: list[str] = []
-        content = _get(msg, "content")
+        content = field(msg, "content")
         if content not in (None, ""):
             body.append(f'<div style="white-space:pre-wrap">{html.escape(str(content))}</div>')
         for name in ("input", "output"):
-            value = _as_dict(_get(msg, name))
+            value = parse_json_text(field(msg, name))
             # Skip what repeats the content: an observation's {"result": ...}, a
             # retrieval's {"query": ...}.
             if value in (None, {}, "") or value in ({"result": content}, {"query": content}):
@@ -222,7 +191,7 @@ class Transcript:
                 body.append(_documents_html(docs))
                 continue
             body.append(f"<div><i>{name}</i>{_json_block(value)}</div>")
-        context = _get(msg, "context")
+        context = field(msg, "context")
         if context:
             body.append(f"<details><summary>context</summary>{_json_block(str(context))}</details>")
         return (
@@ -249,16 +218,9 @@ class Transcript:
         lines = [self.title] if self.title else []
         for depth, msg in self._threaded():
             kind = _kind(msg)
-            tool = _get(msg, "toolName", "tool_name")
-            text = _get(msg, "content")
-            if text in (None, "") and _get(msg, "input") is not None:
-                text = json.dumps(_as_dict(_get(msg, "input")), sort_keys=True, default=str)
-            if text in (None, "") and _get(msg, "output") is not None:
-                text = json.dumps(_as_dict(_get(msg, "output")), sort_keys=True, default=str)
+            tool = field(msg, "toolName", "tool_name")
             label = f"{kind}({tool})" if tool else kind
-            short = " ".join(str(text or "").split())
-            if len(short) > 100:
-                short = short[:97] + "..."
+            short = summary(msg, 100)
             lines.append(f"{'  ' * depth}{label}: {short}")
         if self.viewer_url:
             lines.append(f"viewer: {self.viewer_url}")

@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..schema import (
     SystemPromptObject,
     parse_time,
 )
+from ..transcript import build_tree
 from ._rows import NS, IngestError
 from ._rows import dump as _dump
 from ._rows import iso as _iso
@@ -808,26 +809,3 @@ class Store(OutcomesMixin):
         ):
             out[table] = int(self._rows(f"SELECT COUNT(*) FROM {table}")[0][0])  # fixed names
         return out
-
-
-def build_tree(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Nest messages under their parents (``children``), keeping time order."""
-    nodes = {m["id"]: {**m, "children": []} for m in messages}
-    roots: list[dict[str, Any]] = []
-    for m in messages:
-        node = nodes[m["id"]]
-        parent = nodes.get(m["parentId"]) if m["parentId"] else None
-        if parent is not None and parent is not node:
-            parent["children"].append(node)
-        else:
-            roots.append(node)
-    return roots
-
-
-def iter_tree(roots: list[dict[str, Any]], depth: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Depth-first (depth, node) pairs of a :func:`build_tree` result."""
-    stack = [(depth, n) for n in reversed(roots)]
-    while stack:
-        d, node = stack.pop()
-        yield d, node
-        stack.extend((d + 1, c) for c in reversed(node["children"]))

@@ -13,7 +13,8 @@ import json
 import re
 from typing import Any
 
-from .store import Store, iter_tree
+from ..transcript import iter_tree
+from .store import Store
 
 __all__ = ["esc", "render_page"]
 
