@@ -1,7 +1,7 @@
 """Uploader units: Retry-After parsing, the backoff schedule, the exporters.
 
 The retry schedule is checked with a scripted exporter (a plug-in behind the Exporter
-protocol) and a recording stand-in for the worker's interruptible wait, so a schedule of
+protocol) and a recording stand-in for the retry timer (it fires at once), so a schedule of
 [0.5, 1, 2, 4, 8] seconds is verified without waiting it out.
 """
 
@@ -18,6 +18,7 @@ import pytest
 from gf_integrations import GreenflashClient
 from gf_integrations.core.context import Conv
 from gf_integrations.core.events import UserInput
+from gf_integrations.core.wire import encode_json
 from gf_integrations.transport import (
     ExportResult,
     HTTPExporter,
@@ -26,7 +27,7 @@ from gf_integrations.transport import (
     parse_retry_after,
 )
 from gf_integrations.transport.exporters import _error_detail
-from gf_integrations.transport.uploader import encode_json
+from gf_integrations.transport.uploader import Uploader
 
 NOW = 1_700_000_000.0
 
@@ -81,30 +82,26 @@ class Scripted:
         pass
 
 
-class RecordingWait:
-    """Stands in for the worker's ``_stopping`` event: records each wait, returns at once."""
+def client_with(exporter, monkeypatch, **settings) -> tuple[GreenflashClient, RecordingWaits]:
+    """A client whose retry timers fire at once, recording the delays they were armed with."""
+    monkeypatch.setattr("random.random", lambda: 0.0)  # no jitter: exact schedule
+    waits = RecordingWaits()
+    original = Uploader._retry_later
+
+    def armed(self, item, delay, *, pause):
+        waits.waits.append(delay)
+        original(self, item, 0.0, pause=pause)
+
+    monkeypatch.setattr(Uploader, "_retry_later", armed)
+    client = GreenflashClient(base_url="http://127.0.0.1:9", exporter=exporter, **settings)
+    return client, waits
+
+
+class RecordingWaits:
+    """The retry delays the uploader armed, in order."""
 
     def __init__(self) -> None:
         self.waits: list[float] = []
-        self._set = False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.waits.append(float(timeout or 0))
-        return self._set
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-
-
-def client_with(exporter, monkeypatch, **settings) -> tuple[GreenflashClient, RecordingWait]:
-    monkeypatch.setattr("random.random", lambda: 0.0)  # no jitter: exact schedule
-    client = GreenflashClient(base_url="http://127.0.0.1:9", exporter=exporter, **settings)
-    waits = RecordingWait()
-    client.uploader._stopping = waits  # type: ignore[assignment]
-    return client, waits
 
 
 def record_one(client: GreenflashClient, key: str = "k") -> None:
@@ -270,5 +267,6 @@ def test_in_memory_and_jsonl_exporters(tmp_path):
 def test_encode_json_is_compact_and_survives_lone_surrogates():
     assert encode_json({"a": [1, "é"]}) == '{"a":[1,"é"]}'.encode()
     assert json.loads(encode_json({"a": "x\udc80y"})) == {"a": "x?y"}
-    with pytest.raises(ValueError):
-        encode_json({"a": float("nan")})
+    # NaN/inf never reach the wire as invalid JSON (the recorder turns them into strings
+    # before this; anything that slips through becomes null)
+    assert encode_json({"a": float("nan"), "b": float("inf")}) == b'{"a":null,"b":null}'

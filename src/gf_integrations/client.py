@@ -1,18 +1,29 @@
-"""The client: settings + mapper + uploader, and the module-level default client."""
+"""The client composes the pipeline, and holds the module-level default client.
+
+caller thread: ``record(event)`` -> the uploader's buffer. Worker thread: the recorder's
+:class:`~.core.recorder.Mapper` maps the event to wire-form messages, the
+:class:`~.core.wire.MessageWire` encodes them into :class:`~.transport.request.Part` s,
+and the uploader batches them and hands request bodies to a shipper (a sender process,
+or threads over ``exporter``).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .core.context import Conv, IdentityDefaults, current_scope, resolve_conv
 from .core.events import Event
 from .core.ids import new_id
 from .core.masking import MaskFn
+from .core.recorder import Mapper
 from .core.settings import Settings, build_settings
-from .transport.exporters import Exporter, HTTPExporter
+from .core.wire import MessageWire
+from .transport.exporters import Exporter, ExportResult, HTTPExporter
+from .transport.request import Part
+from .transport.shippers import ProcessShipper, Shipper, ThreadShipper
 from .transport.uploader import Uploader
 
 log = logging.getLogger("gf_integrations")
@@ -77,7 +88,34 @@ class GreenflashClient:
                 s.base_url,
             )
         self.exporter: Exporter = exporter or HTTPExporter(s.base_url, s.api_key)
-        self.uploader = Uploader(s, self.exporter, resend_spool=self.active)
+        self.mapper = Mapper(limits=s.limits, mask=s.mask, sample_rate=s.sample_rate)
+        self.wire = MessageWire(
+            mask=s.mask, max_message_bytes=s.max_message_bytes, report=self._count
+        )
+        self.uploader = Uploader(
+            s,
+            self.exporter,
+            self._prepare,
+            shipper=self._shipper if exporter is None and s.sender == "process" else None,
+            resend_spool=self.active,
+        )
+
+    def _prepare(self, event: Event) -> list[Part]:
+        # runs on the uploader's worker thread
+        return self.wire.parts(self.mapper.map(event))
+
+    def _count(self, name: str, n: int) -> None:
+        self.uploader.counters.bump(name, n)
+
+    def _shipper(self, on_done: Callable[[Any, ExportResult], None]) -> Shipper:
+        s = self.settings
+        return ProcessShipper(
+            s.base_url,
+            s.api_key,
+            s.max_concurrent_requests,
+            on_done,
+            fallback=lambda: ThreadShipper(self.exporter, s.max_concurrent_requests, on_done),
+        )
 
     def __repr__(self) -> str:
         return f"GreenflashClient({self.settings!r}, exporter={self.exporter!r})"
@@ -128,7 +166,9 @@ class GreenflashClient:
 
     def stats(self) -> dict[str, int]:
         """Delivery counters: queued, sent, retried, dropped_*, spooled, sampled_out..."""
-        return self.uploader.stats()
+        stats = self.uploader.stats()
+        stats["sampled_out"] = self.mapper.sampled_out
+        return stats
 
 
 _default: GreenflashClient | None = None

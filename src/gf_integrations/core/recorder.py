@@ -778,23 +778,6 @@ class Mapper:
             state.turn_has_tools = False
 
 
-def conversation_fields(conv: Conv) -> dict[str, Any]:
-    """Request-level wire fields for a conversation (without messages)."""
-    body: dict[str, Any] = {
-        "externalUserId": conv.external_user_id,
-        "externalConversationId": conv.external_conversation_id,
-    }
-    if conv.product_id:
-        body["productId"] = conv.product_id
-    if conv.external_organization_id:
-        body["externalOrganizationId"] = conv.external_organization_id
-    if conv.properties:
-        body["properties"] = to_jsonable(dict(conv.properties))
-    if conv.force_sample:
-        body["forceSample"] = True
-    return body
-
-
 def as_mapping(value: Any) -> Mapping[str, Any] | None:
     """Small helper for integrations: a Mapping or None."""
     return value if isinstance(value, Mapping) else None

@@ -83,6 +83,8 @@ class Settings:
     max_backoff: float = 10.0
     max_retry_after: float = 60.0
     shutdown_timeout: float = 5.0
+    max_concurrent_requests: int = 8
+    sender: str = "process"
     spool_dir: str | None = None
     capture_steps: bool = False
 
@@ -108,10 +110,13 @@ class Settings:
             "request_timeout": self.request_timeout,
             "shutdown_timeout": self.shutdown_timeout,
             "max_backoff": self.max_backoff,
+            "max_concurrent_requests": self.max_concurrent_requests,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigurationError(f"{name} must be > 0, not {value}")
+        if self.sender not in ("process", "thread"):
+            raise ConfigurationError(f"sender must be 'process' or 'thread', not {self.sender!r}")
         if self.retry_budget < 0:
             raise ConfigurationError("retry_budget must be >= 0")
         if self.max_batch_messages > self.max_queue_size:

@@ -45,7 +45,12 @@ class ExportResult:
 
 @runtime_checkable
 class Exporter(Protocol):
-    """Ships one JSON payload. Must not raise; must return within ``timeout`` seconds."""
+    """Ships one JSON payload. Must not raise; must return within ``timeout`` seconds.
+
+    The uploader calls ``export(payload, timeout=...)`` for ``POST /messages`` bodies; an
+    exporter that also accepts a ``path`` keyword (``"/ratings"``...) receives requests to
+    other API paths that way.
+    """
 
     def export(self, payload: bytes, *, timeout: float) -> ExportResult:
         """Deliver ``payload`` (a serialised request body)."""
@@ -54,6 +59,20 @@ class Exporter(Protocol):
     def shutdown(self) -> None:
         """Release resources."""
         ...
+
+
+def export_to(exporter: Exporter, path: str, body: bytes, timeout: float) -> ExportResult:
+    """Call ``exporter.export``; never raises (a failure is a retryable result)."""
+    try:
+        if path == "/messages":
+            return exporter.export(body, timeout=timeout)
+        # only exporters that know several paths take ``path`` (the default /messages
+        # call keeps the Exporter protocol of user-written exporters unchanged)
+        export: Any = exporter.export
+        result: ExportResult = export(body, timeout=timeout, path=path)
+        return result
+    except BaseException as exc:  # a SystemExit in an exporter must not kill a thread
+        return ExportResult(False, retryable=True, detail=f"exporter raised {type(exc).__name__}")
 
 
 def parse_retry_after(
@@ -149,7 +168,7 @@ def _error_detail(response: httpx.Response, secret: str | None = None) -> str:
 
 
 class HTTPExporter:
-    """POSTs batches to ``{base_url}/messages`` with a Bearer key."""
+    """POSTs request bodies to ``{base_url}{path}`` (default ``/messages``) with a Bearer key."""
 
     def __init__(
         self,
@@ -159,7 +178,8 @@ class HTTPExporter:
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "gf-integrations",
     ) -> None:
-        self.url = base_url.rstrip("/") + "/messages"
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/messages"
         headers = {"content-type": "application/json", "user-agent": user_agent}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
@@ -169,12 +189,12 @@ class HTTPExporter:
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._fork_orphans: list[httpx.Client] = []
-        # The worker posts thousands of small batches: a plain keep-alive http.client
-        # connection costs about a quarter of httpx's CPU per POST. httpx stays in charge
-        # whenever it adds something: an injected transport or a proxy for this URL.
-        self._fast: _KeepAlivePoster | None = None
-        if transport is None and not _proxied(self.url):
-            self._fast = _KeepAlivePoster(self.url, headers, api_key)
+        # Thousands of small POSTs: a plain keep-alive http.client connection costs about
+        # a quarter of httpx's CPU per POST. httpx stays in charge whenever it adds
+        # something: an injected transport or a proxy for this URL. One connection per
+        # concurrent request, kept for reuse.
+        self._fast = transport is None and not _proxied(self.url)
+        self._idle_posters: list[_KeepAlivePoster] = []
 
     def __repr__(self) -> str:
         return f"HTTPExporter(url={self.url!r})"
@@ -199,16 +219,26 @@ class HTTPExporter:
         if self._client is not None:
             self._fork_orphans.append(self._client)
         self._client = None
-        if self._fast is not None:
-            self._fast.reset_after_fork()
+        self._idle_posters = []  # never close the parent's sockets from the child
 
-    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
-        """POST the payload; classify the outcome."""
-        if self._fast is not None:
-            return self._fast.export(payload, timeout=timeout)
+    def export(self, payload: bytes, *, timeout: float, path: str = "/messages") -> ExportResult:
+        """POST the payload to ``path``; classify the outcome. Safe from several threads."""
+        if self._fast:
+            with self._lock:
+                idle = self._idle_posters
+                poster = idle.pop() if idle else None
+            if poster is None:
+                poster = _KeepAlivePoster(self.base_url, self._headers, self._secret)
+            try:
+                return poster.export(payload, timeout=timeout, path=path)
+            finally:
+                with self._lock:
+                    self._idle_posters.append(poster)
         try:
             client = self._get_client()
-            response = client.post(self.url, content=payload, timeout=max(timeout, 0.001))
+            response = client.post(
+                self.base_url + path, content=payload, timeout=max(timeout, 0.001)
+            )
         except httpx.TimeoutException as exc:
             return ExportResult(False, retryable=True, detail=f"timeout ({type(exc).__name__})")
         except httpx.TransportError as exc:
@@ -227,8 +257,9 @@ class HTTPExporter:
             if self._client is not None:
                 self._client.close()
                 self._client = None
-        if self._fast is not None:
-            self._fast.close()
+            posters, self._idle_posters = self._idle_posters, []
+        for poster in posters:
+            poster.close()
 
 
 def _proxied(url: str) -> bool:
@@ -254,24 +285,23 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 class _KeepAlivePoster:
-    """One persistent ``http.client`` connection, used by the uploader's single worker."""
+    """One persistent ``http.client`` connection (one per sending thread)."""
 
-    def __init__(self, url: str, headers: dict[str, str], secret: str | None) -> None:
-        parts = urlsplit(url)
+    def __init__(self, base_url: str, headers: dict[str, str], secret: str | None) -> None:
+        parts = urlsplit(base_url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port
-        self._path = parts.path or "/"
-        if parts.query:
-            self._path += "?" + parts.query
+        self._base_path = (parts.path or "").rstrip("/")
         self._secret = secret
         host = self._host if ":" not in self._host else f"[{self._host}]"
         default_port = 443 if self._https else 80
         if self._port is not None and self._port != default_port:
             host = f"{host}:{self._port}"
-        lines = [f"POST {self._path} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
+        lines = [f"Host: {host}", "Accept-Encoding: identity"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
-        self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+        self._fields = "\r\n".join(lines)
+        self._heads: dict[str, bytes] = {}
         self._timeout: float | None = None
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
@@ -286,11 +316,6 @@ class _KeepAlivePoster:
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def reset_after_fork(self) -> None:
-        # never close the parent's socket from the child: just forget it
-        self._lock = threading.Lock()
-        self._conn = None
-
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
@@ -298,11 +323,18 @@ class _KeepAlivePoster:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
+    def _head(self, path: str) -> bytes:
+        head = self._heads.get(path)
+        if head is None:
+            line = f"POST {self._base_path}{path} HTTP/1.1\r\n{self._fields}\r\nContent-Length: "
+            head = self._heads[path] = line.encode("latin-1")
+        return head
+
+    def export(self, payload: bytes, *, timeout: float, path: str = "/messages") -> ExportResult:
         timeout = max(timeout, 0.001)
         # One write for headers and body: no Nagle/delayed-ACK stall on servers that
         # answer late, and one GIL hand-off instead of two while the host is busy.
-        request = self._head + str(len(payload)).encode("ascii") + b"\r\n\r\n" + payload
+        request = self._head(path) + str(len(payload)).encode("ascii") + b"\r\n\r\n" + payload
         with self._lock:
             for attempt in (0, 1):
                 conn = self._conn
@@ -397,13 +429,15 @@ class InMemoryExporter:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
         self._lock = threading.Lock()
 
-    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
-        """Store the decoded body."""
+    def export(self, payload: bytes, *, timeout: float, path: str = "/messages") -> ExportResult:
+        """Store the decoded body (``paths`` keeps the API path of each)."""
         body = json.loads(payload)
         with self._lock:
             self.requests.append(body)
+            self.paths.append(path)
         return ExportResult(True, status=200)
 
     @property
@@ -416,6 +450,7 @@ class InMemoryExporter:
         """Forget everything stored."""
         with self._lock:
             self.requests.clear()
+            self.paths.clear()
 
     def shutdown(self) -> None:
         """Nothing to release."""
@@ -431,7 +466,7 @@ class JSONLExporter:
     def __repr__(self) -> str:
         return f"JSONLExporter(path={str(self.path)!r})"
 
-    def export(self, payload: bytes, *, timeout: float) -> ExportResult:
+    def export(self, payload: bytes, *, timeout: float, path: str = "/messages") -> ExportResult:
         """Append the payload as a line."""
         try:
             with self._lock, self.path.open("ab") as fh:

@@ -1,23 +1,29 @@
-"""The background uploader: one bounded queue, one daemon worker, batches per conversation.
+"""The background uploader: a bounded buffer, one worker that batches, concurrent sending.
 
 Policy (DESIGN.md section 5):
 
-* ``submit`` never blocks and never raises: a full queue drops the newest event and
-  counts it (logged once).
-* The worker maps events to messages (the :class:`~gf_integrations.core.recorder.Mapper`),
-  groups them per conversation and closes a batch when it reaches the count or byte cap,
-  or when its oldest message is ``flush_interval`` old. Mapping never waits on the
-  network: full batches are encoded and queued as "ready" payloads, then sent.
-* Retries (408/409/429/5xx, timeouts, connection errors) use capped, jittered
-  exponential backoff, bounded by a time budget; ``Retry-After`` is a clamped minimum
-  and, because the single worker waits, pauses the whole uploader. Other 4xx drop the
-  batch with one log line (status and server message, never the payload or key).
+* ``submit`` never blocks and never raises: when the work held in memory (queued items
+  plus messages in open, waiting and in-flight batches) reaches ``max_queue_size``, the
+  newest item is dropped and counted (logged once). A submit is a deque append; the
+  worker is woken at most once per drain, not once per item.
+* The worker turns queued items into :class:`~.request.Part` s (``prepare``, composed by
+  the client: the recorder maps, the wire encodes) and groups them per ``(path, key)``;
+  a batch closes at the count or byte cap, or when its oldest part is ``flush_interval``
+  old. Closed batches go to a :class:`~.shippers.Shipper`, up to
+  ``max_concurrent_requests`` at once; one conversation has at most one request out, so
+  its messages arrive in order.
+* Retries (408/409/429/5xx, timeouts, connection errors) wait on per-batch timers, with
+  capped, jittered exponential backoff bounded by ``retry_budget``: a batch waiting out
+  its backoff never holds up the others. A server-wide signal (429, 503, a refused
+  connection, any ``Retry-After``) pauses all sending; then one probe request goes out,
+  and full concurrency resumes on its success. While the server is unreachable
+  (connection errors) and no ``spool_dir`` is set, batches wait in memory beyond their
+  budget (bounded by ``max_queue_size``). Other 4xx drop the batch with one log line.
 * ``flush(timeout)`` returns by its deadline. At exit a bounded flush runs; whatever is
-  still undelivered (queued events, open and ready batches, and the batch a hung request
-  is holding) goes to the spool directory (if set) and is resent on next start.
-  Resending is safe because message ids are deterministic and the server deduplicates.
-* After ``os.fork()`` the child gets a fresh queue, locks, counters and thread (lazily
-  started); the parent's unsent work stays the parent's.
+  still undelivered (queued items, open, waiting and in-flight batches) goes to the spool
+  directory (if set) and is resent on next start. Resending is safe: ids deduplicate.
+* After ``os.fork()`` the child gets a fresh buffer, locks, counters, worker and shipper
+  (lazily started); the parent's unsent work stays the parent's.
 """
 
 from __future__ import annotations
@@ -26,101 +32,71 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import heapq
 import itertools
-import json
 import logging
 import os
-import queue
 import random
 import threading
 import time
-import uuid
 import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..core.context import Conv
-from ..core.events import Event
-from ..core.recorder import Mapper, Outgoing, conversation_fields
+import orjson
+
 from ..core.settings import Settings
 from .exporters import Exporter, ExportResult
+from .request import Part
+from .shippers import Shipper, ThreadShipper
+from .spool import Spool, path_of
 
 log = logging.getLogger("gf_integrations")
 
-_STOP = object()
-_SPOOL_SUFFIX = ".json"
-_MAX_DRAIN = 2_000  # events mapped per worker iteration before sending what is ready
-# After waking for an event, the worker waits this long before draining, so a steady
+_MAX_DRAIN = 2_000  # items prepared per worker iteration before shipping what is ready
+# After waking for new items the worker waits this long before draining, so a steady
 # stream of calls wakes it at most ~50 times a second instead of once per call: every
 # wake-up is a GIL hand-off that the host's thread pays for.
 _LINGER = 0.02
+_SERVER_WIDE = frozenset({429, 503})
 
-# One compact encoder, reused: NaN/inf never reach the wire (the recorder already turned
-# them into strings; anything that slips through fails loudly here, per message).
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _no_default(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# The C encoder built once (JSONEncoder.encode builds one per call: ~40% of its cost).
-# No cycle markers: the recorder's safe JSON already breaks cycles.
-_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODE: Any = (
-    _c_make_encoder(
-        None, _no_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
-    if _c_make_encoder is not None
-    else None
-)
-
-
-def encode_json(value: Any) -> bytes:
-    """Compact UTF-8 JSON; lone surrogates (invalid UTF-8) become U+FFFD, never an error."""
-    if _C_ENCODE is not None and type(value) is dict:
-        text = "".join(_C_ENCODE(value, 0))
-    else:
-        text = _ENCODER.encode(value)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace")
+Prepare = Callable[[Any], Iterable[Part]]
 
 
 @dataclasses.dataclass(slots=True)
 class _Batch:
-    conv: Conv
-    messages: list[bytes]  # each message already encoded (encode once, join at send)
-    size: int  # bytes of the request body so far: envelope + messages + commas
+    parts: list[Part]
+    size: int  # bytes of the parts plus separating commas
+    overhead: int  # bytes the body adds around the parts
     opened: float
-    system_prompt: str | dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(slots=True, eq=False)
 class _Payload:
-    payload: bytes
+    path: str
+    body: bytes
     count: int
+    key: Any = None  # (path, key) of the batch: one request out per key at a time
     spool_path: Path | None = None
-    # Set (under the uploader lock) when shutdown took this in-flight payload over and
-    # spooled it: the worker must then neither spool it again nor count it as lost.
+    attempt: int = 0
+    budget_end: float = 0.0  # when retries stop (set on the first failure)
+    due: float = 0.0
+    # Set (under the lock) when shutdown took this payload over and spooled it: a late
+    # answer then only deletes the spool file.
     handed_off: bool = False
 
 
 class Counters:
-    """Delivery counters, readable from any thread (``client.stats()``).
+    """Delivery counters, readable from any thread (``client.stats()``)."""
 
-    Producer-side counters (``queued``, ``dropped_queue_full``, ``dropped_shutdown``) are
-    bumped from many threads at once, so they use ``itertools.count`` (atomic in CPython)
-    instead of ``+= 1`` (which can lose updates between threads).
-    """
-
-    _ATOMIC = ("queued", "dropped_queue_full", "dropped_shutdown")
-    _PLAIN = (
+    NAMES = (
         "batches_sent",
         "dropped_fatal",
         "dropped_oversize",
+        "dropped_queue_full",
         "dropped_retries",
+        "dropped_shutdown",
         "failed_mapping",
         "retried",
         "sampled_out",
@@ -132,25 +108,17 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._atomic: dict[str, itertools.count[int]] = {
-            name: itertools.count() for name in self._ATOMIC
-        }
-        self._plain: dict[str, int] = dict.fromkeys(self._PLAIN, 0)
+        self._values: dict[str, int] = dict.fromkeys(self.NAMES, 0)
 
     def bump(self, name: str, n: int = 1) -> None:
         """Add ``n`` to a counter."""
-        counter = self._atomic.get(name)
-        if counter is not None:
-            for _ in range(n):
-                next(counter)
-            return
         with self._lock:
-            self._plain[name] += n
+            self._values[name] += n
 
     def set(self, name: str, value: int) -> None:
-        """Set a worker-owned counter."""
+        """Set a counter owned by one writer."""
         with self._lock:
-            self._plain[name] = value
+            self._values[name] = value
 
     def __getattr__(self, name: str) -> int:
         # counters read as attributes: ``uploader.counters.sent``
@@ -161,34 +129,41 @@ class Counters:
     def as_dict(self) -> dict[str, int]:
         """A snapshot, plus ``dropped`` (the sum of every ``dropped_*``)."""
         with self._lock:
-            snap = dict(self._plain)
-        for name, counter in self._atomic.items():
-            # reading an itertools.count: its repr is "count(N)"; no public getter
-            snap[name] = int(repr(counter)[6:-1])
+            snap = dict(self._values)
         snap["dropped"] = sum(v for k, v in snap.items() if k.startswith("dropped_"))
         return snap
 
 
 class Uploader:
-    """Owns the queue, worker thread, batching, retries, flush, exit and fork handling."""
+    """Owns the buffer, worker thread, batching, retries, flush, exit and fork handling.
+
+    Args:
+        settings: the client's settings (caps, timings, spool folder).
+        exporter: where requests go when no ``shipper`` is given (in-process threads).
+        prepare: turns a submitted item into parts (items that are already a
+            :class:`~.request.Part` pass through).
+        shipper: factory ``(on_done) -> Shipper``; default: threads over ``exporter``.
+        resend_spool: False leaves an existing spool alone (a client that cannot send,
+            e.g. no API key, must not turn spooled batches into 401 drops).
+    """
 
     def __init__(
         self,
         settings: Settings,
         exporter: Exporter,
-        mapper: Mapper | None = None,
+        prepare: Prepare | None = None,
         *,
+        shipper: Callable[[Callable[[Any, ExportResult], None]], Shipper] | None = None,
         resend_spool: bool = True,
     ) -> None:
-        """``resend_spool=False`` leaves an existing spool alone (a client that cannot
-        send, e.g. no API key, must not turn spooled batches into 401 drops)."""
         self.settings = settings
         self.exporter = exporter
-        self.mapper = mapper or Mapper(
-            limits=settings.limits, mask=settings.mask, sample_rate=settings.sample_rate
+        self.prepare = prepare or _parts_only
+        self._shipper_factory = shipper or (
+            lambda done: ThreadShipper(exporter, settings.max_concurrent_requests, done)
         )
         self.counters = Counters()
-        self._spool_dir = Path(settings.spool_dir) if settings.spool_dir else None
+        self._spool = Spool(Path(settings.spool_dir)) if settings.spool_dir else None
         self._init_runtime()
         self._closed = False
         self._warned: set[str] = set()
@@ -196,37 +171,53 @@ class Uploader:
         os.register_at_fork(after_in_child=lambda: _call_ref(ref))
         with _live_lock[0]:
             _live.add(self)  # one shared, bounded exit flush (see _shutdown_all_at_exit)
-        if resend_spool and self._spool_has_files():
+        if resend_spool and self._spool is not None and self._spool.has_files():
             # undelivered batches from an earlier run: resend them now, not on first use
-            self._busy = True  # flush() waits for the resend
-            if not self._ensure_thread():
-                self._busy = False
+            self._resending = True
+            self._ensure_thread()
 
     # -- runtime state (recreated after fork) -------------------------------------------
 
     def _init_runtime(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.settings.max_queue_size)
-        self._lock = threading.Lock()  # guards _pending, _ready, _inflight, thread handle
+        self._buf: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._wake_armed = False  # a producer already set _wake for this drain
+        self._linger_cut = threading.Event()
+        self._lock = threading.Lock()  # guards the batch state below and the thread handle
         self._idle = threading.Condition(self._lock)
-        self._map_lock = threading.Lock()  # the mapper is single-threaded state
-        self._pending: collections.OrderedDict[tuple[Any, ...], _Batch] = collections.OrderedDict()
+        self._map_lock = threading.Lock()  # prepare() runs on one thread at a time
+        self._pending: collections.OrderedDict[Any, _Batch] = collections.OrderedDict()
         self._ready: collections.deque[_Payload] = collections.deque()
-        self._inflight: list[_Payload] = []
+        self._waiting: list[tuple[float, int, _Payload]] = []  # retry timers (heap)
+        self._inflight: set[_Payload] = set()
+        self._busy_keys: set[Any] = set()  # keys with a request out or a retry waiting
+        self._answers: collections.deque[tuple[_Payload, ExportResult]] = collections.deque()
+        self._seq = itertools.count()
+        self._held = 0  # parts/messages the worker holds (producers read it: the bound)
+        self._drained = 0  # items taken from the buffer (stats: queued)
         self._thread: threading.Thread | None = None
-        self._thread_pid = os.getpid()
+        self._shipper: Shipper | None = None
         self._urgent = 0  # >0 while a flush/shutdown wants batches sent now
         self._stopping = threading.Event()
-        self._linger_cut = threading.Event()
         self._deadline: float | None = None  # shutdown deadline (monotonic)
-        self._busy = False  # worker holds items it has not finished
-        self._failures = 0  # events/messages lost or spooled, for flush()'s verdict
-        self._failures_reported = 0  # _failures at the end of the last flush()
-        self._spooled_this_run = False
+        self._busy = False  # worker holds items it has not accounted for yet
+        self._paused_until = 0.0  # server-wide pause
+        self._probing = False  # after a pause: one request out until one succeeds
+        self._server_failures = 0  # consecutive server-wide failures (pause backoff)
+        self._resending = False  # spool files are being resent
+        self._spool_files: Any = None  # iterator over claimed spool files
+        self._spooled_earlier = False  # resend what this run spooled once the server is back
+        self._failures = 0  # messages lost or spooled, for flush()'s verdict
+        self._failures_reported = 0
 
     def _after_fork(self) -> None:
         # Replace (never acquire) every lock: another thread may have held one at fork time.
+        shipper = self._shipper
         self._init_runtime()
         self.counters = Counters()
+        if shipper is not None:
+            with contextlib.suppress(Exception):
+                shipper.reset_after_fork()
         reset = getattr(self.exporter, "reset_after_fork", None)
         if callable(reset):
             with contextlib.suppress(Exception):
@@ -234,40 +225,34 @@ class Uploader:
 
     # -- producer side ---------------------------------------------------------------------
 
-    def submit(self, event: Event) -> bool:
-        """Queue one event. Never blocks; False when it was dropped."""
+    def submit(self, item: Any) -> bool:
+        """Queue one item (an event, or a :class:`Part`). Never blocks; False when dropped."""
         if self._closed:
             self.counters.bump("dropped_shutdown")
             return False
-        thread = self._thread
-        if thread is None or not thread.is_alive() or self._thread_pid != os.getpid():
-            if not self._ensure_thread():
-                self.counters.bump("dropped_shutdown")
-                return False
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        if self._thread is None and not self._ensure_thread():
+            self.counters.bump("dropped_shutdown")
+            return False
+        buf = self._buf
+        if len(buf) + self._held >= self.settings.max_queue_size:
             self.counters.bump("dropped_queue_full")
             self._warn_once(
                 "queue_full",
                 "gf_integrations: upload queue full "
-                f"({self.settings.max_queue_size} events); dropping new events "
+                f"({self.settings.max_queue_size} items held); dropping new events "
                 "(counted in stats()['dropped_queue_full'])",
             )
             return False
-        self.counters.bump("queued")
+        buf.append(item)
+        if not self._wake_armed:  # wake the worker once per drain, not once per item
+            self._wake_armed = True
+            self._wake.set()
         return True
 
     def _ensure_thread(self) -> bool:
         with self._lock:
-            if (
-                self._thread is not None
-                and self._thread.is_alive()
-                and self._thread_pid == os.getpid()
-            ):
+            if self._thread is not None:
                 return True
-            if self._thread_pid != os.getpid():
-                return False  # _after_fork did not run (should not happen); stay quiet
             if self._closed:
                 return False
             thread = threading.Thread(
@@ -294,17 +279,12 @@ class Uploader:
         with self._lock:
             if self._is_idle():
                 return self._verdict()
-        thread = self._thread
-        if thread is None or not thread.is_alive() or self._thread_pid != os.getpid():
-            if not self._ensure_thread():
-                return False
+        if self._thread is None and not self._ensure_thread():
+            return False
         with self._lock:
             self._urgent += 1
         self._linger_cut.set()
-        try:
-            self._queue.put_nowait(None)  # wake a worker waiting on get()
-        except queue.Full:
-            pass
+        self._wake.set()
         try:
             with self._idle:
                 while not self._is_idle():
@@ -312,7 +292,7 @@ class Uploader:
                     if remaining <= 0:
                         log.info(
                             "gf_integrations: flush timed out with about %d message(s) pending",
-                            self._pending_count(),
+                            len(self._buf) + self._held,
                         )
                         return False
                     self._idle.wait(min(remaining, 0.05))
@@ -327,23 +307,17 @@ class Uploader:
         self._failures_reported = self._failures
         return ok
 
-    def _pending_count(self) -> int:
-        # caller holds _lock
-        return (
-            self._queue.qsize()
-            + sum(len(b.messages) for b in self._pending.values())
-            + sum(p.count for p in self._ready)
-            + sum(p.count for p in self._inflight)
-        )
-
     def _is_idle(self) -> bool:
         # caller holds _lock
-        return (
-            self._queue.unfinished_tasks == 0
-            and not self._pending
-            and not self._ready
-            and not self._inflight
-            and not self._busy
+        return not (
+            self._buf
+            or self._pending
+            or self._ready
+            or self._waiting
+            or self._inflight
+            or self._answers
+            or self._busy
+            or self._resending
         )
 
     def shutdown(self, timeout: float | None = None) -> None:
@@ -358,12 +332,12 @@ class Uploader:
             self._finish_shutdown(deadline)
 
     def _begin_shutdown(self, deadline: float, *, at_exit: bool = False) -> bool:
-        """Stop accepting events and tell the worker to send everything now."""
+        """Stop accepting items and tell the worker to send everything now."""
         with self._lock:
             if self._closed:
                 return False
             self._closed = True
-            pending = self._pending_count()
+            pending = len(self._buf) + self._held
         if at_exit and pending:
             log.info(
                 "gf_integrations: sending %d pending message(s) before exit (up to %.1f s)",
@@ -373,28 +347,26 @@ class Uploader:
         self._deadline = deadline
         self._stopping.set()
         self._linger_cut.set()
-        try:
-            self._queue.put_nowait(_STOP)
-        except queue.Full:
-            pass  # the worker checks _stopping after each item
+        self._wake.set()
         return True
 
     def _finish_shutdown(self, deadline: float) -> None:
         """Wait for the worker until ``deadline``, then spool whatever is left."""
         thread = self._thread
         alive = (
-            thread is not None
-            and thread.is_alive()
-            and self._thread_pid == os.getpid()
-            and thread is not threading.current_thread()
+            thread is not None and thread.is_alive() and thread is not threading.current_thread()
         )
         if alive:
             assert thread is not None
             thread.join(max(deadline - time.monotonic(), 0.0))
             alive = thread.is_alive()
-        # Whatever the worker did not deliver in time: spool (or count as lost).
         self._spool_leftovers(worker_alive=alive, deadline=deadline)
-        if not alive:
+        shipper = self._shipper
+        if shipper is not None:
+            with contextlib.suppress(Exception):
+                shipper.close()
+        answered = {item for item, _ in list(self._answers)}
+        if not self._inflight - answered:
             # never close the pool under a request that is still running
             with contextlib.suppress(Exception):
                 self.exporter.shutdown()
@@ -403,11 +375,8 @@ class Uploader:
 
     def _run(self) -> None:
         try:
-            try:
-                self._resend_spool()
-            finally:
-                with self._lock:
-                    self._busy = False
+            with contextlib.suppress(Exception):
+                self._get_shipper().start()  # a sender process starts while we batch
             while True:
                 try:
                     if self._step():
@@ -417,238 +386,239 @@ class Uploader:
                         f"worker:{type(exc).__name__}",
                         f"gf_integrations: uploader error ({type(exc).__name__}); continuing",
                     )
-                    self._requeue_inflight()
         finally:
-            # a dying worker (BaseException) leaves its batch for the next one
-            self._requeue_inflight()
-
-    def _requeue_inflight(self) -> None:
-        """Put payloads whose send was cut short back at the head of the line."""
-        with self._lock:
-            self._busy = False
-            for item in reversed(self._inflight):
-                if not item.handed_off:
-                    self._ready.appendleft(item)
-            self._inflight.clear()
-            self._idle.notify_all()
+            with self._lock:
+                self._busy = False
+                if self._thread is threading.current_thread():
+                    self._thread = None  # a dying worker is restarted by the next submit
+                self._idle.notify_all()
 
     def _step(self) -> bool:
         """One worker iteration; True when the worker should exit."""
-        timeout = self._next_due()
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            item = None
-        else:
-            self._busy = True  # before task_done, so flush() never sees a false idle
-            self._queue.task_done()
-        if item is not None and item is not _STOP and not self._urgent:
+        woke = self._wake.wait(self._next_due())
+        self._wake.clear()
+        self._wake_armed = False
+        stopping = self._stopping.is_set()
+        if woke and self._buf and not self._urgent and not stopping:
             self._linger_cut.wait(_LINGER)  # flush() and shutdown() cut it short
             self._linger_cut.clear()
-        stop = item is _STOP or self._stopping.is_set()
-        # Drain what is already waiting so one POST carries many messages.
-        items = [] if item is None or item is _STOP else [item]
-        while len(items) < _MAX_DRAIN:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._busy = True
-            self._queue.task_done()
-            if more is _STOP:
-                stop = True
-            elif more is not None:
-                items.append(more)
-        if items:
-            with self._map_lock:
-                for ev in items:
-                    self._map(ev)
-            self.counters.set("sampled_out", self.mapper.sampled_out)
-        # A flush/shutdown sends partial batches only once the backlog is mapped: until
+        self._busy = True
+        self._drain()
+        self._take_answers()
+        now = time.monotonic()
+        caught_up = not self._buf or self._past_deadline()
+        # A flush/shutdown sends partial batches only once the backlog is prepared: until
         # then they can still fill up (fewer, fuller POSTs). The deadline still bounds it.
-        caught_up = self._queue.qsize() == 0 or self._past_deadline()
-        self._send_due(force=(stop or self._urgent > 0) and caught_up)
+        self._close_due(now, force=(stopping or self._urgent > 0) and caught_up)
+        self._resend_spool()
+        self._dispatch(now)
         with self._lock:
             self._busy = False
             if self._is_idle():
                 self._idle.notify_all()
-        if stop:
-            return self._queue.empty() or self._past_deadline()
+            done = not (self._buf or self._pending or self._ready or self._waiting)
+        if self._buf:
+            self._wake.set()  # more than one drain's worth is waiting
+        if stopping:
+            return (done and not self._inflight) or self._past_deadline()
         return False
 
-    def _past_deadline(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
+    def _drain(self) -> None:
+        buf = self._buf
+        n = min(len(buf), _MAX_DRAIN)
+        if not n:
+            return
+        items = [buf.popleft() for _ in range(n)]
+        self._drained += n
+        self._held += n  # until prepared: counted against the bound all along
+        with self._map_lock:
+            for item in items:
+                self._prepare(item)
+        self._held -= n
+
+    def _prepare(self, item: Any) -> None:
+        """Turn one item into batched parts (caller holds ``_map_lock``). Never raises."""
+        try:
+            parts = [item] if isinstance(item, Part) else self.prepare(item)
+        except BaseException as exc:  # a lazy callable's SystemExit must not kill the worker
+            self.counters.bump("failed_mapping")
+            with self._lock:
+                self._failures += 1  # flush() promises delivery: a lost item is a failure
+            self._warn_once(
+                f"map:{type(exc).__name__}",
+                f"gf_integrations: could not map a {type(item).__name__} event "
+                f"({type(exc).__name__}: {str(exc)[:200]}); it was skipped",
+            )
+            return
+        for part in parts:
+            self._add(part)
+
+    def _add(self, part: Part) -> None:
+        s = self.settings
+        self._held += part.count
+        if part.key is None or part.join is None:
+            self._ready.append(_Payload(part.path, part.data, part.count))
+            return
+        key = (part.path, part.key)
+        extra = len(part.data) + 1
+        batch = self._pending.get(key)
+        if (
+            batch is not None
+            and max(batch.overhead, part.overhead) + batch.size + extra > s.max_batch_bytes
+        ):
+            self._close(key)  # the byte cap: close this batch, start a new one for the part
+            batch = None
+        if batch is None:
+            batch = self._pending[key] = _Batch([], 0, part.overhead, time.monotonic())
+        batch.parts.append(part)
+        batch.size += extra
+        batch.overhead = max(batch.overhead, part.overhead)
+        if len(batch.parts) >= s.max_batch_messages:
+            self._close(key)
+
+    def _close(self, key: Any) -> None:
+        batch = self._pending.pop(key)
+        parts = batch.parts
+        join = parts[0].join
+        assert join is not None
+        count = sum(p.count for p in parts)
+        try:
+            body = join(parts)
+        except Exception as exc:
+            self._held -= count
+            self.counters.bump("failed_mapping", count)
+            self._warn_once(
+                f"join:{type(exc).__name__}",
+                f"gf_integrations: could not build a request ({type(exc).__name__}); skipped",
+            )
+            return
+        self._ready.append(_Payload(parts[0].path, body, count, key))
+
+    def _close_due(self, now: float, *, force: bool) -> None:
+        # While a backlog waits in the buffer, open batches get a little longer to fill up
+        # (bounded: 4 intervals): under load that means fewer, fuller POSTs.
+        age = self.settings.flush_interval * (4 if self._buf else 1)
+        for key in [k for k, b in self._pending.items() if force or now - b.opened >= age]:
+            self._close(key)
 
     def _next_due(self) -> float:
         if self._urgent > 0 or self._stopping.is_set():
             return 0.01
-        with self._lock:
-            if self._ready:
-                return 0.0
-            if not self._pending:
-                return self.settings.flush_interval
-            oldest = min(b.opened for b in self._pending.values())
-        return max(0.0, oldest + self.settings.flush_interval - time.monotonic())
+        if self._buf or self._answers:
+            return 0.0
+        now = time.monotonic()
+        due = now + self.settings.flush_interval
+        if self._pending:
+            due = min(due, next(iter(self._pending.values())).opened + self.settings.flush_interval)
+        if self._waiting:
+            due = min(due, self._waiting[0][0])
+        if self._ready:  # paused, at the concurrency limit, or behind a busy conversation
+            due = min(due, self._paused_until if self._paused_until > now else now + 0.05)
+        return max(0.0, due - now)
 
-    def _map(self, event: Event) -> None:
-        """Map one event into batches (caller holds ``_map_lock``). Never raises."""
-        try:
-            outgoing = self.mapper.map(event)
-        except BaseException as exc:  # a lazy callable's SystemExit must not kill the worker
-            self.counters.bump("failed_mapping")
-            with self._lock:
-                self._failures += 1  # flush() promises delivery: a lost event is a failure
-            self._warn_once(
-                f"map:{type(exc).__name__}",
-                f"gf_integrations: could not map a {type(event).__name__} event "
-                f"({type(exc).__name__}: {str(exc)[:200]}); it was skipped",
-            )
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _dispatch(self, now: float) -> None:
+        """Ship ready payloads: due retries first, up to the concurrency limit."""
+        while self._waiting and self._waiting[0][0] <= now:
+            _, _, item = heapq.heappop(self._waiting)
+            self._busy_keys.discard(item.key)
+            self._ready.appendleft(item)
+        if now < self._paused_until or not self._ready:
             return
-        for item in outgoing:
-            try:
-                self._add(item)
-            except Exception as exc:
-                self.counters.bump("failed_mapping")
-                self._warn_once(
-                    f"encode:{type(exc).__name__}",
-                    f"gf_integrations: could not encode a message ({type(exc).__name__}); "
-                    "it was skipped",
-                )
+        limit = 1 if self._probing else self.settings.max_concurrent_requests
+        if len(self._inflight) >= limit:
+            return
+        shipper = self._get_shipper()
+        skipped: list[_Payload] = []
+        while self._ready and len(self._inflight) < limit:
+            item = self._ready.popleft()
+            if item.key is not None and item.key in self._busy_keys:
+                skipped.append(item)  # that conversation has a request out: keep order
+                continue
+            if item.key is not None:
+                self._busy_keys.add(item.key)
+            timeout = self.settings.request_timeout
+            if self._deadline is not None:
+                timeout = min(timeout, max(self._deadline - now, 0.05))
+            with self._lock:
+                self._inflight.add(item)
+            shipper.ship(item, timeout)
+        self._ready.extendleft(reversed(skipped))
 
-    def _add(self, item: Outgoing) -> None:
-        s = self.settings
-        encoded = encode_json(item.message)
-        size = len(encoded)
-        if size > s.max_message_bytes:
-            encoded = encode_json(_shrink(item.message, s.max_message_bytes))
-            size = len(encoded)
-            if size > s.max_message_bytes:
-                self.counters.bump("dropped_oversize")
-                self._warn_once(
-                    "oversize",
-                    "gf_integrations: a message larger than "
-                    f"{s.max_message_bytes} bytes was dropped (type "
-                    f"{item.message.get('messageType') or item.message.get('role')})",
-                )
-                return
-            self.counters.bump("shrunk_oversize")
-            self._warn_once(
-                "shrunk",
-                "gf_integrations: a message larger than "
-                f"{s.max_message_bytes} bytes was cut down to fit (marked '[truncated: ...]')",
-            )
-        key = item.batch_key
-        prompt = item.system_prompt
-        extra = size + 1 + (len(encode_json(prompt)) + 16 if prompt is not None else 0)
-        with self._lock:
-            batch = self._pending.get(key)
-            if batch is not None and batch.messages and batch.size + extra > s.max_batch_bytes:
-                # the byte cap: close this batch, start a new one for the message
-                self._ready.append(self._encode(self._pending.pop(key)))
-                batch = None
-            if batch is None:
-                # "{envelope}" + ',"messages":[' + "]}"
-                envelope = len(encode_json(conversation_fields(item.conv))) + 16
-                batch = self._pending[key] = _Batch(item.conv, [], envelope, time.monotonic())
-            batch.messages.append(encoded)
-            batch.size += extra
-            if prompt is not None:
-                batch.system_prompt = prompt
-            if len(batch.messages) >= s.max_batch_messages:
-                self._ready.append(self._encode(self._pending.pop(key)))
+    def _get_shipper(self) -> Shipper:
+        if self._shipper is None:
+            self._shipper = self._shipper_factory(self._on_answer)
+        return self._shipper
 
-    def _envelope(self, batch: _Batch) -> dict[str, Any]:
-        body = conversation_fields(batch.conv)
-        if batch.system_prompt is not None:
-            body["systemPrompt"] = batch.system_prompt
-        return body
+    def _on_answer(self, item: _Payload, result: ExportResult) -> None:
+        """Called by the shipper, from any thread, once per request."""
+        self._answers.append((item, result))
+        self._wake.set()
 
-    def _encode(self, batch: _Batch) -> _Payload:
-        head = encode_json(self._envelope(batch))
-        # '{...}' + ',"messages":[m1,m2]}' without re-encoding each message
-        payload = b"".join((head[:-1], b',"messages":[', b",".join(batch.messages), b"]}"))
-        return _Payload(payload, len(batch.messages))
+    def _take_answers(self) -> None:
+        while self._answers:
+            item, result = self._answers.popleft()
+            with self._lock:
+                self._inflight.discard(item)
+                handed_off = item.handed_off
+            if handed_off:  # shutdown spooled it meanwhile
+                if result.ok:
+                    self._forget_spool(item)
+                continue
+            self._settle(item, result)
 
-    def _send_due(self, *, force: bool) -> None:
+    def _settle(self, item: _Payload, result: ExportResult) -> None:
         s = self.settings
         now = time.monotonic()
-        # While a backlog waits in the queue, open batches get a little longer to fill up
-        # (bounded: 4 intervals): under load that means fewer, fuller POSTs.
-        age = s.flush_interval * (4 if self._queue.qsize() > 0 else 1)
-        with self._lock:
-            for key in [k for k, b in self._pending.items() if force or now - b.opened >= age]:
-                self._ready.append(self._encode(self._pending.pop(key)))
-        while True:
-            with self._lock:
-                if not self._ready:
-                    return
-                item = self._ready.popleft()
-                self._inflight.append(item)
-            self._deliver(item)
-
-    def _deliver(self, item: _Payload) -> bool:
-        """Send one payload (already in ``_inflight``) with retries.
-
-        True when delivered (or fatally rejected); False when given up.
-        """
-        finished = False
-        try:
-            result = self._deliver_with_retries(item)
-            finished = True
-            return result
-        finally:
-            # on an escaping exception the payload stays in _inflight to be requeued
-            if finished:
-                with self._lock:
-                    if item in self._inflight:
-                        self._inflight.remove(item)
-
-    def _deliver_with_retries(self, item: _Payload) -> bool:
-        """The retry loop of :meth:`_deliver`."""
-        s = self.settings
-        budget_end = time.monotonic() + s.retry_budget
-        attempt = 0
-        while True:
-            deadline = budget_end if self._deadline is None else min(budget_end, self._deadline)
-            if item.handed_off:
-                return False  # shutdown spooled it while we were waiting
-            timeout = s.request_timeout
-            if self._deadline is not None:
-                left = self._deadline - time.monotonic()
-                if left <= 0:
-                    self._give_up(item, None)  # past the shutdown deadline: spool it
-                    return False
-                timeout = min(timeout, left)
-            try:
-                result = self.exporter.export(item.payload, timeout=max(0.05, timeout))
-            except Exception as exc:  # an exporter must not raise; if it does, retry
-                result = ExportResult(
-                    False, retryable=True, detail=f"exporter raised {type(exc).__name__}"
-                )
+        if result.ok or not result.retryable:
+            self._busy_keys.discard(item.key)
+            self._held -= item.count
             if result.ok:
                 self.counters.bump("sent", item.count)
                 self.counters.bump("batches_sent")
                 self._forget_spool(item)
-                if self._spooled_this_run and item.spool_path is None:
-                    # the server is back: retry what this run spooled, now
-                    self._spooled_this_run = False
-                    self._resend_spool()
-                return True
-            if not result.retryable:
-                self._fatal(item, result)
-                return True
-            attempt += 1
-            delay = self._backoff(attempt, result.retry_after)
-            if time.monotonic() + delay > deadline:
-                self._give_up(item, result)
-                return False
-            self.counters.bump("retried")
-            if self._stopping.is_set():
-                # shutting down: the delay fits before the deadline (checked above)
-                time.sleep(delay)
+                self._server_failures = 0
+                self._probing = False
+                if self._spool is not None and item.spool_path is None and self._spooled_earlier:
+                    self._spooled_earlier = False
+                    self._resending = True  # the server is back: resend what was spooled
             else:
-                # shutdown() cuts this short; the loop then recomputes the deadline
-                self._stopping.wait(delay)
+                self._fatal(item, result)
+            return
+        item.attempt += 1
+        if item.attempt == 1:
+            item.budget_end = now + s.retry_budget
+        unreachable = result.status is None and result.detail.startswith("connection")
+        server_wide = unreachable or result.status in _SERVER_WIDE or result.retry_after is not None
+        if server_wide:
+            self._server_failures += 1
+            delay = self._backoff(self._server_failures, result.retry_after)
+        else:
+            delay = self._backoff(item.attempt, result.retry_after)
+        if unreachable and self._spool is None:
+            # nothing answers: keep the batch in memory (bounded by max_queue_size)
+            item.budget_end = max(item.budget_end, now + delay + 1)
+        end = item.budget_end if self._deadline is None else min(item.budget_end, self._deadline)
+        if now + delay > end:
+            self._busy_keys.discard(item.key)
+            self._give_up(item, result)
+            return
+        self._retry_later(item, delay, pause=server_wide)
+
+    def _retry_later(self, item: _Payload, delay: float, *, pause: bool) -> None:
+        """Arm the batch's retry timer; ``pause``: the whole server said no, so nothing is
+        sent until then, and then one probe request goes first."""
+        now = time.monotonic()
+        if pause:
+            self._paused_until = max(self._paused_until, now + delay)
+            self._probing = True
+        self.counters.bump("retried")
+        item.due = now + delay
+        heapq.heappush(self._waiting, (item.due, next(self._seq), item))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Capped, jittered exponential backoff; ``Retry-After`` acts as a clamped minimum."""
@@ -672,17 +642,21 @@ class Uploader:
         )
 
     def _give_up(self, item: _Payload, result: ExportResult | None) -> None:
+        self._held -= item.count
         with self._lock:
             self._failures += item.count
             if item.handed_off:
                 return  # shutdown already spooled it
             item.handed_off = True
+        if item.spool_path is not None:
+            self._resending = False  # still down: leave the rest of the spool for later
+            self._spool_files = None
         why = "shutdown deadline" if result is None else (result.status or result.detail)
-        if self._spool(item):
+        if self._spool_write(item):
             self._warn_once(
                 "spooled",
                 f"gf_integrations: Greenflash unreachable ({why}); batches are kept in "
-                f"{self._spool_dir} and resent on next start",
+                f"{self._spool.folder if self._spool else None} and resent on next start",
             )
         else:
             self.counters.bump("dropped_retries", item.count)
@@ -694,41 +668,24 @@ class Uploader:
 
     # -- spool ---------------------------------------------------------------------------------
 
-    def _spool_has_files(self) -> bool:
-        if self._spool_dir is None:
-            return False
-        try:
-            return any(self._spool_dir.glob("*" + _SPOOL_SUFFIX)) or any(
-                self._spool_dir.glob("*" + _SPOOL_SUFFIX + ".sending-*")
-            )
-        except OSError:
-            return False
-
-    def _spool(self, item: _Payload) -> bool:
-        if self._spool_dir is None:
+    def _spool_write(self, item: _Payload) -> bool:
+        if self._spool is None:
             return False
         if item.spool_path is not None:
             # a resend from the spool that failed again: put the file back for next time
-            original = item.spool_path.with_name(item.spool_path.name.split(".sending")[0])
             try:
-                item.spool_path.rename(original)
-                item.spool_path = original
+                item.spool_path = Spool.unclaim(item.spool_path)
                 return True
             except OSError:
                 pass  # already gone (delivered meanwhile): write it again below
         try:
-            self._spool_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{time.time_ns()}-{uuid.uuid4().hex}{_SPOOL_SUFFIX}"
-            tmp = self._spool_dir / (name + ".tmp")
-            tmp.write_bytes(item.payload)
-            tmp.rename(self._spool_dir / name)
+            item.spool_path = self._spool.write(item.path, item.body)
         except OSError as exc:
             self._warn_once(
                 "spool_error", f"gf_integrations: could not write the spool ({type(exc).__name__})"
             )
             return False
-        item.spool_path = self._spool_dir / name
-        self._spooled_this_run = True
+        self._spooled_earlier = True
         self.counters.bump("spooled", item.count)
         return True
 
@@ -738,83 +695,72 @@ class Uploader:
                 item.spool_path.unlink()
 
     def _resend_spool(self) -> None:
-        if self._spool_dir is None or not self._spool_dir.is_dir():
+        """Feed claimed spool files to the sender, a few at a time."""
+        if not self._resending or self._spool is None or self._stopping.is_set():
+            self._resending = False
             return
-        self._reclaim_stale_claims()
-        for path in sorted(self._spool_dir.glob("*" + _SPOOL_SUFFIX)):
-            if self._stopping.is_set():
+        if self._spool_files is None:
+            self._spool_files = self._spool.claim()
+        room = self.settings.max_concurrent_requests - len(self._ready) - len(self._inflight)
+        while room > 0:
+            try:
+                claimed, body = next(self._spool_files)
+            except StopIteration:
+                self._spool_files = None
+                self._resending = False
                 return
-            claimed = path.with_name(f"{path.name}.sending-{os.getpid()}")
-            try:
-                path.rename(claimed)  # atomic claim: another process may be resending too
-                payload = claimed.read_bytes()
-                count = len(json.loads(payload).get("messages", []))
-            except (OSError, ValueError, AttributeError):
-                continue
+            path = path_of(claimed)
+            count = 1
+            if path == "/messages":
+                try:
+                    count = len(orjson.loads(body).get("messages", []))
+                except (ValueError, AttributeError):
+                    continue
             self.counters.bump("unspooled", count)
-            item = _Payload(payload, count, spool_path=claimed)
-            with self._lock:
-                self._inflight.append(item)
-            if not self._deliver(item):
-                return  # still down: leave the rest for later
-
-    def _reclaim_stale_claims(self) -> None:
-        """Put back files claimed by a process that died while resending them."""
-        assert self._spool_dir is not None
-        for path in self._spool_dir.glob("*" + _SPOOL_SUFFIX + ".sending-*"):
-            try:
-                pid = int(path.name.rsplit("-", 1)[1])
-            except ValueError:
-                continue
-            if pid != os.getpid() and _pid_alive(pid):
-                continue
-            with contextlib.suppress(OSError):
-                path.rename(path.with_name(path.name.split(".sending")[0]))
+            self._held += count
+            self._ready.append(_Payload(path, body, count, spool_path=claimed))
+            room -= 1
 
     def _spool_leftovers(self, *, worker_alive: bool, deadline: float) -> None:
-        """After shutdown's join: spool queued events, open, ready and in-flight batches."""
-        events: list[Any] = []
-        while True:
-            try:
-                ev = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if ev is not None and ev is not _STOP:
-                events.append(ev)
-        if events:
-            # The mapper is free unless the worker is stuck inside it (a hung lazy callable);
-            # a worker stuck in a network call does not hold it.
+        """After shutdown's join: spool queued items and every batch not yet delivered."""
+        items: list[Any] = []
+        while self._buf:
+            items.append(self._buf.popleft())
+        if items:
+            # prepare() is free unless the worker is stuck inside it (a hung lazy
+            # callable); a worker waiting on the network does not hold it.
             wait = max(deadline - time.monotonic(), 0.2) if worker_alive else -1
             if self._map_lock.acquire(timeout=wait):
                 try:
-                    for ev in events:
-                        self._map(ev)
+                    self._drained += len(items)
+                    for item in items:
+                        self._prepare(item)
                 finally:
                     self._map_lock.release()
             else:
-                self.counters.bump("dropped_shutdown", len(events))
+                self.counters.bump("dropped_shutdown", len(items))
+        for key in list(self._pending):
+            self._close(key)
         with self._lock:
-            leftovers = list(self._ready)
+            leftovers = list(self._ready) + [w[2] for w in self._waiting]
             self._ready.clear()
-            leftovers.extend(self._encode(b) for b in self._pending.values())
-            self._pending.clear()
+            self._waiting.clear()
             # The batch a hung request holds is spooled too; if that request lands after
-            # all, the worker deletes the spool file (and a resend would be deduplicated).
-            for p in self._inflight:
-                if not p.handed_off:
-                    p.handed_off = True
-                    leftovers.append(p)
+            # all, its answer deletes the spool file (and a resend would be deduplicated).
+            leftovers += [p for p in self._inflight if not p.handed_off]
+            for p in leftovers:
+                p.handed_off = True
             self._idle.notify_all()
         lost = 0
         for item in leftovers:
-            if not self._spool(item):
+            if not self._spool_write(item):
                 lost += item.count
         if lost:
             self.counters.bump("dropped_shutdown", lost)
             log.warning(
                 "gf_integrations: %d message(s) could not be delivered before exit%s",
                 lost,
-                "" if self._spool_dir else " (set spool_dir to keep them)",
+                "" if self._spool else " (set spool_dir to keep them)",
             )
 
     # -- misc ----------------------------------------------------------------------------------
@@ -828,8 +774,15 @@ class Uploader:
     def stats(self) -> dict[str, int]:
         """Delivery counters (queued, sent, retried, dropped, dropped_*, spooled, ...)."""
         snap = self.counters.as_dict()
-        snap["queue_size"] = self._queue.qsize()
+        queue_size = len(self._buf)
+        snap["queued"] = self._drained + queue_size
+        snap["queue_size"] = queue_size
+        snap["in_flight"] = len(self._inflight)
         return snap
+
+
+def _parts_only(item: Any) -> Iterable[Part]:
+    raise TypeError(f"no preparer for {type(item).__name__}")
 
 
 # Every live uploader, so that exit makes ONE bounded pass over all of them: they stop
@@ -863,29 +816,3 @@ def _call_ref(ref: weakref.WeakMethod[Any]) -> None:
     method = ref()
     if method is not None:
         method()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _shrink(message: dict[str, Any], limit: int) -> dict[str, Any]:
-    """Cut the largest text fields of an oversize message, with a visible marker."""
-    out = dict(message)
-    budget = max(limit // 4, 256)
-    for name in ("content", "context"):
-        value = out.get(name)
-        if isinstance(value, str) and len(value.encode("utf-8", "replace")) > budget:
-            # characters can take up to 4 bytes: keep budget // 4 of them
-            out[name] = value[: budget // 4] + f"…[truncated: message exceeded {limit} bytes]"
-    for name in ("input", "output", "properties"):
-        value = out.get(name)
-        if value is not None and len(encode_json(value)) > budget:
-            out[name] = {"truncated": f"[field exceeded {budget} bytes]"}
-    return out
