@@ -15,22 +15,24 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
+from ..transport.request import Part
 from .context import Conv
 from .ids import stable_id
+from .recorder import Mapper, batch_key
 from .safejson import to_jsonable, truncate_text
 from .targets import AnswerRef
-
-if TYPE_CHECKING:
-    from .recorder import Mapper
+from .wire import MESSAGES_PATH, encode_json
 
 __all__ = [
+    "FEEDBACK_EVENTS",
     "FeedbackEvent",
     "OutcomeEvent",
     "Rating",
     "Traits",
     "WireRequest",
+    "feedback_parts",
     "iso_utc",
     "to_request",
 ]
@@ -97,6 +99,7 @@ class Traits:
 
 
 FeedbackEvent = Union[Rating, OutcomeEvent, Traits]
+FEEDBACK_EVENTS = (Rating, OutcomeEvent, Traits)
 
 # fields of a profile that may hold personal data: they go through the mask hook
 _MASKED_TRAITS = ("name", "email", "phone", "properties")
@@ -104,7 +107,7 @@ _MASKED_TRAITS = ("name", "email", "phone", "properties")
 
 @dataclasses.dataclass(slots=True)
 class WireRequest:
-    """One request for the uploader: ``POST {base_url}/{path}`` with ``body``.
+    """One request for the uploader: ``POST {base_url}{path}`` with ``body``.
 
     ``after`` names the conversation whose queued messages must be delivered first (the
     rated answer must exist before its rating arrives).
@@ -113,6 +116,25 @@ class WireRequest:
     path: str
     body: dict[str, Any]
     after: Conv | None = None
+
+
+def feedback_parts(event: FeedbackEvent, mapper: Mapper) -> list[Part]:
+    """The transport part for ``event`` (none when sampled out).
+
+    A rating or an event follows the messages of its conversation (the batch holding them
+    closes first, and the two requests are never out at once); profile updates of one user
+    or organization follow each other, so the latest one is the one that stays.
+    """
+    req = to_request(event, mapper)
+    if req is None:
+        return []
+    after: tuple[str, Any] | None = None
+    if req.after is not None:
+        after = (MESSAGES_PATH, batch_key(req.after))
+    elif isinstance(event, Traits):
+        body = req.body
+        after = (req.path, body.get("externalUserId") or body.get("externalOrganizationId"))
+    return [Part(req.path, after, encode_json(req.body))]
 
 
 def to_request(event: FeedbackEvent, mapper: Mapper) -> WireRequest | None:
@@ -127,7 +149,7 @@ def to_request(event: FeedbackEvent, mapper: Mapper) -> WireRequest | None:
             value = fields[name]
             value = to_jsonable(value, mapper.limits) if name == "properties" else str(value)
             fields[name] = mapper.masked(value)
-    return WireRequest(event.kind, fields)
+    return WireRequest(f"/{event.kind}", fields)
 
 
 def _text(value: str | None, mapper: Mapper) -> str | None:
@@ -169,7 +191,7 @@ def _rating(ev: Rating, mapper: Mapper) -> WireRequest | None:
     if ev.feedback is not None:
         body["feedback"] = _text(ev.feedback, mapper)
     body["ratedAt"] = iso_utc(ev.rated_at)
-    return WireRequest("ratings", body, after=conv)
+    return WireRequest("/ratings", body, after=conv)
 
 
 def _event(ev: OutcomeEvent, mapper: Mapper) -> WireRequest | None:
@@ -206,4 +228,4 @@ def _event(ev: OutcomeEvent, mapper: Mapper) -> WireRequest | None:
         body["properties"] = mapper.masked(to_jsonable(dict(ev.properties), mapper.limits))
     if ev.force_sample or (conv is not None and conv.force_sample):
         body["forceSample"] = True
-    return WireRequest("events", body, after=conv)
+    return WireRequest("/events", body, after=conv)

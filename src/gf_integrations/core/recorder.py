@@ -59,13 +59,17 @@ class Outgoing:
 
     @property
     def batch_key(self) -> tuple[str | None, str, str, str | None]:
-        c = self.conv
-        return (
-            c.product_id,
-            c.external_conversation_id,
-            c.external_user_id,
-            c.external_organization_id,
-        )
+        return batch_key(self.conv)
+
+
+def batch_key(c: Conv) -> tuple[str | None, str, str, str | None]:
+    """What one ``POST /messages`` batch shares: the conversation's request-level identity."""
+    return (
+        c.product_id,
+        c.external_conversation_id,
+        c.external_user_id,
+        c.external_organization_id,
+    )
 
 
 class _SentIds:

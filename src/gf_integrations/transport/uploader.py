@@ -456,7 +456,14 @@ class Uploader:
     def _add(self, part: Part) -> None:
         s = self.settings
         self._held += part.count
-        if part.key is None or part.join is None:
+        if part.join is None:
+            # a whole body; a key names the batch it must follow: that batch closes now
+            # (so it is ahead in line) and the two are never out at the same time
+            if part.key is not None and part.key in self._pending:
+                self._close(part.key)
+            self._ready.append(_Payload(part.path, part.data, part.count, part.key))
+            return
+        if part.key is None:
             self._ready.append(_Payload(part.path, part.data, part.count))
             return
         key = (part.path, part.key)
