@@ -38,7 +38,10 @@ class CaptureServer:
         self.requests: list[dict[str, Any]] = []  # bodies of answered-2xx requests
         self.attempts: list[dict[str, Any]] = []  # every body received, any answer
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []  # request path of each attempt
         self.script: list[Reply] = []
+        # optional: picks the reply from the request body (None: script/default)
+        self.responder: Callable[[dict[str, Any]], Reply | None] | None = None
         self.default = Reply()
         self.lock = threading.Lock()
         self.received = threading.Condition(self.lock)
@@ -61,10 +64,12 @@ class CaptureServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = {"_invalid": raw[:200].decode("utf-8", "replace")}
+                chosen = server.responder(body) if server.responder else None
                 with server.lock:
-                    reply = server.script.pop(0) if server.script else server.default
+                    reply = chosen or (server.script.pop(0) if server.script else server.default)
                     server.attempts.append(body)
                     server.headers.append(dict(self.headers))
+                    server.paths.append(self.path)
                 if reply.delay:
                     server.release.wait(reply.delay)
                 if reply.close:

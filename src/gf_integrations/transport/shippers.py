@@ -31,6 +31,7 @@ from .sender import ANSWER, FLAG_HAS_RETRY_AFTER, FLAG_OK, FLAG_RETRYABLE, REQUE
 log = logging.getLogger("gf_integrations")
 
 _SENDER = Path(__file__).with_name("sender.py")
+_WINDOW_PER_CONNECTION = 32
 
 
 class Job(Protocol):
@@ -50,8 +51,10 @@ class Shipper(Protocol):
         """Get ready to ship (called once the uploader has work)."""
         ...
 
-    def ship(self, job: Any, timeout: float) -> None:
-        """Start one request; ``on_done`` is called once when it ends."""
+    window: int  # how many jobs the uploader may have out at once
+
+    def ship(self, jobs: list[tuple[Any, float]]) -> None:
+        """Start requests (job, timeout); ``on_done`` is called once for each when it ends."""
         ...
 
     def close(self) -> None:
@@ -68,7 +71,7 @@ class ThreadShipper:
 
     def __init__(self, exporter: Exporter, concurrency: int, on_done: OnDone) -> None:
         self.exporter = exporter
-        self.concurrency = concurrency
+        self.concurrency = self.window = concurrency
         self.on_done = on_done
         self._init()
 
@@ -81,7 +84,11 @@ class ThreadShipper:
     def start(self) -> None:
         """Threads start on demand."""
 
-    def ship(self, job: Any, timeout: float) -> None:
+    def ship(self, jobs: list[tuple[Any, float]]) -> None:
+        for job, timeout in jobs:
+            self._ship_one(job, timeout)
+
+    def _ship_one(self, job: Any, timeout: float) -> None:
         self._jobs.put((job, timeout))
         with self._lock:
             if self._idle > 0:
@@ -138,6 +145,10 @@ class ProcessShipper:
         fallback: Callable[[], Shipper],
     ) -> None:
         self._target = (base_url, api_key, concurrency)
+        # requests wait in the sender's queue for one of its ``concurrency`` connections:
+        # a deep window keeps them busy while this process answers only a few times a
+        # second (each pipe write or read is a GIL hand-off under a busy host)
+        self.window = concurrency * _WINDOW_PER_CONNECTION
         self.on_done = on_done
         self._fallback_factory = fallback
         self._sender: _SenderProcess | None = None
@@ -150,15 +161,16 @@ class ProcessShipper:
         if self._sender is not None and not self._sender.ensure_running():
             self._fallback = self._fallback_factory()
 
-    def ship(self, job: Any, timeout: float) -> None:
+    def ship(self, jobs: list[tuple[Any, float]]) -> None:
         if self._fallback is None:
             self.start()
         if self._fallback is not None:
-            self._fallback.ship(job, timeout)
+            self._fallback.ship(jobs)
             return
         assert self._sender is not None
-        if not self._sender.ship(job, timeout, self.on_done):
-            self.on_done(job, ExportResult(False, retryable=True, detail="connection error"))
+        if not self._sender.ship(jobs, self.on_done):
+            for job, _ in jobs:
+                self.on_done(job, ExportResult(False, retryable=True, detail="connection error"))
 
     def close(self) -> None:
         sender, self._sender = self._sender, None
@@ -193,7 +205,7 @@ class _SenderProcess:
         # caller holds _lock
         if self._failed:
             return False
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None:  # the answer reader forgets it when the child exits
             return True
         base_url, api_key, concurrency = self.target
         env = dict(os.environ)
@@ -229,20 +241,27 @@ class _SenderProcess:
         self._proc = proc
         return True
 
-    def ship(self, job: Any, timeout: float, on_done: OnDone) -> bool:
-        """Write one request to the sender; False when it is not running."""
-        path = job.path.encode()
+    def ship(self, jobs: list[tuple[Any, float]], on_done: OnDone) -> bool:
+        """Write requests to the sender in one write; False when it is not running."""
+        frames = []
         with self._lock:
             if not self._ensure_running():
                 return False
             assert self._proc is not None
-            job_id = self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-            self._jobs[job_id] = (job, on_done)
-            head = REQUEST.pack(job_id, int(timeout * 1000), len(path), len(job.body))
+            ids = []
+            for job, timeout in jobs:
+                job_id = self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+                self._jobs[job_id] = (job, on_done)
+                ids.append(job_id)
+                path = job.path.encode()
+                frames.append(REQUEST.pack(job_id, int(timeout * 1000), len(path), len(job.body)))
+                frames.append(path)
+                frames.append(job.body)
             try:
-                _write_all(self._proc.stdin, head + path + job.body)
+                _write_all(self._proc.stdin, b"".join(frames))
             except (OSError, ValueError):
-                self._jobs.pop(job_id, None)
+                for job_id in ids:
+                    self._jobs.pop(job_id, None)
                 return False
         return True
 

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 SUFFIX = ".json"
 _DEFAULT_PATH = "/messages"
 
@@ -82,6 +84,32 @@ class Spool:
             except OSError:
                 continue
             yield claimed, body
+
+    def keep(self, path: str, body: bytes, claimed: Path | None) -> Path:
+        """Keep a body for a later resend: a claimed file is put back, else written."""
+        if claimed is not None:
+            with contextlib.suppress(OSError):  # gone: delivered meanwhile, write it again
+                return self.unclaim(claimed)
+        return self.write(path, body)
+
+    def resends(self) -> Iterator[tuple[Path, str, bytes, int]]:
+        """Claimed files as (claimed path, API path, body, items it carries)."""
+        for claimed, body in self.claim():
+            path = path_of(claimed)
+            count = 1
+            if path == _DEFAULT_PATH:
+                try:
+                    count = len(orjson.loads(body).get("messages", []))
+                except (ValueError, AttributeError):
+                    continue  # not ours or damaged: left claimed, put back on a later run
+            yield claimed, path, body, count
+
+    @staticmethod
+    def forget(claimed: Path | None) -> None:
+        """Delete a spool file whose body was delivered (or rejected for good)."""
+        if claimed is not None:
+            with contextlib.suppress(OSError):
+                claimed.unlink()
 
     @staticmethod
     def unclaim(claimed: Path) -> Path:

@@ -28,13 +28,12 @@ Policy (DESIGN.md section 5):
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
-import dataclasses
 import heapq
 import itertools
 import logging
+import math
 import os
 import random
 import threading
@@ -44,13 +43,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..core.settings import Settings
+from .batcher import Batcher
 from .exporters import Exporter, ExportResult
 from .request import Part
 from .shippers import Shipper, ThreadShipper
-from .spool import Spool, path_of
+from .spool import Spool
+from .state import Counters, Payload, call_ref, register
 
 log = logging.getLogger("gf_integrations")
 
@@ -62,76 +61,6 @@ _LINGER = 0.02
 _SERVER_WIDE = frozenset({429, 503})
 
 Prepare = Callable[[Any], Iterable[Part]]
-
-
-@dataclasses.dataclass(slots=True)
-class _Batch:
-    parts: list[Part]
-    size: int  # bytes of the parts plus separating commas
-    overhead: int  # bytes the body adds around the parts
-    opened: float
-
-
-@dataclasses.dataclass(slots=True, eq=False)
-class _Payload:
-    path: str
-    body: bytes
-    count: int
-    key: Any = None  # (path, key) of the batch: one request out per key at a time
-    spool_path: Path | None = None
-    attempt: int = 0
-    budget_end: float = 0.0  # when retries stop (set on the first failure)
-    due: float = 0.0
-    # Set (under the lock) when shutdown took this payload over and spooled it: a late
-    # answer then only deletes the spool file.
-    handed_off: bool = False
-
-
-class Counters:
-    """Delivery counters, readable from any thread (``client.stats()``)."""
-
-    NAMES = (
-        "batches_sent",
-        "dropped_fatal",
-        "dropped_oversize",
-        "dropped_queue_full",
-        "dropped_retries",
-        "dropped_shutdown",
-        "failed_mapping",
-        "retried",
-        "sampled_out",
-        "sent",
-        "shrunk_oversize",
-        "spooled",
-        "unspooled",
-    )
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[str, int] = dict.fromkeys(self.NAMES, 0)
-
-    def bump(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to a counter."""
-        with self._lock:
-            self._values[name] += n
-
-    def set(self, name: str, value: int) -> None:
-        """Set a counter owned by one writer."""
-        with self._lock:
-            self._values[name] = value
-
-    def __getattr__(self, name: str) -> int:
-        # counters read as attributes: ``uploader.counters.sent``
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self.as_dict()[name]
-
-    def as_dict(self) -> dict[str, int]:
-        """A snapshot, plus ``dropped`` (the sum of every ``dropped_*``)."""
-        with self._lock:
-            snap = dict(self._values)
-        snap["dropped"] = sum(v for k, v in snap.items() if k.startswith("dropped_"))
-        return snap
 
 
 class Uploader:
@@ -168,9 +97,8 @@ class Uploader:
         self._closed = False
         self._warned: set[str] = set()
         ref = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: _call_ref(ref))
-        with _live_lock[0]:
-            _live.add(self)  # one shared, bounded exit flush (see _shutdown_all_at_exit)
+        os.register_at_fork(after_in_child=lambda: call_ref(ref))
+        register(self)  # one shared, bounded exit flush (see state._shutdown_all_at_exit)
         if resend_spool and self._spool is not None and self._spool.has_files():
             # undelivered batches from an earlier run: resend them now, not on first use
             self._resending = True
@@ -186,12 +114,15 @@ class Uploader:
         self._lock = threading.Lock()  # guards the batch state below and the thread handle
         self._idle = threading.Condition(self._lock)
         self._map_lock = threading.Lock()  # prepare() runs on one thread at a time
-        self._pending: collections.OrderedDict[Any, _Batch] = collections.OrderedDict()
-        self._ready: collections.deque[_Payload] = collections.deque()
-        self._waiting: list[tuple[float, int, _Payload]] = []  # retry timers (heap)
-        self._inflight: set[_Payload] = set()
+        self._ready: collections.deque[Payload] = collections.deque()
+        s = self.settings
+        self._batches = Batcher(
+            s.max_batch_messages, s.max_batch_bytes, self._ready.append, self._join_failed
+        )
+        self._waiting: list[tuple[float, int, Payload]] = []  # retry timers (heap)
+        self._inflight: set[Payload] = set()
         self._busy_keys: set[Any] = set()  # keys with a request out or a retry waiting
-        self._answers: collections.deque[tuple[_Payload, ExportResult]] = collections.deque()
+        self._answers: collections.deque[tuple[Payload, ExportResult]] = collections.deque()
         self._seq = itertools.count()
         self._held = 0  # parts/messages the worker holds (producers read it: the bound)
         self._drained = 0  # items taken from the buffer (stats: queued)
@@ -311,7 +242,7 @@ class Uploader:
         # caller holds _lock
         return not (
             self._buf
-            or self._pending
+            or self._batches
             or self._ready
             or self._waiting
             or self._inflight
@@ -409,14 +340,20 @@ class Uploader:
         caught_up = not self._buf or self._past_deadline()
         # A flush/shutdown sends partial batches only once the backlog is prepared: until
         # then they can still fill up (fewer, fuller POSTs). The deadline still bounds it.
-        self._close_due(now, force=(stopping or self._urgent > 0) and caught_up)
+        if (stopping or self._urgent > 0) and caught_up:
+            self._batches.close_older(math.inf)
+        else:
+            # While a backlog waits in the buffer, open batches get a little longer to
+            # fill up (bounded: 4 intervals): under load, fewer and fuller POSTs.
+            age = self.settings.flush_interval * (4 if self._buf else 1)
+            self._batches.close_older(now - age)
         self._resend_spool()
         self._dispatch(now)
         with self._lock:
             self._busy = False
             if self._is_idle():
                 self._idle.notify_all()
-            done = not (self._buf or self._pending or self._ready or self._waiting)
+            done = not (self._buf or self._batches or self._ready or self._waiting)
         if self._buf:
             self._wake.set()  # more than one drain's worth is waiting
         if stopping:
@@ -454,59 +391,16 @@ class Uploader:
             self._add(part)
 
     def _add(self, part: Part) -> None:
-        s = self.settings
         self._held += part.count
-        if part.join is None:
-            # a whole body; a key names the batch it must follow: that batch closes now
-            # (so it is ahead in line) and the two are never out at the same time
-            if part.key is not None and part.key in self._pending:
-                self._close(part.key)
-            self._ready.append(_Payload(part.path, part.data, part.count, part.key))
-            return
-        if part.key is None:
-            self._ready.append(_Payload(part.path, part.data, part.count))
-            return
-        key = (part.path, part.key)
-        extra = len(part.data) + 1
-        batch = self._pending.get(key)
-        if (
-            batch is not None
-            and max(batch.overhead, part.overhead) + batch.size + extra > s.max_batch_bytes
-        ):
-            self._close(key)  # the byte cap: close this batch, start a new one for the part
-            batch = None
-        if batch is None:
-            batch = self._pending[key] = _Batch([], 0, part.overhead, time.monotonic())
-        batch.parts.append(part)
-        batch.size += extra
-        batch.overhead = max(batch.overhead, part.overhead)
-        if len(batch.parts) >= s.max_batch_messages:
-            self._close(key)
+        self._batches.add(part)
 
-    def _close(self, key: Any) -> None:
-        batch = self._pending.pop(key)
-        parts = batch.parts
-        join = parts[0].join
-        assert join is not None
-        count = sum(p.count for p in parts)
-        try:
-            body = join(parts)
-        except Exception as exc:
-            self._held -= count
-            self.counters.bump("failed_mapping", count)
-            self._warn_once(
-                f"join:{type(exc).__name__}",
-                f"gf_integrations: could not build a request ({type(exc).__name__}); skipped",
-            )
-            return
-        self._ready.append(_Payload(parts[0].path, body, count, key))
-
-    def _close_due(self, now: float, *, force: bool) -> None:
-        # While a backlog waits in the buffer, open batches get a little longer to fill up
-        # (bounded: 4 intervals): under load that means fewer, fuller POSTs.
-        age = self.settings.flush_interval * (4 if self._buf else 1)
-        for key in [k for k, b in self._pending.items() if force or now - b.opened >= age]:
-            self._close(key)
+    def _join_failed(self, count: int, exc: Exception) -> None:
+        self._held -= count
+        self.counters.bump("failed_mapping", count)
+        self._warn_once(
+            f"join:{type(exc).__name__}",
+            f"gf_integrations: could not build a request ({type(exc).__name__}); skipped",
+        )
 
     def _next_due(self) -> float:
         if self._urgent > 0 or self._stopping.is_set():
@@ -515,8 +409,9 @@ class Uploader:
             return 0.0
         now = time.monotonic()
         due = now + self.settings.flush_interval
-        if self._pending:
-            due = min(due, next(iter(self._pending.values())).opened + self.settings.flush_interval)
+        oldest = self._batches.oldest()
+        if oldest is not None:
+            due = min(due, oldest + self.settings.flush_interval)
         if self._waiting:
             due = min(due, self._waiting[0][0])
         if self._ready:  # paused, at the concurrency limit, or behind a busy conversation
@@ -536,11 +431,15 @@ class Uploader:
             self._ready.appendleft(item)
         if now < self._paused_until or not self._ready:
             return
-        limit = 1 if self._probing else self.settings.max_concurrent_requests
+        shipper = self._get_shipper()
+        limit = 1 if self._probing else shipper.window
         if len(self._inflight) >= limit:
             return
-        shipper = self._get_shipper()
-        skipped: list[_Payload] = []
+        timeout = self.settings.request_timeout
+        if self._deadline is not None:
+            timeout = min(timeout, max(self._deadline - now, 0.05))
+        skipped: list[Payload] = []
+        jobs: list[tuple[Any, float]] = []
         while self._ready and len(self._inflight) < limit:
             item = self._ready.popleft()
             if item.key is not None and item.key in self._busy_keys:
@@ -548,20 +447,19 @@ class Uploader:
                 continue
             if item.key is not None:
                 self._busy_keys.add(item.key)
-            timeout = self.settings.request_timeout
-            if self._deadline is not None:
-                timeout = min(timeout, max(self._deadline - now, 0.05))
             with self._lock:
                 self._inflight.add(item)
-            shipper.ship(item, timeout)
+            jobs.append((item, timeout))
         self._ready.extendleft(reversed(skipped))
+        if jobs:
+            shipper.ship(jobs)  # all at once: one pipe write for the sender process
 
     def _get_shipper(self) -> Shipper:
         if self._shipper is None:
             self._shipper = self._shipper_factory(self._on_answer)
         return self._shipper
 
-    def _on_answer(self, item: _Payload, result: ExportResult) -> None:
+    def _on_answer(self, item: Payload, result: ExportResult) -> None:
         """Called by the shipper, from any thread, once per request."""
         self._answers.append((item, result))
         self._wake.set()
@@ -574,11 +472,11 @@ class Uploader:
                 handed_off = item.handed_off
             if handed_off:  # shutdown spooled it meanwhile
                 if result.ok:
-                    self._forget_spool(item)
+                    Spool.forget(item.spool_path)
                 continue
             self._settle(item, result)
 
-    def _settle(self, item: _Payload, result: ExportResult) -> None:
+    def _settle(self, item: Payload, result: ExportResult) -> None:
         s = self.settings
         now = time.monotonic()
         if result.ok or not result.retryable:
@@ -587,7 +485,7 @@ class Uploader:
             if result.ok:
                 self.counters.bump("sent", item.count)
                 self.counters.bump("batches_sent")
-                self._forget_spool(item)
+                Spool.forget(item.spool_path)
                 self._server_failures = 0
                 self._probing = False
                 if self._spool is not None and item.spool_path is None and self._spooled_earlier:
@@ -616,7 +514,7 @@ class Uploader:
             return
         self._retry_later(item, delay, pause=server_wide)
 
-    def _retry_later(self, item: _Payload, delay: float, *, pause: bool) -> None:
+    def _retry_later(self, item: Payload, delay: float, *, pause: bool) -> None:
         """Arm the batch's retry timer; ``pause``: the whole server said no, so nothing is
         sent until then, and then one probe request goes first."""
         now = time.monotonic()
@@ -636,11 +534,11 @@ class Uploader:
             delay = max(delay, min(retry_after, s.max_retry_after))
         return delay
 
-    def _fatal(self, item: _Payload, result: ExportResult) -> None:
+    def _fatal(self, item: Payload, result: ExportResult) -> None:
         self.counters.bump("dropped_fatal", item.count)
         with self._lock:
             self._failures += item.count
-        self._forget_spool(item)
+        Spool.forget(item.spool_path)
         log.error(
             "gf_integrations: Greenflash rejected a batch of %d message(s): HTTP %s %s",
             item.count,
@@ -648,7 +546,7 @@ class Uploader:
             result.detail,
         )
 
-    def _give_up(self, item: _Payload, result: ExportResult | None) -> None:
+    def _give_up(self, item: Payload, result: ExportResult | None) -> None:
         self._held -= item.count
         with self._lock:
             self._failures += item.count
@@ -675,31 +573,21 @@ class Uploader:
 
     # -- spool ---------------------------------------------------------------------------------
 
-    def _spool_write(self, item: _Payload) -> bool:
+    def _spool_write(self, item: Payload) -> bool:
         if self._spool is None:
             return False
-        if item.spool_path is not None:
-            # a resend from the spool that failed again: put the file back for next time
-            try:
-                item.spool_path = Spool.unclaim(item.spool_path)
-                return True
-            except OSError:
-                pass  # already gone (delivered meanwhile): write it again below
+        fresh = item.spool_path is None
         try:
-            item.spool_path = self._spool.write(item.path, item.body)
+            item.spool_path = self._spool.keep(item.path, item.body, item.spool_path)
         except OSError as exc:
             self._warn_once(
                 "spool_error", f"gf_integrations: could not write the spool ({type(exc).__name__})"
             )
             return False
-        self._spooled_earlier = True
-        self.counters.bump("spooled", item.count)
+        if fresh:
+            self._spooled_earlier = True
+            self.counters.bump("spooled", item.count)
         return True
-
-    def _forget_spool(self, item: _Payload) -> None:
-        if item.spool_path is not None:
-            with contextlib.suppress(OSError):
-                item.spool_path.unlink()
 
     def _resend_spool(self) -> None:
         """Feed claimed spool files to the sender, a few at a time."""
@@ -707,26 +595,17 @@ class Uploader:
             self._resending = False
             return
         if self._spool_files is None:
-            self._spool_files = self._spool.claim()
-        room = self.settings.max_concurrent_requests - len(self._ready) - len(self._inflight)
-        while room > 0:
+            self._spool_files = self._spool.resends()
+        for _ in range(self.settings.max_concurrent_requests - len(self._ready)):
             try:
-                claimed, body = next(self._spool_files)
+                claimed, path, body, count = next(self._spool_files)
             except StopIteration:
                 self._spool_files = None
                 self._resending = False
                 return
-            path = path_of(claimed)
-            count = 1
-            if path == "/messages":
-                try:
-                    count = len(orjson.loads(body).get("messages", []))
-                except (ValueError, AttributeError):
-                    continue
             self.counters.bump("unspooled", count)
             self._held += count
-            self._ready.append(_Payload(path, body, count, spool_path=claimed))
-            room -= 1
+            self._ready.append(Payload(path, body, count, spool_path=claimed))
 
     def _spool_leftovers(self, *, worker_alive: bool, deadline: float) -> None:
         """After shutdown's join: spool queued items and every batch not yet delivered."""
@@ -746,8 +625,7 @@ class Uploader:
                     self._map_lock.release()
             else:
                 self.counters.bump("dropped_shutdown", len(items))
-        for key in list(self._pending):
-            self._close(key)
+        self._batches.close_older(math.inf)
         with self._lock:
             leftovers = list(self._ready) + [w[2] for w in self._waiting]
             self._ready.clear()
@@ -790,36 +668,3 @@ class Uploader:
 
 def _parts_only(item: Any) -> Iterable[Part]:
     raise TypeError(f"no preparer for {type(item).__name__}")
-
-
-# Every live uploader, so that exit makes ONE bounded pass over all of them: they stop
-# together and share the longest shutdown budget instead of waiting one after another.
-_live: weakref.WeakSet[Uploader] = weakref.WeakSet()
-_live_lock = [threading.Lock()]  # a list so the fork hook can replace it
-
-
-def _shutdown_all_at_exit() -> None:
-    with contextlib.suppress(Exception):
-        with _live_lock[0]:
-            uploaders = list(_live)
-        if not uploaders:
-            return
-        deadline = time.monotonic() + max(u.settings.shutdown_timeout for u in uploaders)
-        started = [u for u in uploaders if u._begin_shutdown(deadline, at_exit=True)]
-        for u in started:
-            with contextlib.suppress(Exception):
-                u._finish_shutdown(deadline)
-
-
-def _reinit_live_lock() -> None:
-    _live_lock[0] = threading.Lock()
-
-
-atexit.register(_shutdown_all_at_exit)
-os.register_at_fork(after_in_child=_reinit_live_lock)
-
-
-def _call_ref(ref: weakref.WeakMethod[Any]) -> None:
-    method = ref()
-    if method is not None:
-        method()

@@ -1,0 +1,250 @@
+"""Delivery under a busy host: an evaluation loop where every call is its own conversation.
+
+Usage::
+
+    .venv/bin/python bench/bench_delivery.py [--calls 10201 50000] [--loops openai langchain]
+                                             [--senders process thread]
+
+``BENCH_SRC=/path/to/other/src`` measures another source tree (``--senders default`` for
+one that has no ``sender`` setting).
+
+Each run is a fresh process with default settings (only ``sender`` varies): it runs the
+loop as fast as it can against a fake provider (OpenAI: the real client over
+``httpx.MockTransport``; LangChain: ``prompt | FakeListChatModel`` with our handler), then
+flushes. A loopback sink in its own process answers every POST at once and counts what it
+received. Printed per run:
+
+* delivered: distinct conversations the sink received / calls made (after the flush);
+* dropped: ``stats()["dropped"]`` (events lost, e.g. queue full);
+* in loop: share of the loop's conversations the sink had received when the loop ended
+  (keeping up: 100% minus the last ~linger's worth); drain/s: conversations the sink
+  received while the loop ran / loop duration, next to the loop's own calls/s (on a
+  loaded machine the loop itself is slow, so compare the two);
+* caller us: CPU time of the calling thread per call; cpu +us: CPU of the whole host
+  process per call (every thread) minus the bare loop's;
+* slowdown: wall per call / the same loop's wall per call with no instrumentation
+  (measured in the same run): what the host pays for our background work;
+* RSS: growth from before the loop to after the flush, and peak (``ru_maxrss``).
+
+Targets (issue 11): 100% delivered at 50,000 calls; drain >= 2,000/s (LangChain) and
+>= 1,000/s (OpenAI) while the loop runs; RSS growth < 50 MB. Nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+from _common import start_sink
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Counts what it receives; GET returns {"requests", "messages", "conversations"}.
+COUNTING_SINK = textwrap.dedent(
+    r"""
+    import asyncio, json, sys
+    BODY = b'{"success":true,"conversationId":"c","messages":[]}'
+    OK = (b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n'
+          % len(BODY)) + BODY
+    MARK = b'"externalConversationId":"'
+    seen = {"requests": 0, "messages": 0}
+    convs = set()
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b'\r\n\r\n')
+                length = 0
+                for line in head.split(b'\r\n'):
+                    if line.lower().startswith(b'content-length:'):
+                        length = int(line[15:])
+                body = await reader.readexactly(length) if length else b''
+                if head.startswith(b'GET'):
+                    data = json.dumps({**seen, "conversations": len(convs)}).encode()
+                    writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n' % len(data)
+                                 + data)
+                else:
+                    seen["requests"] += 1
+                    seen["messages"] += body.count(b'"externalMessageId"')
+                    at = body.find(MARK)
+                    if at >= 0:
+                        at += len(MARK)
+                        convs.add(body[at:body.index(b'"', at)])
+                    writer.write(OK)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+    async def main():
+        server = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]), backlog=512)
+        print('ready', flush=True)
+        async with server:
+            await server.serve_forever()
+    asyncio.run(main())
+    """
+)
+
+WORKER = textwrap.dedent(
+    r"""
+    import gc, json, os, resource, sys, time, urllib.request, warnings
+    warnings.simplefilter("ignore")
+    loop, sink, calls, sender = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    os.environ["LANGSMITH_TRACING"] = "false"
+    RUN = os.getpid()  # conversation ids derive from content: new ones in every run
+
+    def counts():
+        with urllib.request.urlopen(sink + "/count", timeout=30) as r:
+            return json.loads(r.read())
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def openai_loop(instrument):
+        import httpx
+        from openai import OpenAI
+        body = json.dumps({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1764115200,
+            "model": "gpt-4o-mini", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Paris is the capital."}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26},
+        }).encode()
+        handler = lambda request: httpx.Response(
+            200, headers={"content-type": "application/json"}, content=body)
+        client = OpenAI(api_key="test", base_url="http://mock/v1", max_retries=0,
+                        http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+        if instrument:
+            from gf_integrations.openai import wrap_openai
+            client = wrap_openai(client)
+        create = client.chat.completions.create
+        def run(start, n):
+            for k in range(start, start + n):
+                create(model="gpt-4o-mini", messages=[
+                    {"role": "system", "content": "You are a concise geography assistant."},
+                    {"role": "user", "content": f"Run {RUN}, question {k}: capital of France?"}])
+        return run
+
+    def langchain_loop(instrument):
+        from langchain_core.language_models.fake_chat_models import FakeListChatModel
+        from langchain_core.prompts import ChatPromptTemplate
+        chain = ChatPromptTemplate.from_messages(
+            [("system", "You are a {persona}."), ("human", "{q}")]
+        ) | FakeListChatModel(responses=["The capital of France is Paris."])
+        config = {}
+        if instrument:
+            from gf_integrations.langchain import GreenflashCallbackHandler
+            config = {"callbacks": [GreenflashCallbackHandler()]}
+        def run(start, n):
+            for k in range(start, start + n):
+                chain.invoke({"persona": "geographer", "q": f"Question {k}?"}, config=config)
+        return run
+
+    make = openai_loop if loop == "openai" else langchain_loop
+    if sender == "none":  # the same loop, uninstrumented: the host's own speed
+        run = make(False)
+        run(0, 300)
+        gc.collect()
+        w = time.perf_counter()
+        p = time.process_time()
+        run(300, calls)
+        print(json.dumps({"wall_us": (time.perf_counter() - w) / calls * 1e6,
+                          "process_us": (time.process_time() - p) / calls * 1e6}))
+        sys.exit(0)
+
+    import gf_integrations as gf
+    extra = {} if sender == "default" else {"sender": sender}
+    client = gf.configure(base_url=sink + "/api/v1", external_user_id="bench", **extra)
+    run = make(True)
+    run(0, 300)  # warm-up (and the sender process start)
+    client.flush(60)
+    gc.collect()
+    before_rss, before = rss_mb(), counts()
+    w, t, p = time.perf_counter(), time.thread_time(), time.process_time()
+    run(300, calls)
+    t1, w1, p1 = time.thread_time(), time.perf_counter(), time.process_time()
+    during = counts()
+    flushed = client.flush(300)
+    w2 = time.perf_counter()
+    after = counts()
+    gc.collect()
+    stats = client.stats()
+    loop_s = w1 - w
+    print(json.dumps({
+        "delivered": (after["conversations"] - before["conversations"]) / calls,
+        "dropped": stats["dropped"],
+        "drain": (during["requests"] - before["requests"]) / loop_s,
+        "during": (during["conversations"] - before["conversations"]) / calls,
+        "calls_per_s": calls / loop_s,
+        "process_us": (p1 - p) / calls * 1e6,
+        "drain_after": (after["requests"] - during["requests"]) / max(w2 - w1, 1e-9),
+        "caller_us": (t1 - t) / calls * 1e6,
+        "wall_us": loop_s / calls * 1e6,
+        "flush_s": w2 - w1,
+        "flushed": flushed,
+        "rss_growth": rss_mb() - before_rss,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "posts": after["requests"] - before["requests"],
+    }))
+    client.shutdown()
+    """
+)
+
+
+def run_worker(loop: str, sink: str, calls: int, sender: str) -> dict[str, float] | None:
+    env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_SRC") or str(ROOT / "src")}
+    args = [sys.executable, "-c", WORKER, loop, sink, str(calls), sender]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=3600)
+    if proc.returncode != 0:
+        print(f"  {loop}/{sender}: failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calls", type=int, nargs="+", default=[10_201, 50_000])
+    ap.add_argument("--loops", nargs="+", default=["openai", "langchain"])
+    ap.add_argument("--senders", nargs="+", default=["process", "thread"])
+    args = ap.parse_args()
+    sink_proc, sink = start_sink(COUNTING_SINK)
+    try:
+        urllib.request.urlopen(sink + "/count", timeout=10).read()
+        print(f"load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpu(s)")
+        head = (
+            f"{'loop':<10}{'sender':<9}{'calls':>7}{'delivered':>10}{'dropped':>8}"
+            f"{'in loop':>8}{'drain/s':>8}{'calls/s':>8}{'caller us':>10}{'cpu +us':>8}"
+            f"{'slowdown':>9}{'flush s':>8}{'RSS +MB':>8}{'peak MB':>8}"
+        )
+        print(head)
+        for loop in args.loops:
+            for calls in args.calls:
+                bare = run_worker(loop, sink, calls, "none")
+                for sender in args.senders:
+                    r = run_worker(loop, sink, calls, sender)
+                    if r is None or bare is None:
+                        continue
+                    print(
+                        f"{loop:<10}{sender:<9}{calls:>7}{r['delivered']:>10.1%}"
+                        f"{r['dropped']:>8.0f}{r['during']:>8.1%}{r['drain']:>8.0f}"
+                        f"{r['calls_per_s']:>8.0f}{r['caller_us']:>10.0f}"
+                        f"{r['process_us'] - bare['process_us']:>8.0f}"
+                        f"{r['wall_us'] / bare['wall_us']:>8.2f}x{r['flush_s']:>8.1f}"
+                        f"{r['rss_growth']:>8.1f}{r['peak_rss']:>8.0f}",
+                        flush=True,
+                    )
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    finally:
+        sink_proc.terminate()
+        sink_proc.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""The uploader's bookkeeping: payloads, counters, and the one exit pass at exit."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Payload:
+    path: str
+    body: bytes
+    count: int
+    key: Any = None  # (path, key) of the batch: one request out per key at a time
+    spool_path: Path | None = None
+    attempt: int = 0
+    budget_end: float = 0.0  # when retries stop (set on the first failure)
+    due: float = 0.0
+    # Set (under the lock) when shutdown took this payload over and spooled it: a late
+    # answer then only deletes the spool file.
+    handed_off: bool = False
+
+
+class Counters:
+    """Delivery counters, readable from any thread (``client.stats()``)."""
+
+    NAMES = (
+        "batches_sent",
+        "dropped_fatal",
+        "dropped_oversize",
+        "dropped_queue_full",
+        "dropped_retries",
+        "dropped_shutdown",
+        "failed_mapping",
+        "retried",
+        "sampled_out",
+        "sent",
+        "shrunk_oversize",
+        "spooled",
+        "unspooled",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, int] = dict.fromkeys(self.NAMES, 0)
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to a counter."""
+        with self._lock:
+            self._values[name] += n
+
+    def set(self, name: str, value: int) -> None:
+        """Set a counter owned by one writer."""
+        with self._lock:
+            self._values[name] = value
+
+    def __getattr__(self, name: str) -> int:
+        # counters read as attributes: ``uploader.counters.sent``
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.as_dict()[name]
+
+    def as_dict(self) -> dict[str, int]:
+        """A snapshot, plus ``dropped`` (the sum of every ``dropped_*``)."""
+        with self._lock:
+            snap = dict(self._values)
+        snap["dropped"] = sum(v for k, v in snap.items() if k.startswith("dropped_"))
+        return snap
+
+
+# Every live uploader, so that exit makes ONE bounded pass over all of them: they stop
+# together and share the longest shutdown budget instead of waiting one after another.
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_live_lock = [threading.Lock()]  # a list so the fork hook can replace it
+
+
+def register(uploader: Any) -> None:
+    """Include ``uploader`` in the exit pass (held weakly)."""
+    with _live_lock[0]:
+        _live.add(uploader)
+
+
+def _shutdown_all_at_exit() -> None:
+    with contextlib.suppress(Exception):
+        with _live_lock[0]:
+            uploaders = list(_live)
+        if not uploaders:
+            return
+        deadline = time.monotonic() + max(u.settings.shutdown_timeout for u in uploaders)
+        started = [u for u in uploaders if u._begin_shutdown(deadline, at_exit=True)]
+        for u in started:
+            with contextlib.suppress(Exception):
+                u._finish_shutdown(deadline)
+
+
+def _reinit_live_lock() -> None:
+    _live_lock[0] = threading.Lock()
+
+
+atexit.register(_shutdown_all_at_exit)
+os.register_at_fork(after_in_child=_reinit_live_lock)
+
+
+def call_ref(ref: weakref.WeakMethod[Any]) -> None:
+    method = ref()
+    if method is not None:
+        method()
