@@ -387,3 +387,37 @@ def test_without_a_product_id_nothing_is_sent_and_it_says_so(make_client, caplog
         assert gf.track_event("x", 1, client=c) is False
     assert "needs a Greenflash product id" in caplog.text
     assert c.stats()["queued"] == 0
+
+
+def test_feedback_that_cannot_be_delivered_is_spooled_and_resent_after_its_messages(
+    make_client, capture_server, collector, tmp_path
+):
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from conftest import Reply
+    from gf_integrations.langchain import GreenflashCallbackHandler
+
+    capture_server.default = Reply(503)  # Greenflash is down for the whole first run
+    first = make_client(
+        product_id=PRODUCT, spool_dir=str(tmp_path), retry_budget=0.3, max_backoff=0.05
+    )
+    run_id = uuid.uuid4()
+    handler = GreenflashCallbackHandler(client=first, external_conversation_id="spooled")
+    GenericFakeChatModel(messages=iter([AIMessage("ok")])).invoke(
+        "hi", config={"callbacks": [handler], "run_id": run_id}
+    )
+    assert gf.rate(run_id, 1, rating_min=0, rating_max=1, feedback="kept", client=first)
+    assert gf.track_event("upgrade", 1, conversation=run_id, client=first)
+    assert first.flush(5) is False
+    first.shutdown()
+    spooled = sorted(p.name.partition("~")[2] for p in tmp_path.glob("*.json"))
+    assert spooled == ["", "events.json", "ratings.json"]  # messages carry no path suffix
+    # the next start, now reaching a (real) server: messages first, then their feedback
+    for _ in range(2):  # a second start finds nothing left to send
+        second = gf.GreenflashClient(base_url=collector.base_url, spool_dir=str(tmp_path))
+        assert second.flush(10)
+        second.shutdown()
+    assert rated(collector, "spooled") == [("ok", 1.0, "kept")]
+    assert [e["eventType"] for e in collector.events("spooled", PRODUCT)] == ["upgrade"]
+    assert list(tmp_path.glob("*.json")) == []
