@@ -26,7 +26,6 @@ import datetime as dt
 import decimal
 import hashlib
 import json
-import logging
 import math
 import numbers
 import weakref
@@ -35,7 +34,7 @@ from typing import Any
 
 from .client import GreenflashClient, get_client
 from .core.context import ConversationScope, current_scope, resolve_conv
-from .core.feedback import FeedbackEvent, OutcomeEvent, Rating, Traits
+from .core.feedback import FeedbackEvent, OutcomeEvent, Rating, Traits, warn_once
 from .core.targets import AnswerRef, BoundedMap, ConversationId, MessageId, resolve_target
 from .schema import EVENT_INFLUENCES, EVENT_VALUE_TYPES, parse_time
 
@@ -48,18 +47,10 @@ __all__ = [
     "track_event",
 ]
 
-log = logging.getLogger("gf_integrations")
-_warned: set[str] = set()
 # per client: external id -> digest of the profile last queued ("sent once per change")
 _profiles: weakref.WeakKeyDictionary[GreenflashClient, BoundedMap[str, str]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def _warn_once(key: str, message: str, *args: Any) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message, *args)
 
 
 def _number(name: str, value: Any) -> float:
@@ -128,7 +119,7 @@ def _queue(client: GreenflashClient, event: FeedbackEvent) -> bool:
 
 
 def _no_product(what: str) -> bool:
-    _warn_once(
+    warn_once(
         "no-product",
         "gf_integrations: %s needs a Greenflash product id (configure(product_id=...) or "
         "GREENFLASH_PRODUCT_ID); nothing was sent",
@@ -190,7 +181,7 @@ def rate(
     else:
         answer = _answer(target, gfc)
         if answer is None:
-            _warn_once(
+            warn_once(
                 f"unknown-target:{type(target).__name__}",
                 "gf_integrations: gf.rate() does not know the %s it was given (not recorded "
                 "by this process, or forgotten); use gf.MessageId(...) / "
@@ -311,7 +302,7 @@ def track_event(
     elif conversation is not None or current_scope() is not None:
         answer = _answer(conversation, gfc)
         if answer is None and conversation is not None:
-            _warn_once(
+            warn_once(
                 f"unknown-conversation:{type(conversation).__name__}",
                 "gf_integrations: gf.track_event() does not know the conversation of the %s "
                 "it was given; the event is sent without a conversation",

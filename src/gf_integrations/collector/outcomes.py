@@ -110,6 +110,7 @@ class OutcomesMixin:
         def _upsert_user(self, external_id: str, org_id: str | None, now: dt.datetime) -> str: ...
 
     def _atomic(self, apply: Callable[[], T]) -> T:
+        """Run ``apply`` in one ``BEGIN IMMEDIATE`` transaction (rolled back if it raises)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -192,15 +192,7 @@ class Store(OutcomesMixin):
         Raises :class:`IngestError` (nothing stored) for an unknown parent, prompt or
         conversation id.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = self._ingest(req)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
+        return self._atomic(lambda: self._ingest(req))
 
     def _ingest(self, req: MessageCreateRequest) -> dict[str, Any]:
         db = self._db

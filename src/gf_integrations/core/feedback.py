@@ -35,13 +35,15 @@ __all__ = [
     "feedback_parts",
     "iso_utc",
     "to_request",
+    "warn_once",
 ]
 
 log = logging.getLogger("gf_integrations")
 _warned: set[str] = set()
 
 
-def _warn_once(key: str, message: str, *args: Any) -> None:
+def warn_once(key: str, message: str, *args: Any) -> None:
+    """Log a warning the first time ``key`` is seen (feedback calls can repeat a lot)."""
     if key not in _warned:
         _warned.add(key)
         log.warning(message, *args)
@@ -176,7 +178,7 @@ def _rating(ev: Rating, mapper: Mapper) -> WireRequest | None:
             body["externalMessageId"] = mid
         else:
             if ev.answer.key is not None:
-                _warn_once(
+                warn_once(
                     "rating-no-answer",
                     "gf_integrations: the rated call produced no recorded answer (it failed, "
                     "ended in tool calls, or its stream was not consumed yet); the rating "
