@@ -1,7 +1,8 @@
 """Shared by the benchmark scripts: a loopback sink server and small helpers.
 
 The sink runs in its own process so that its work never competes with the measured
-process for the GIL. It answers every request at once with a fixed success body.
+process for the GIL. It answers every POST at once with a fixed success body, and a GET
+with what it received so far: ``{"requests", "messages", "conversations"}``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ import textwrap
 
 SINK = textwrap.dedent(
     r"""
-    import asyncio, sys
+    import asyncio, json, sys
     BODY = b'{"success":true,"conversationId":"c","messages":[],"id":"x"}'
     OK = (b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n'
           % len(BODY)) + BODY
+    MARK = b'"externalConversationId":"'
+    seen = {"requests": 0, "messages": 0}
+    convs = set()
+    def count(body):
+        seen["requests"] += 1
+        seen["messages"] += body.count(b'"externalMessageId"')
+        at = body.find(MARK)
+        if at >= 0:
+            at += len(MARK)
+            convs.add(body[at:body.find(b'"', at)])
     async def handle(reader, writer):
         try:
             while True:
@@ -28,22 +39,29 @@ SINK = textwrap.dedent(
                         length = int(line[15:])
                     elif low.startswith(b'transfer-encoding:') and b'chunked' in low:
                         chunked = True
+                body = b''
                 if chunked:
                     while True:
                         size = int((await reader.readuntil(b'\r\n')).strip() or b'0', 16)
-                        await reader.readexactly(size + 2)
+                        body += (await reader.readexactly(size + 2))[:-2]
                         if size == 0:
                             break
                 elif length:
-                    await reader.readexactly(length)
-                writer.write(OK)
+                    body = await reader.readexactly(length)
+                if head.startswith(b'GET'):  # what arrived so far
+                    data = json.dumps({**seen, "conversations": len(convs)}).encode()
+                    writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n' % len(data)
+                                 + data)
+                else:
+                    count(body)
+                    writer.write(OK)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
             writer.close()
     async def main():
-        server = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]))
+        server = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]), backlog=512)
         print('ready', flush=True)
         async with server:
             await server.serve_forever()

@@ -24,6 +24,12 @@ received. Printed per run:
   process per call (every thread) minus the bare loop's;
 * slowdown: wall per call / the same loop's wall per call with no instrumentation
   (measured in the same run): what the host pays for our background work;
+* waits: voluntary context switches of the host's background threads per conversation
+  delivered during the loop. Each is a wait that, while the caller's thread is busy,
+  costs up to one GIL switch interval (5 ms) before the thread runs again: a measure of
+  how many conversations the background can move per second that does not depend on
+  how loaded the machine is (~200 waits/s are available, so 0.1 waits/conversation
+  allow ~2,000 conversations/s);
 * RSS: growth from before the loop to after the flush, and peak (``ru_maxrss``).
 
 Targets (issue 11): 100% delivered at 50,000 calls; drain >= 2,000/s (LangChain) and
@@ -45,54 +51,9 @@ from _common import start_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Counts what it receives; GET returns {"requests", "messages", "conversations"}.
-COUNTING_SINK = textwrap.dedent(
-    r"""
-    import asyncio, json, sys
-    BODY = b'{"success":true,"conversationId":"c","messages":[]}'
-    OK = (b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n'
-          % len(BODY)) + BODY
-    MARK = b'"externalConversationId":"'
-    seen = {"requests": 0, "messages": 0}
-    convs = set()
-    async def handle(reader, writer):
-        try:
-            while True:
-                head = await reader.readuntil(b'\r\n\r\n')
-                length = 0
-                for line in head.split(b'\r\n'):
-                    if line.lower().startswith(b'content-length:'):
-                        length = int(line[15:])
-                body = await reader.readexactly(length) if length else b''
-                if head.startswith(b'GET'):
-                    data = json.dumps({**seen, "conversations": len(convs)}).encode()
-                    writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n' % len(data)
-                                 + data)
-                else:
-                    seen["requests"] += 1
-                    seen["messages"] += body.count(b'"externalMessageId"')
-                    at = body.find(MARK)
-                    if at >= 0:
-                        at += len(MARK)
-                        convs.add(body[at:body.index(b'"', at)])
-                    writer.write(OK)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-    async def main():
-        server = await asyncio.start_server(handle, '127.0.0.1', int(sys.argv[1]), backlog=512)
-        print('ready', flush=True)
-        async with server:
-            await server.serve_forever()
-    asyncio.run(main())
-    """
-)
-
 WORKER = textwrap.dedent(
     r"""
-    import gc, json, os, resource, sys, time, urllib.request, warnings
+    import gc, json, os, resource, sys, threading, time, urllib.request, warnings
     warnings.simplefilter("ignore")
     loop, sink, calls, sender = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     os.environ["LANGSMITH_TRACING"] = "false"
@@ -101,6 +62,23 @@ WORKER = textwrap.dedent(
     def counts():
         with urllib.request.urlopen(sink + "/count", timeout=30) as r:
             return json.loads(r.read())
+
+    def background_switches():
+        # voluntary context switches of every thread but the caller's: each is a wait,
+        # and under a busy host each wait costs up to a GIL switch interval (5 ms)
+        total = 0
+        main = threading.get_native_id()
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) == main:
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
 
     def rss_mb():
         with open("/proc/self/statm") as f:
@@ -165,9 +143,11 @@ WORKER = textwrap.dedent(
     client.flush(60)
     gc.collect()
     before_rss, before = rss_mb(), counts()
+    sw = background_switches()
     w, t, p = time.perf_counter(), time.thread_time(), time.process_time()
     run(300, calls)
     t1, w1, p1 = time.thread_time(), time.perf_counter(), time.process_time()
+    sw1 = background_switches()
     during = counts()
     flushed = client.flush(300)
     w2 = time.perf_counter()
@@ -181,6 +161,7 @@ WORKER = textwrap.dedent(
         "drain": (during["requests"] - before["requests"]) / loop_s,
         "during": (during["conversations"] - before["conversations"]) / calls,
         "calls_per_s": calls / loop_s,
+        "switches": (sw1 - sw) / max(during["conversations"] - before["conversations"], 1),
         "process_us": (p1 - p) / calls * 1e6,
         "drain_after": (after["requests"] - during["requests"]) / max(w2 - w1, 1e-9),
         "caller_us": (t1 - t) / calls * 1e6,
@@ -213,14 +194,14 @@ def main() -> int:
     ap.add_argument("--loops", nargs="+", default=["openai", "langchain"])
     ap.add_argument("--senders", nargs="+", default=["process", "thread"])
     args = ap.parse_args()
-    sink_proc, sink = start_sink(COUNTING_SINK)
+    sink_proc, sink = start_sink()
     try:
         urllib.request.urlopen(sink + "/count", timeout=10).read()
         print(f"load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpu(s)")
         head = (
             f"{'loop':<10}{'sender':<9}{'calls':>7}{'delivered':>10}{'dropped':>8}"
             f"{'in loop':>8}{'drain/s':>8}{'calls/s':>8}{'caller us':>10}{'cpu +us':>8}"
-            f"{'slowdown':>9}{'flush s':>8}{'RSS +MB':>8}{'peak MB':>8}"
+            f"{'slowdown':>9}{'waits':>7}{'flush s':>8}{'RSS +MB':>8}{'peak MB':>8}"
         )
         print(head)
         for loop in args.loops:
@@ -235,7 +216,8 @@ def main() -> int:
                         f"{r['dropped']:>8.0f}{r['during']:>8.1%}{r['drain']:>8.0f}"
                         f"{r['calls_per_s']:>8.0f}{r['caller_us']:>10.0f}"
                         f"{r['process_us'] - bare['process_us']:>8.0f}"
-                        f"{r['wall_us'] / bare['wall_us']:>8.2f}x{r['flush_s']:>8.1f}"
+                        f"{r['wall_us'] / bare['wall_us']:>8.2f}x{r['switches']:>7.2f}"
+                        f"{r['flush_s']:>8.1f}"
                         f"{r['rss_growth']:>8.1f}{r['peak_rss']:>8.0f}",
                         flush=True,
                     )

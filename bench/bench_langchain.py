@@ -20,7 +20,8 @@ interleaved over ``--repeats`` rounds; each process times ``--batches`` batches 
 
 "added" is a variant's median minus ``bare``'s. The sink is a raw asyncio HTTP server in a
 subprocess that answers 200 to everything, so it neither limits nor shares our GIL.
-Then one process runs ``--rss-calls`` invocations with our handler and reports RSS growth
+``BENCH_SRC=/path/to/src`` measures another source tree. Then one process runs
+``--rss-calls`` invocations with our handler and reports RSS growth
 (after a warm-up of 2,000 calls, a flush and a gc on both sides). Nothing here asserts.
 """
 
@@ -133,7 +134,7 @@ WORKER = textwrap.dedent(
 def worker(
     variant: str, sink: str, calls: int, batches: int, rss: int = 0, profile: bool = False
 ) -> dict | None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_SRC") or str(ROOT / "src")}
     args = [
         sys.executable,
         "-c",

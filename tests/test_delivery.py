@@ -12,8 +12,6 @@ import collections
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from gf_integrations.core.context import Conv
 from gf_integrations.core.events import UserInput
 from gf_integrations.core.wire import encode_json
 from gf_integrations.transport import Part
-from helpers.servers import server_down, server_up, wait_until
+from helpers.servers import run_python, server_down, server_up, wait_until
 
 SRC = str(Path(__file__).parents[1] / "src")
 
@@ -200,17 +198,7 @@ def test_exit_with_many_requests_in_flight_on_a_hung_server_is_bounded(
     capture_server, tmp_path
 ):
     capture_server.default = Reply(delay=60)
-    env = dict(os.environ, PYTHONPATH=SRC)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EXIT_SCRIPT, capture_server.base_url, str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    out, err = proc.communicate(timeout=60)
-    ended = time.time()
-    assert proc.returncode == 0, err
+    out, err, ended = run_python(["-c", EXIT_SCRIPT, capture_server.base_url, str(tmp_path)], SRC)
     _, in_flight, printed = out.split()
     assert int(in_flight) == 10  # ten requests out at once
     assert ended - float(printed) < 1.0 + 1.0
@@ -324,3 +312,23 @@ def test_other_api_paths_share_the_queue_retries_and_spool(
     assert client3.flush(10)
     assert capture_server.paths[-1] == "/api/v1/ratings"
     assert {"rating": 1} in capture_server.requests
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("sender", "carrier-pigeon"), ("max_concurrent_requests", 0)]
+)
+def test_delivery_settings_are_validated_at_construction(setting, value):
+    with pytest.raises(gf.ConfigurationError, match=setting):
+        gf.GreenflashClient(base_url="http://127.0.0.1:9", **{setting: value})
+
+
+def test_a_sender_process_that_cannot_run_falls_back_to_threads(
+    make_client, capture_server, monkeypatch, tmp_path
+):
+    broken = tmp_path / "sender.py"
+    broken.write_text("raise SystemExit(3)\n")  # e.g. an interpreter that cannot import
+    monkeypatch.setattr("gf_integrations.transport.shippers._SENDER", broken)
+    client = make_client(sender="process", max_backoff=0.05)
+    client.record(user_msg("fallback"))
+    assert client.flush(20)
+    assert [conv_of(r) for r in capture_server.requests] == ["fallback"]

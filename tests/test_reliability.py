@@ -24,7 +24,7 @@ from conftest import Reply
 from gf_integrations.core.context import Conv
 from gf_integrations.core.events import LLMCall, ToolResult, UserInput
 from gf_integrations.core.ids import sample_fraction, stable_id
-from helpers.servers import server_down, server_up, wait_until
+from helpers.servers import run_python, server_down, server_up, wait_until
 
 HELPERS = Path(__file__).parent / "helpers"
 FAST = {"max_backoff": 0.05, "retry_budget": 10.0, "request_timeout": 2.0}
@@ -374,18 +374,8 @@ def test_14_unserializable_payloads_are_coerced_and_the_worker_lives_on(
 
 
 def _run_exit_script(base_url: str, n: int, budget: float, *extra: str) -> tuple[float, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).parents[1] / "src")
-    proc = subprocess.Popen(
-        [sys.executable, str(HELPERS / "exit_script.py"), base_url, str(n), str(budget), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    out, err = proc.communicate(timeout=60)
-    ended = time.time()
-    assert proc.returncode == 0, err
+    script = [str(HELPERS / "exit_script.py"), base_url, str(n), str(budget), *extra]
+    out, err, ended = run_python(script, str(Path(__file__).parents[1] / "src"))
     recorded = float(out.split()[1])
     return ended - recorded, err
 
@@ -469,6 +459,7 @@ def test_21_emits_after_shutdown_are_dropped_and_counted(make_client, capture_se
     assert client.flush(0.2)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_an_exporter_raising_system_exit_loses_nothing_and_a_dead_worker_restarts(
     make_client, capture_server
 ):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,3 +37,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         pause.wait(0.01)
     return True
+
+
+def run_python(args: list[str], src: str, timeout: float = 60) -> tuple[str, str, float]:
+    """Run ``python *args`` with ``src`` on its path: (stdout, stderr, time.time() at its end).
+
+    Fails the test when it exits non-zero.
+    """
+    env = dict(os.environ, PYTHONPATH=src)
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    out, err = proc.communicate(timeout=timeout)
+    ended = time.time()
+    assert proc.returncode == 0, err
+    return out, err, ended

@@ -196,6 +196,7 @@ class _SenderProcess:
         self._jobs: dict[int, tuple[Any, OnDone]] = {}
         self._next_id = 0
         self._failed = False
+        self._silent_deaths = 0  # children that exited without answering anything
 
     def ensure_running(self) -> bool:
         with self._lock:
@@ -269,6 +270,7 @@ class _SenderProcess:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         pending = b""
+        answered = False
         try:
             while True:
                 # os.read on the raw pipe: one read (one GIL hand-off) takes in every
@@ -276,6 +278,7 @@ class _SenderProcess:
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     break
+                answered = True
                 pending = self._answers_in(pending + chunk)
         except (OSError, ValueError):
             pass
@@ -286,6 +289,10 @@ class _SenderProcess:
             lost = list(self._jobs.values())
             self._jobs.clear()
             self._proc = None
+            self._silent_deaths = 0 if answered else self._silent_deaths + 1
+            if self._silent_deaths >= 3:  # it cannot run here: send in-process instead
+                self._failed = True
+                log.warning("gf_integrations: the sender process keeps exiting; sending in-process")
         for job, on_done in lost:
             on_done(job, ExportResult(False, retryable=True, detail="connection error"))
 

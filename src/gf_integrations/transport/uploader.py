@@ -14,10 +14,10 @@ Policy (DESIGN.md section 5):
   its messages arrive in order.
 * Retries (408/409/429/5xx, timeouts, connection errors) wait on per-batch timers, with
   capped, jittered exponential backoff bounded by ``retry_budget``: a batch waiting out
-  its backoff never holds up the others. A server-wide signal (429, 503, a refused
-  connection, any ``Retry-After``) pauses all sending; then one probe request goes out,
+  its backoff never holds up the others. A server-wide signal (429, 503, no answer at
+  all, any ``Retry-After``) pauses all sending; then one probe request goes out,
   and full concurrency resumes on its success. While the server is unreachable
-  (connection errors) and no ``spool_dir`` is set, batches wait in memory beyond their
+  (connection errors, timeouts) and no ``spool_dir`` is set, batches wait in memory beyond their
   budget (bounded by ``max_queue_size``). Other 4xx drop the batch with one log line.
 * ``flush(timeout)`` returns by its deadline. At exit a bounded flush runs; whatever is
   still undelivered (queued items, open, waiting and in-flight batches) goes to the spool
@@ -59,6 +59,7 @@ _MAX_DRAIN = 2_000  # items prepared per worker iteration before shipping what i
 # wake-up is a GIL hand-off that the host's thread pays for.
 _LINGER = 0.02
 _SERVER_WIDE = frozenset({429, 503})
+_SPOOL_KEY = ("spool",)
 
 Prepare = Callable[[Any], Iterable[Part]]
 
@@ -498,7 +499,8 @@ class Uploader:
         item.attempt += 1
         if item.attempt == 1:
             item.budget_end = now + s.retry_budget
-        unreachable = result.status is None and result.detail.startswith("connection")
+        # no answer at all (refused, reset, timed out): the server, not this batch
+        unreachable = result.status is None and result.detail.startswith(("connection", "timeout"))
         server_wide = unreachable or result.status in _SERVER_WIDE or result.retry_after is not None
         if server_wide:
             self._server_failures += 1
@@ -614,7 +616,9 @@ class Uploader:
                 return
             self.counters.bump("unspooled", count)
             self._held += count
-            self._ready.append(Payload(path, body, count, spool_path=claimed))
+            # one spool file out at a time, oldest first: a conversation's batches keep
+            # their order (a message must not arrive before its parent)
+            self._ready.append(Payload(path, body, count, _SPOOL_KEY, spool_path=claimed))
 
     def _resent_messages_out(self) -> bool:
         waiting = (w[2] for w in self._waiting)
