@@ -12,11 +12,9 @@ from (conversation, event key) to the id it sent. Integrations register a resolv
 from __future__ import annotations
 
 import collections
-import dataclasses
-import threading
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .context import Conv
 
@@ -50,11 +48,11 @@ class ConversationId(str):
     __slots__ = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AnswerRef:
+class AnswerRef(NamedTuple):
     """A recorded answer: its conversation, and the key of the event that produced it.
 
-    ``key`` None means the conversation as a whole.
+    ``key`` None means the conversation as a whole. (A tuple: it is built on the host's
+    thread for every recorded answer, and a tuple is the cheapest record to build.)
     """
 
     conv: Conv
@@ -62,30 +60,34 @@ class AnswerRef:
 
 
 class BoundedMap(Generic[K, V]):
-    """A thread-safe LRU map holding at most ``limit`` entries."""
+    """A map holding the ``limit`` most recently put entries; safe from any thread.
 
-    __slots__ = ("_data", "_limit", "_lock")
+    It sits on the host's hot path (one ``put`` per recorded answer), so it takes no lock:
+    each OrderedDict operation is atomic, and two racing evictions at worst evict one
+    entry early. (An OrderedDict, not a dict: evicting a dict's first entry over and over
+    scans the holes left by earlier evictions.)
+    """
+
+    __slots__ = ("_data", "_limit")
 
     def __init__(self, limit: int = MAX_TARGETS) -> None:
         self._limit = limit
         self._data: collections.OrderedDict[K, V] = collections.OrderedDict()
-        self._lock = threading.Lock()
 
     def put(self, key: K, value: V) -> None:
-        """Insert or refresh ``key``; the least recently used entry goes beyond the limit."""
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            if len(self._data) > self._limit:
-                self._data.popitem(last=False)
+        """Insert or refresh ``key``; the oldest entry goes beyond the limit."""
+        data = self._data
+        data[key] = value
+        data.move_to_end(key)
+        if len(data) > self._limit:
+            try:
+                data.popitem(last=False)
+            except KeyError:
+                pass  # emptied by another thread meanwhile
 
     def get(self, key: K) -> V | None:
-        """The value for ``key`` (refreshing it), or None."""
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
+        """The value for ``key``, or None."""
+        return self._data.get(key)
 
     def __len__(self) -> int:
         return len(self._data)

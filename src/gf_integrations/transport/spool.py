@@ -20,7 +20,6 @@ import orjson
 
 SUFFIX = ".json"
 _DEFAULT_PATH = "/messages"
-DEFAULT_PATH = _DEFAULT_PATH  # resent first: other paths (ratings, events) may refer to it
 
 
 def _marker(path: str) -> str:

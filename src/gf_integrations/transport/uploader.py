@@ -48,7 +48,7 @@ from .batcher import Batcher
 from .exporters import Exporter, ExportResult
 from .request import Part
 from .shippers import Shipper, ThreadShipper
-from .spool import DEFAULT_PATH, Spool
+from .spool import Spool
 from .state import Counters, Payload, call_ref, register
 
 log = logging.getLogger("gf_integrations")
@@ -138,7 +138,6 @@ class Uploader:
         self._server_failures = 0  # consecutive server-wide failures (pause backoff)
         self._resending = False  # spool files are being resent
         self._spool_files: Any = None  # iterator over claimed spool files
-        self._spool_next: Any = None  # a claimed file held back (see _resend_spool)
         self._spooled_earlier = False  # resend what this run spooled once the server is back
         self._failures = 0  # messages lost or spooled, for flush()'s verdict
         self._failures_reported = 0
@@ -599,33 +598,18 @@ class Uploader:
             return
         if self._spool_files is None:
             self._spool_files = self._spool.resends()
-            self._spool_next = None
         for _ in range(self.settings.max_concurrent_requests - len(self._ready)):
             try:
-                nxt = self._spool_next or next(self._spool_files)
+                claimed, path, body, count = next(self._spool_files)
             except StopIteration:
                 self._spool_files = None
                 self._resending = False
-                return
-            claimed, path, body, count = nxt
-            # a rating or event may name a message spooled before it: it goes out only once
-            # the message batches resent so far have been answered
-            held = path != DEFAULT_PATH and self._resent_messages_out()
-            self._spool_next = nxt if held else None
-            if self._spool_next is not None:
                 return
             self.counters.bump("unspooled", count)
             self._held += count
             # one spool file out at a time, oldest first: a conversation's batches keep
             # their order (a message must not arrive before its parent)
             self._ready.append(Payload(path, body, count, _SPOOL_KEY, spool_path=claimed))
-
-    def _resent_messages_out(self) -> bool:
-        waiting = (w[2] for w in self._waiting)
-        return any(
-            p.spool_path is not None and p.path == DEFAULT_PATH
-            for p in itertools.chain(self._ready, waiting, self._inflight)
-        )
 
     def _spool_leftovers(self, *, worker_alive: bool, deadline: float) -> None:
         """After shutdown's join: spool queued items and every batch not yet delivered."""
