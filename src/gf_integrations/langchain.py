@@ -99,6 +99,7 @@ from .core.events import (
     ToolCallSpec,
     ToolResult,
 )
+from .core.targets import AnswerRef, BoundedMap, register_target_resolver
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document as LCDocument
@@ -163,6 +164,8 @@ class _Run:
 
 
 _runs: dict[int, _Run] = {}
+# root run id -> its latest answer (see core/targets.py)
+_answers: BoundedMap[int, AnswerRef] = BoundedMap()
 _sweep_lock = threading.Lock()
 _sweep_counter = 0
 
@@ -549,6 +552,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         self.capture_steps = capture_steps
         self._base: tuple[GreenflashClient, Conv] | None = None
         self.run_ttl = run_ttl
+        self._last_root: int | None = None  # gf.rate(handler): its last root run
 
     def __repr__(self) -> str:
         return f"GreenflashCallbackHandler({self.identity!r}, capture_steps={self.capture_steps})"
@@ -575,6 +579,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             root = self._new_root(run_id, metadata)
             if root is None:
                 return None
+            self._last_root = rid
             run = _Run(self, root, kind, None)
         if _runs.setdefault(rid, run) is not run:
             return None
@@ -792,6 +797,8 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             for ev in held:
                 root.client.record(ev)
         root.llm_seen = True
+        if reply is not None:  # the root's answer so far: gf.rate(run_id) rates it
+            _answers.put(root.run_id.int, AnswerRef(root.conv, key))
         root.client.record(
             LLMCall(
                 conv=root.conv,
@@ -1165,3 +1172,22 @@ def instrument(
 def uninstrument() -> None:
     """Stop the handler installed by :func:`instrument` (in this context)."""
     _hook_var.set(None)
+
+
+def _rating_target(target: Any) -> AnswerRef | None:
+    """``gf.rate`` targets: a root run id (the ``run_id`` of an invoke's config, as a UUID
+    or a string) or a handler (its last root run)."""
+    if isinstance(target, GreenflashCallbackHandler):
+        rid = target._last_root
+        return None if rid is None else _answers.get(rid)
+    if isinstance(target, UUID):
+        return _answers.get(target.int)
+    if isinstance(target, str):
+        try:
+            return _answers.get(UUID(target).int)
+        except ValueError:
+            return None
+    return None
+
+
+register_target_resolver(_rating_target)

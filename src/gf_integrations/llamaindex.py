@@ -77,6 +77,7 @@ from .core.events import (
     now,
 )
 from .core.ids import new_id
+from .core.targets import AnswerRef, ObjectMap, register_target_resolver
 
 __all__ = ["GreenflashInstrumentor"]
 
@@ -95,6 +96,8 @@ _RECENT_MAX = 4096
 _BUILD_IDLE = 2.0  # an index build's embedding summary is sent after this idle time
 _SWEEP_EVERY = 2.0
 _AWAIT_MAX = 256
+# root span result (Response, agent output) -> its answer (see core/targets.py)
+_answers: ObjectMap[AnswerRef] = ObjectMap()
 _UNKNOWN_MODELS = frozenset({"", "unknown", "none", "default"})
 _CHAT_ENGINE_METHODS = frozenset({"chat", "stream_chat", "achat", "astream_chat"})
 _RETRIEVE_METHODS = frozenset({"retrieve", "aretrieve", "_retrieve", "_aretrieve"})
@@ -423,6 +426,7 @@ class _Root:
 
     __slots__ = (
         "agent",
+        "answer",
         "chat_engine",
         "client",
         "conv",
@@ -455,6 +459,7 @@ class _Root:
         self.span: _Span | None = None
         self.started = time.monotonic()
         self.touched = self.started
+        self.answer: str | None = None  # key of the last answer-bearing event (gf.rate)
 
 
 class _Span:
@@ -772,6 +777,14 @@ class _Engine:
             if q is not None and q.span_id == id_ and not q.ended:
                 # QueryEndEvent did not come (custom engine): close the turn with the result
                 self._query_end(root, q, result)
+            if span is root.span and result is not None:
+                # the Response / agent result the caller gets: gf.rate(result) rates it
+                # (a workflow's StopEvent: the caller gets its .result, e.g. AgentOutput)
+                ref = AnswerRef(root.conv, root.answer)
+                _answers.put(result, ref)
+                inner = getattr(result, "result", None)
+                if inner is not None:
+                    _answers.put(inner, ref)
             self._release(root)
 
     def span_drop(self, id_: str, err: BaseException | None) -> None:
@@ -1324,6 +1337,8 @@ class _Engine:
 
     def _record(self, root: _Root, event: Event) -> None:
         root.touched = time.monotonic()
+        if isinstance(event, (LLMCall, FinalAnswer)):
+            root.answer = event.key
         root.client.record(event)
 
     def _sweep(self, now_m: float) -> None:
@@ -1695,3 +1710,11 @@ def _probe() -> bool:
         return inst._engine.capture_active()
     except Exception:
         return False
+
+
+def _rating_target(target: Any) -> AnswerRef | None:
+    """``gf.rate`` targets: the object a query, chat or agent run returned."""
+    return _answers.get(target)
+
+
+register_target_resolver(_rating_target)

@@ -63,6 +63,7 @@ from .core.clientwrap import (
 )
 from .core.context import IdentityDefaults
 from .core.events import ChatMessage, Embedding, LLMCall, ToolCallSpec
+from .core.targets import AnswerRef, BoundedMap, register_target_resolver
 
 __all__ = ["wrap_openai"]
 
@@ -120,6 +121,13 @@ class _Chains:
 
 
 _chains = _Chains(_MAX_CHAINS)
+# response id -> the answer it produced, for gf.rate(response) (see core/targets.py)
+_answers: BoundedMap[str, AnswerRef] = BoundedMap()
+
+
+def _remember_answer(response_id: Any, call: _Call) -> None:
+    if isinstance(response_id, str) and response_id:
+        _answers.put(response_id, AnswerRef(call.conv, call.key))
 
 
 # -- public API -----------------------------------------------------------------------
@@ -360,6 +368,7 @@ def _record_chat(call: _Call, completion: Any) -> None:
             properties=props,
         )
     )
+    _remember_answer(getattr(completion, "id", None), call)
 
 
 def _record_response(call: _Call, response: Any, extra: Mapping[str, Any] | None) -> None:
@@ -390,6 +399,7 @@ def _record_response(call: _Call, response: Any, extra: Mapping[str, Any] | None
             properties=props,
         )
     )
+    _remember_answer(rid, call)
 
 
 def _record_embeddings(call: _Call, result: Any) -> None:
@@ -467,6 +477,7 @@ class _Tap(StreamTap[_Call]):
                 properties=self.stream_props(how, getattr(first, "id", None)),
             )
         )
+        _remember_answer(getattr(first, "id", None), call)
 
     def _finish_responses(self, how: str, error: BaseException | None) -> None:
         call, items = self.call, self.items
@@ -507,6 +518,7 @@ class _Tap(StreamTap[_Call]):
                 properties=self.stream_props(how, rid),
             )
         )
+        _remember_answer(rid, call)
 
 
 # -- conversion to neutral messages (worker thread) ----------------------------------
@@ -913,3 +925,16 @@ def _responses_partial_reply(events: Sequence[Any], response_id: str | None) -> 
                 }
             )
     return _merge_reply(_items_to_messages(output), response_id)
+
+
+def _rating_target(target: Any) -> AnswerRef | None:
+    """``gf.rate`` targets: a response id, or an OpenAI response object (its ``id``)."""
+    if isinstance(target, str):
+        return _answers.get(target)
+    if type(target).__module__.startswith("openai."):
+        rid = getattr(target, "id", None)
+        return _answers.get(rid) if isinstance(rid, str) else None
+    return None
+
+
+register_target_resolver(_rating_target)
