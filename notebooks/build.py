@@ -36,6 +36,23 @@ from gf_integrations.collector import start_collector
 collector = start_collector(os.environ.get("{DB_ENV}"))
 gf.configure(base_url=collector.base_url)  # every integration records through this client
 print("viewer:", collector.url)'''
+# The framework notebooks end by rating an answer: ratings and events name a product.
+RATED_COLLECTOR_CELL = COLLECTOR_CELL.replace(
+    "gf.configure(base_url=collector.base_url)",
+    'gf.configure(base_url=collector.base_url, product_id="demo")',
+)
+
+
+def rating_cell(calls: str, conversation: str) -> Any:
+    """A cell that runs ``calls`` (gf.rate / gf.track_event), then prints what the
+    collector stored for the conversation's ratings and events."""
+    report = f'''
+        gf.flush()
+        contents = {{m["id"]: m["content"] for m in collector.messages("{conversation}")}}
+        for r in collector.ratings("{conversation}"):
+            print(f"rated {{r['rating']:g}}/{{r['ratingMax']:g}} ({{r['feedback']}}): {{contents[r['messageId']]}}")
+        print("events:", [(e["eventType"], e["value"]) for e in collector.events("{conversation}")])'''
+    return code(textwrap.dedent(calls).strip() + "\n" + textwrap.dedent(report))
 
 
 def md(text: str) -> Any:
@@ -57,9 +74,9 @@ def langchain_notebook() -> list[Any]:
         models are LangChain's `GenericFakeChatModel` with scripted replies, and the
         conversations go to a local collector started in the next cell.
 
-        **Real API and model instead:** set `GREENFLASH_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and `fake_chat_model([...])` with e.g. `ChatOpenAI(model="gpt-4o-mini")`.
+        **Real API and model instead:** set `GREENFLASH_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure(product_id="your-product")`, and `fake_chat_model([...])` with e.g. `ChatOpenAI(model="gpt-4o-mini")`.
         """),
-        code(COLLECTOR_CELL),
+        code(RATED_COLLECTOR_CELL),
         md("""
         ## 1. A prompt-template chat with history
 
@@ -110,6 +127,8 @@ def langchain_notebook() -> list[Any]:
         Greenflash conversation id, so later turns of the same thread join it.
         """),
         code("""
+        import uuid
+
         from _helpers import keyword_retriever
         from langchain_core.messages import AIMessage, SystemMessage
         from langchain_core.tools import create_retriever_tool, tool
@@ -148,15 +167,31 @@ def langchain_notebook() -> list[Any]:
         graph.add_edge("tools", "agent")
         agent = graph.compile(checkpointer=InMemorySaver())
 
+        run_id = uuid.uuid4()  # names this run, so that its answer can be rated below
         result = agent.invoke(
             {"messages": [("user", "How do refunds work, and where is my order A-1001?")]},
             config={
                 "callbacks": [GreenflashCallbackHandler(external_user_id="bob")],
                 "configurable": {"thread_id": "support-7"},
+                "run_id": run_id,
             },
         )
         print(result["messages"][-1].content)
         """),
+        md("""
+        ## 3. The user rates the answer
+
+        `gf.rate` takes the run id given to `invoke` and rates the answer that run produced;
+        `gf.track_event` ties a business outcome to the same conversation. Both only queue:
+        they travel with the messages, after them.
+        """),
+        rating_cell(
+            """
+            gf.rate(run_id, 1, rating_min=0, rating_max=1, feedback="found my order at once")
+            gf.track_event("ticket_resolved", True, conversation=run_id, influence="positive")
+            """,
+            "support-7",
+        ),
         md("""
         ## What Greenflash received
 
@@ -185,9 +220,9 @@ def openai_notebook() -> list[Any]:
         Offline here: the client's HTTP goes to an `httpx.MockTransport` that answers like
         the API, and the conversations go to a local collector.
 
-        **Real API and model instead:** set `GREENFLASH_API_KEY` and `OPENAI_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and `fake_openai_client()` with `OpenAI()`.
+        **Real API and model instead:** set `GREENFLASH_API_KEY` and `OPENAI_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure(product_id="your-product")`, and `fake_openai_client()` with `OpenAI()`.
         """),
-        code(COLLECTOR_CELL),
+        code(RATED_COLLECTOR_CELL),
         md("""
         ## 1. Chat, then streaming, in one conversation
 
@@ -266,6 +301,17 @@ def openai_notebook() -> list[Any]:
         print(first.output_text, "|", second.output_text)
         """),
         md("""
+        ## 4. The user rates the answer
+
+        `gf.rate` takes the response object (or its `id`) and rates the answer it carried.
+        """),
+        rating_cell(
+            """
+            gf.rate(second, 1, rating_min=0, rating_max=1, feedback="right city")
+            """,
+            "capitals-quiz",
+        ),
+        md("""
         ## What Greenflash received
         """),
         code("""
@@ -293,9 +339,9 @@ def llamaindex_notebook() -> list[Any]:
         (subclasses of LlamaIndex's `MockLLM` / `MockEmbedding`), and LlamaIndex's own
         `MockFunctionCallingLLM` scripted for the agent.
 
-        **Real API and model instead:** set `GREENFLASH_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure()`, and the fakes with e.g. `OpenAI(model="gpt-4o-mini")` and `OpenAIEmbedding()`.
+        **Real API and model instead:** set `GREENFLASH_API_KEY`, replace the collector cell with `import gf_integrations as gf; gf.configure(product_id="your-product")`, and the fakes with e.g. `OpenAI(model="gpt-4o-mini")` and `OpenAIEmbedding()`.
         """),
-        code(COLLECTOR_CELL),
+        code(RATED_COLLECTOR_CELL),
         code("""
         from gf_integrations.llamaindex import GreenflashInstrumentor
 
@@ -352,8 +398,21 @@ def llamaindex_notebook() -> list[Any]:
             system_prompt="You are a concierge. Use the tools.",
         )
         with gf.conversation("concierge-1"):
-            print(await agent.run("What's the weather in Rome, and can you book a table?"))
+            result = await agent.run("What's the weather in Rome, and can you book a table?")
+        print(result)
         """),
+        md("""
+        ## 3. The user rates the answer
+
+        `gf.rate` takes what the agent returned (a query engine's `Response` works the same).
+        """),
+        rating_cell(
+            """
+            gf.rate(result, 2, rating_min=1, rating_max=5, feedback="no table, sadly")
+            gf.track_event("booking_failed", "Rome", conversation=result, influence="negative")
+            """,
+            "concierge-1",
+        ),
         md("""
         ## What Greenflash received
         """),

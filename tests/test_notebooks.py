@@ -196,8 +196,19 @@ def test_langchain_notebook(executed):
     assert retrieval["output"]["documents"][0]["metadata"] == {"source": "kb/refunds"}
     assert "within 14 days" in msgs[-1]["content"]
     assert "Acme's support agent" in agent["prompt"]["components"][0]["content"]
+    assert_rated(agent, 1.0, "found my order at once", [("ticket_resolved", "true")])
     assert_transcripts_shown(nb, store, "trip-42", "support-7")
     assert_committed_outputs_current("01_langchain.ipynb", nb)
+
+
+def assert_rated(
+    conv: dict[str, Any], rating: float, feedback: str, events: list[tuple[str, str]]
+) -> None:
+    """The notebook's last cell rated the conversation's final answer, and tracked events."""
+    (stored_rating,) = conv["ratings"]
+    assert (stored_rating["rating"], stored_rating["feedback"]) == (rating, feedback)
+    assert stored_rating["messageId"] == conv["messages"][-1]["id"]
+    assert [(e["eventType"], e["value"]) for e in conv["events"]] == events
 
 
 def test_transcript_escapes_content_and_threads_replies():
@@ -299,6 +310,7 @@ def test_llamaindex_notebook(executed):
         ("tool_error", "book_table", "RuntimeError: no tables left tonight"),
     ]
     assert agent["prompt"]["components"][0]["content"] == "You are a concierge. Use the tools."
+    assert_rated(agent, 2.0, "no table, sadly", [("booking_failed", "Rome")])
     assert_transcripts_shown(nb, store, "x2-questions", "concierge-1")
     assert_committed_outputs_current("03_llamaindex.ipynb", nb)
 
@@ -327,6 +339,7 @@ def test_openai_notebook(executed):
     assert kinds(quiz) == ["user_message", "assistant_message"] * 2
     assert [m["content"] for m in quiz["messages"]][1::2] == ["Rome", "Berlin"]
     assert quiz["prompt"]["components"][0]["content"] == "Answer with the city only."
+    assert_rated(quiz, 1.0, "right city", [])
     assert_transcripts_shown(nb, store, "geo-chat", "weather-bot", "capitals-quiz")
     assert_committed_outputs_current("02_openai.ipynb", nb)
 

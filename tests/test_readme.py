@@ -121,6 +121,7 @@ def test_first_screen_keeps_the_two_commands():
     assert "make test" in first_screen
 
 
+@pytest.mark.timeout(300)  # one fresh interpreter per block, four at a time
 def test_every_python_block_runs_and_records(collector, fake_openai, fake_anthropic, tmp_path):
     blocks = python_blocks(README.read_text())
     assert len(blocks) >= 7, "the README lost its snippets"
@@ -214,6 +215,34 @@ def test_every_python_block_runs_and_records(collector, fake_openai, fake_anthro
     assert otel_conv is not None
     assert otel_conv["externalUserId"] == "u1"
     assert otel_conv["prompt"]["components"][0]["content"] == "Be brief."
+
+    # User feedback and outcomes: each rating landed on the answer it was given for.
+    def rated(external_id: str) -> list[tuple[str | None, float, str | None]]:
+        by_id = {m["id"]: m for m in collector.messages(external_id)}
+        return [
+            (
+                by_id[r["messageId"]]["messageType"] if r["messageId"] else None,
+                r["rating"],
+                r["feedback"],
+            )
+            for r in collector.ratings(external_id)
+        ]
+
+    assert rated("plans-1") == [("assistant_message", 1.0, "exactly what I needed")]
+    (upgrade,) = collector.events("plans-1")
+    assert (upgrade["eventType"], upgrade["value"], upgrade["externalUserId"]) == (
+        "upgrade",
+        "49.0",
+        "u1",
+    )
+    profile = collector.user("u1")
+    assert profile is not None
+    assert (profile["name"], profile["properties"]) == ("Ada Lovelace", {"plan": "team"})
+    assert rated("billing-1") == [("assistant_message", 4.0, None)]
+    assert sorted(rated("docs-qa-2"), key=str) == [
+        ("final_response", 0.0, "it should cite the source"),
+        (None, 4.0, None),
+    ]
 
 
 def _slug(heading: str) -> str:

@@ -24,9 +24,13 @@ from gf_integrations import schema
 greenflash = pytest.importorskip("greenflash")
 from greenflash._utils import PropertyInfo, transform  # noqa: E402
 from greenflash.types import create_message_response as gf_resp  # noqa: E402
+from greenflash.types import event_create_params as gf_event  # noqa: E402
 from greenflash.types import message_create_params as gf_req  # noqa: E402
 from greenflash.types import message_item_param as gf_item  # noqa: E402
+from greenflash.types import organization_create_params as gf_org  # noqa: E402
+from greenflash.types import rating_log_params as gf_rating  # noqa: E402
 from greenflash.types import system_prompt_param as gf_prompt  # noqa: E402
+from greenflash.types import user_create_params as gf_user  # noqa: E402
 from greenflash.types.component_input_param import ComponentInputParam  # noqa: E402
 
 # (official TypedDict, our model)
@@ -39,6 +43,10 @@ PAIRS: list[tuple[Any, type[BaseModel]]] = [
     (gf_item.VoiceProsody, schema.VoiceProsody),
     (gf_prompt.SystemPromptObject, schema.SystemPromptObject),
     (ComponentInputParam, schema.Component),
+    (gf_rating.RatingLogParams, schema.RatingLogRequest),
+    (gf_event.EventCreateParams, schema.EventCreateRequest),
+    (gf_user.UserCreateParams, schema.UserCreateRequest),
+    (gf_org.OrganizationCreateParams, schema.OrganizationCreateRequest),
 ]
 RESPONSE_PAIRS: list[tuple[Any, type[BaseModel]]] = [
     (gf_resp.CreateMessageResponse, schema.CreateMessageResponse),
@@ -115,6 +123,39 @@ def test_response_models_have_the_official_fields(official, ours):
     theirs = {name: (f.alias or name) for name, f in official.model_fields.items()}
     mine = {name: (f.alias or name) for name, f in ours.model_fields.items()}
     assert mine == theirs
+
+
+def test_feedback_literal_constants_match_the_official_client():
+    event = official_fields(gf_event.EventCreateParams)
+    assert set(schema.EVENT_INFLUENCES) == literal_values(event["influence"][2])
+    assert set(schema.EVENT_VALUE_TYPES) == literal_values(event["value_type"][2])
+
+
+@pytest.mark.parametrize(
+    ("params_type", "model", "overrides"),
+    [
+        (
+            gf_rating.RatingLogParams,
+            schema.RatingLogRequest,
+            {"rating": 4, "rating_min": 1, "rating_max": 5, "rated_at": dt.date(2026, 1, 2)},
+        ),
+        (
+            gf_event.EventCreateParams,
+            schema.EventCreateRequest,
+            {
+                "quality_impact_score": -0.5,
+                "event_at": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+            },
+        ),
+        (gf_user.UserCreateParams, schema.UserCreateRequest, {}),
+        (gf_org.OrganizationCreateParams, schema.OrganizationCreateRequest, {}),
+    ],
+    ids=["ratings", "events", "users", "organizations"],
+)
+def test_full_official_feedback_requests_round_trip(params_type, model, overrides):
+    params = {**sample(params_type), **overrides}
+    wire = transform(params, params_type)  # the official client's JSON, every field set
+    assert schema.dump_request(model.model_validate(wire)) == wire
 
 
 def test_literal_constants_match_the_official_client():

@@ -241,3 +241,101 @@ def test_injected_script_never_runs_and_shows_as_text(browser):
         assert page.evaluate("() => window.__pwned") is None
         assert errors == []
         page.close()
+
+
+def test_ratings_and_events_show_on_the_message_the_conversation_and_the_timeline(browser):
+    with start_collector() as col:
+        _post(
+            col,
+            {
+                "externalUserId": "ada",
+                "externalConversationId": "rated",
+                "productId": "shop",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "Which plan fits a team of five?",
+                        "externalMessageId": "q1",
+                        "createdAt": "2026-01-01T10:00:00Z",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": "Team plan: five seats, 49 EUR a month.",
+                        "externalMessageId": "a1",
+                        "createdAt": "2026-01-01T10:00:02Z",
+                    },
+                    {
+                        "role": "user",
+                        "content": "And with SSO?",
+                        "externalMessageId": "q2",
+                        "createdAt": "2026-01-01T10:05:00Z",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": "Business plan.",
+                        "externalMessageId": "a2",
+                        "createdAt": "2026-01-01T10:05:02Z",
+                    },
+                ],
+            },
+        )
+
+        def send(path: str, body: dict) -> None:
+            r = httpx.post(f"{col.base_url}/{path}", json={"productId": "shop", **body}, timeout=10)
+            assert r.status_code == 200, r.text
+
+        scale = {"ratingMin": 1, "ratingMax": 5}
+        send("ratings", {"externalMessageId": "a1", "rating": 5, **scale, "feedback": XSS})
+        send("ratings", {"externalMessageId": "a2", "rating": 1, **scale})
+        send(
+            "ratings",
+            {"externalConversationId": "rated", "rating": 0, "ratingMin": 0, "ratingMax": 1},
+        )
+        common = {"externalConversationId": "rated", "eventAt": "2026-01-01T10:03:00Z"}
+        send("events", {**common, "eventType": "upgrade", "value": "49", "influence": "positive"})
+        send(
+            "events", {**common, "eventType": XSS, "value": XSS, "eventAt": "2026-01-01T11:00:00Z"}
+        )
+
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(col.url + "/?c=rated")
+        # the timeline: the first event falls between the two turns, the late one after them
+        order = page.eval_on_selector_all(
+            ".transcript > *",
+            "els => els.map(e => e.classList.contains('event') ? 'event:' + e.dataset.influence"
+            " : e.dataset.type)",
+        )
+        assert order == [
+            "user_message",
+            "assistant_message",
+            "event:positive",
+            "user_message",
+            "assistant_message",
+            "event:neutral",
+        ]
+        ratings = page.locator(".msg .rating")
+        assert ratings.count() == 2
+        good = page.locator(".msg", has_text="Team plan").locator(".rating")
+        assert good.get_attribute("data-rating") == "5.0"
+        assert "message rating 5 / 5" in good.inner_text()
+        assert (
+            page.locator(".msg", has_text="Team plan").locator(".rating-feedback").inner_text()
+            == XSS
+        )
+        assert "r-good" in (good.get_attribute("class") or "")
+        bad = page.locator(".msg", has_text="Business plan").locator(".rating")
+        assert "r-bad" in (bad.get_attribute("class") or "")
+        conv_rating = page.locator(".conv-head .rating[data-scope=conversation]")
+        assert "conversation rating 0 / 1" in conv_rating.inner_text()
+        first_event = page.locator(".event").first
+        assert first_event.locator(".event-type").inner_text() == "upgrade"
+        assert first_event.locator(".event-value").inner_text() == "49"
+        assert page.locator(".event").nth(1).locator(".event-type").inner_text() == XSS
+        # hostile feedback and event values stay text
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.locator("script").count() == 0
+        assert page.locator(".rating img, .event img").count() == 0
+        assert errors == []
+        page.close()

@@ -13,17 +13,31 @@ from .client import GreenflashClient, configure, flush, get_client, shutdown
 from .core.context import conversation
 from .core.masking import redact_pii
 from .core.settings import ConfigurationError
+from .feedback import (
+    ConversationId,
+    MessageId,
+    identify_organization,
+    identify_user,
+    rate,
+    track_event,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "ConversationId",
     "GreenflashClient",
+    "MessageId",
     "__version__",
     "configure",
     "conversation",
     "flush",
     "get_client",
+    "identify_organization",
+    "identify_user",
+    "rate",
     "redact_pii",
     "shutdown",
+    "track_event",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from .core.context import Conv, IdentityDefaults, current_scope, resolve_conv
 from .core.events import Event
+from .core.feedback import FEEDBACK_EVENTS, FeedbackEvent, feedback_parts
 from .core.ids import new_id
 from .core.masking import MaskFn
 from .core.recorder import Mapper
@@ -100,8 +101,10 @@ class GreenflashClient:
             resend_spool=self.active,
         )
 
-    def _prepare(self, event: Event) -> list[Part]:
+    def _prepare(self, event: Event | FeedbackEvent) -> list[Part]:
         # runs on the uploader's worker thread
+        if isinstance(event, FEEDBACK_EVENTS):
+            return feedback_parts(event, self.mapper)
         return self.wire.parts(self.mapper.map(event))
 
     def _count(self, name: str, n: int) -> None:
@@ -120,8 +123,9 @@ class GreenflashClient:
     def __repr__(self) -> str:
         return f"GreenflashClient({self.settings!r}, exporter={self.exporter!r})"
 
-    def record(self, event: Event) -> bool:
-        """Queue one neutral event. Never blocks, never raises."""
+    def record(self, event: Event | FeedbackEvent) -> bool:
+        """Queue one neutral event (or a rating, business event, profile). Never blocks,
+        never raises."""
         if not self.active:
             return False
         try:

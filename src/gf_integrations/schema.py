@@ -1,4 +1,5 @@
-"""Pydantic v2 models of the Greenflash ``POST /messages`` wire format.
+"""Pydantic v2 models of the Greenflash wire format: ``POST /messages``, and the
+feedback endpoints ``POST /ratings``, ``/events``, ``/users`` and ``/organizations``.
 
 This module is the single source of truth for the wire contract: the uploader
 validates against it, the recorder builds it, and the local collector parses
@@ -9,6 +10,7 @@ the exact camelCase names of the API; ``None`` fields are omitted (use
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,20 +19,27 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "COMPONENT_SOURCES",
     "COMPONENT_TYPES",
+    "EVENT_INFLUENCES",
+    "EVENT_VALUE_TYPES",
     "MESSAGE_TYPES",
     "ROLES",
     "Component",
     "CreateMessageResponse",
+    "EventCreateRequest",
     "MessageCreateRequest",
     "MessageItem",
     "MessageResult",
+    "OrganizationCreateRequest",
+    "RatingLogRequest",
     "SystemPromptObject",
     "TemplateMatch",
+    "UserCreateRequest",
     "Voice",
     "VoiceCall",
     "VoiceCallLatency",
     "VoiceProsody",
     "dump_request",
+    "parse_time",
 ]
 
 ROLES = ("user", "assistant", "system")
@@ -56,6 +65,8 @@ MESSAGE_TYPES = (
 )
 COMPONENT_TYPES = ("system", "user", "tool", "guardrail", "rag", "agent", "other")
 COMPONENT_SOURCES = ("customer", "participant", "greenflash", "agent")
+EVENT_INFLUENCES = ("positive", "negative", "neutral")
+EVENT_VALUE_TYPES = ("currency", "numeric", "text", "boolean")
 
 Role = Literal["user", "assistant", "system"]
 MessageType = Literal[
@@ -282,6 +293,116 @@ class CreateMessageResponse(_Wire):
     system_prompt_component_ids: list[str] = Field(default_factory=list)
     prompt_variables: dict[str, str] | None = None
     template_match: TemplateMatch | None = None
+
+
+# -- feedback and outcomes: POST /ratings, /events, /users, /organizations -----------------
+
+
+def parse_time(value: str) -> dt.datetime | None:
+    """An ISO-8601 date or date-time as an aware datetime (UTC when no offset), or None."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    try:
+        moment.astimezone(dt.timezone.utc)
+    except (OverflowError, ValueError):
+        return None
+    return moment
+
+
+def _iso_time(value: str | None, name: str) -> str | None:
+    if value is not None and parse_time(value) is None:
+        raise ValueError(f"{name}: not an ISO-8601 date or date-time")
+    return value
+
+
+class RatingLogRequest(_Wire):
+    """The body of ``POST /ratings``: a rating of a conversation or of one message."""
+
+    product_id: str = Field(min_length=1)
+    rating: float = Field(allow_inf_nan=False)
+    rating_max: float = Field(allow_inf_nan=False)
+    rating_min: float = Field(allow_inf_nan=False)
+    conversation_id: str | None = None
+    external_conversation_id: str | None = None
+    external_message_id: str | None = None
+    feedback: str | None = None
+    message_id: str | None = None
+    # The API accepts a date or an ISO-8601 string; we keep the string form.
+    rated_at: str | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> RatingLogRequest:
+        if not (
+            self.conversation_id
+            or self.external_conversation_id
+            or self.message_id
+            or self.external_message_id
+        ):
+            raise ValueError(
+                "rating: one of conversationId, externalConversationId, messageId or "
+                "externalMessageId is required"
+            )
+        if self.rating_min >= self.rating_max:
+            raise ValueError("rating: ratingMin must be less than ratingMax")
+        if not self.rating_min <= self.rating <= self.rating_max:
+            raise ValueError("rating: rating must be between ratingMin and ratingMax (inclusive)")
+        _iso_time(self.rated_at, "ratedAt")
+        return self
+
+
+class EventCreateRequest(_Wire):
+    """The body of ``POST /events``: a business outcome, optionally tied to a conversation."""
+
+    event_type: str = Field(min_length=1)
+    product_id: str = Field(min_length=1)
+    value: str
+    conversation_id: str | None = None
+    event_at: str | None = None
+    external_conversation_id: str | None = None
+    external_organization_id: str | None = None
+    external_user_id: str | None = None
+    force_sample: bool | None = None
+    influence: Literal["positive", "negative", "neutral"] | None = None
+    insert_id: str | None = None
+    organization_id: str | None = None
+    properties: dict[str, Any] | None = None
+    quality_impact_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    sample_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    user_id: str | None = None
+    value_type: Literal["currency", "numeric", "text", "boolean"] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> EventCreateRequest:
+        _iso_time(self.event_at, "eventAt")
+        return self
+
+
+class UserCreateRequest(_Wire):
+    """The body of ``POST /users``: create or update a user's profile."""
+
+    external_user_id: str = Field(min_length=1)
+    anonymized: bool | None = None
+    email: str | None = None
+    external_organization_id: str | None = None
+    name: str | None = None
+    organization_id: str | None = None
+    phone: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class OrganizationCreateRequest(_Wire):
+    """The body of ``POST /organizations``: create or update an organization."""
+
+    external_organization_id: str = Field(min_length=1)
+    name: str | None = None
+    properties: dict[str, Any] | None = None
 
 
 def dump_request(model: BaseModel) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The collector's Starlette app: ``POST /api/v1/messages``, read endpoints, the viewer.
+"""The collector's Starlette app: ``POST /api/v1/messages`` (and ``/ratings``, ``/events``,
+``/users``, ``/organizations``), read endpoints, the viewer.
 
 Every client input ends in a 2xx or a 4xx: bodies are read with a size cap, parsed with
 guards for invalid UTF-8 and deep nesting, validated by :mod:`gf_integrations.schema`
@@ -11,11 +12,18 @@ import base64
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ..schema import MessageCreateRequest
+from ..schema import (
+    EventCreateRequest,
+    MessageCreateRequest,
+    OrganizationCreateRequest,
+    RatingLogRequest,
+    UserCreateRequest,
+)
 from . import _deps
 from .store import IngestError, Store
 
@@ -107,24 +115,30 @@ def create_app(
         resp.headers["www-authenticate"] = "Bearer"
         return resp
 
-    async def post_messages(request: Request) -> Response:
-        try:
-            return await _post_messages(request)
-        except Exception:  # a collector bug: say so, keep serving
-            log.exception("collector: unexpected error while ingesting")
-            return _error(500, "internal error in the local collector")
+    def post_endpoint(
+        model: type[BaseModel], apply: Callable[[Any], dict[str, Any]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A POST route: auth, size cap, JSON guards, validation by ``model``, ``apply``."""
 
-    async def _post_messages(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
-        try:
-            raw = await _read_body(request, max_body_bytes)
-        except _TooLarge:
-            return _error(413, f"request body larger than {max_body_bytes} bytes")
-        # parsing, validation and storage off the event loop: a 10 MB body takes a while
-        return await run_in_threadpool(_ingest_body, raw)
+        async def endpoint(request: Request) -> Response:
+            try:
+                if not authorized(request):
+                    return unauthorized()
+                try:
+                    raw = await _read_body(request, max_body_bytes)
+                except _TooLarge:
+                    return _error(413, f"request body larger than {max_body_bytes} bytes")
+                # parsing, validation and storage off the event loop: a 10 MB body takes a while
+                return await run_in_threadpool(_ingest_body, raw, model, apply)
+            except Exception:  # a collector bug: say so, keep serving
+                log.exception("collector: unexpected error while ingesting")
+                return _error(500, "internal error in the local collector")
 
-    def _ingest_body(raw: bytes) -> Response:
+        return endpoint
+
+    def _ingest_body(
+        raw: bytes, model: type[BaseModel], apply: Callable[[Any], dict[str, Any]]
+    ) -> Response:
         try:
             data = json.loads(raw)
         except UnicodeDecodeError:
@@ -144,7 +158,7 @@ def create_app(
                 400, "body must be a JSON object", [{"path": "(body)", "message": "not an object"}]
             )
         try:
-            req = MessageCreateRequest.model_validate(data)
+            req = model.model_validate(data)
         except ValidationError as exc:
             problems = _problem_list(exc)
             return _error(400, f"invalid request ({len(problems)} problem(s))", problems)
@@ -153,9 +167,9 @@ def create_app(
                 400, "body is nested too deeply", [{"path": "(body)", "message": "too deep"}]
             )
         try:
-            result = store.ingest(req)
+            result = apply(req)
         except IngestError as exc:
-            return _error(400, str(exc)[:500], exc.problems)
+            return _error(exc.status, str(exc)[:500], exc.problems)
         except (RecursionError, ValueError, TypeError, OverflowError) as exc:
             # e.g. a properties value too deep or too odd to re-serialise for storage
             return _error(
@@ -237,7 +251,27 @@ def create_app(
         return HTMLResponse(page, headers=_VIEWER_HEADERS)
 
     routes = [
-        Route("/api/v1/messages", post_messages, methods=["POST"]),
+        Route(
+            "/api/v1/messages", post_endpoint(MessageCreateRequest, store.ingest), methods=["POST"]
+        ),
+        Route(
+            "/api/v1/ratings",
+            post_endpoint(RatingLogRequest, store.ingest_rating),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/events",
+            post_endpoint(EventCreateRequest, store.ingest_event),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/users", post_endpoint(UserCreateRequest, store.ingest_user), methods=["POST"]
+        ),
+        Route(
+            "/api/v1/organizations",
+            post_endpoint(OrganizationCreateRequest, store.ingest_organization),
+            methods=["POST"],
+        ),
         Route("/api/v1/conversations", list_conversations, methods=["GET"]),
         Route("/api/v1/conversations/{cid:str}", get_conversation, methods=["GET"]),
         Route("/api/v1/prompts", list_prompts, methods=["GET"]),

@@ -135,6 +135,28 @@ class RunningCollector:
         conv = self.conversation(external_conversation_id, product_id)
         return list(conv["tree"]) if conv else []
 
+    def ratings(
+        self, external_conversation_id: str, product_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Ratings of the conversation and of its messages (empty if unknown)."""
+        conv = self.conversation(external_conversation_id, product_id)
+        return list(conv["ratings"]) if conv else []
+
+    def events(
+        self, external_conversation_id: str, product_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Business events linked to the conversation, in time order (empty if unknown)."""
+        conv = self.conversation(external_conversation_id, product_id)
+        return list(conv["events"]) if conv else []
+
+    def user(self, external_user_id: str) -> dict[str, Any] | None:
+        """A user's stored profile (``participant`` shape of ``POST /users``), or None."""
+        return self.store.get_user(external_user_id)
+
+    def organization(self, external_organization_id: str) -> dict[str, Any] | None:
+        """A stored organization (``organization`` shape of ``POST /organizations``)."""
+        return self.store.get_organization(external_organization_id)
+
     def prompts(self) -> list[dict[str, Any]]:
         """Every stored system prompt with its components."""
         return self.store.list_prompts()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import re
 import sqlite3
 import threading
@@ -19,12 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from ..core.ids import sample_fraction
-from ..schema import Component, MessageCreateRequest, MessageItem, SystemPromptObject
+from ..schema import (
+    Component,
+    MessageCreateRequest,
+    MessageItem,
+    SystemPromptObject,
+    parse_time,
+)
 from ..transcript import build_tree
+from ._rows import NS, IngestError
+from ._rows import dump as _dump
+from ._rows import iso as _iso
+from ._rows import load as _load
+from ._rows import now as _now
+from ._rows import sid as _sid
+from .outcomes import OUTCOMES_SCHEMA, OutcomesMixin
 
 __all__ = ["IngestError", "Store"]
 
-_NS = uuid.UUID("0b6f9a52-8d7c-5e4b-a1f3-636f6c6c6563")  # "collec"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 
 _ROLE_TYPES = {"user": "user_message", "assistant": "assistant_message", "system": "system_message"}
@@ -105,52 +116,6 @@ CREATE INDEX IF NOT EXISTS messages_order ON messages(conversation_id, created_a
 """
 
 
-class IngestError(Exception):
-    """A request that is valid JSON and schema but cannot be applied (400)."""
-
-    def __init__(self, problems: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{p['path']}: {p['message']}" for p in problems))
-        self.problems = problems
-
-
-def _sid(*parts: object) -> str:
-    return str(uuid.uuid5(_NS, "\x1f".join(str(p) for p in parts)))
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _iso(moment: dt.datetime) -> str:
-    """Fixed-width UTC ISO-8601, so text order is time order in SQL."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(value: str) -> dt.datetime | None:
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    try:
-        moment.astimezone(dt.timezone.utc)
-    except (OverflowError, ValueError):
-        return None
-    return moment
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
-
-
-def _load(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
 def template_regex(template: str) -> re.Pattern[str]:
     """A regex matching ``template`` with each ``{{name}}`` as a wildcard."""
     parts: list[str] = []
@@ -159,7 +124,7 @@ def template_regex(template: str) -> re.Pattern[str]:
     for m in _PLACEHOLDER.finditer(template):
         parts.append(re.escape(template[pos : m.start()]))
         name = m.group(1)
-        group = "v" + uuid.uuid5(_NS, name).hex[:12]
+        group = "v" + uuid.uuid5(NS, name).hex[:12]
         if group in seen:
             parts.append(f"(?P={group})")
         else:
@@ -189,7 +154,7 @@ class _PromptResult:
     template_match: dict[str, Any] | None = None
 
 
-class Store:
+class Store(OutcomesMixin):
     """The collector's database. ``path`` None or ``":memory:"`` keeps it in memory."""
 
     def __init__(self, path: str | Path | None = None) -> None:
@@ -206,7 +171,7 @@ class Store:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + OUTCOMES_SCHEMA)
         self._seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM messages") or 0
 
     def close(self) -> None:
@@ -227,15 +192,7 @@ class Store:
         Raises :class:`IngestError` (nothing stored) for an unknown parent, prompt or
         conversation id.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = self._ingest(req)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
+        return self._atomic(lambda: self._ingest(req))
 
     def _ingest(self, req: MessageCreateRequest) -> dict[str, Any]:
         db = self._db
@@ -383,7 +340,7 @@ class Store:
         ).fetchone()[0]
         clock = now
         if last is not None:
-            last_dt = _parse_time(last)
+            last_dt = parse_time(last)
             if last_dt is not None and last_dt >= clock:
                 clock = last_dt + dt.timedelta(microseconds=1)
         problems: list[dict[str, str]] = []
@@ -443,7 +400,7 @@ class Store:
                         )
                         continue
             if item.created_at is not None:
-                moment = _parse_time(item.created_at)
+                moment = parse_time(item.created_at)
                 if moment is None:
                     problems.append(
                         {
@@ -633,7 +590,7 @@ class Store:
             m = template_regex(template).fullmatch(text)
             if m is None:
                 continue
-            names = {"v" + uuid.uuid5(_NS, n).hex[:12]: n for n in _PLACEHOLDER.findall(template)}
+            names = {"v" + uuid.uuid5(NS, n).hex[:12]: n for n in _PLACEHOLDER.findall(template)}
             detected = {names[g]: v for g, v in m.groupdict().items()}
             best = (static, row["id"], detected, template)
         if best is None:
@@ -747,7 +704,8 @@ class Store:
         return rows[0][0] if rows else None
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
-        """One conversation with its flat ``messages`` (in order), ``tree`` and ``prompt``."""
+        """One conversation with its flat ``messages`` (in order), ``tree``, ``prompt``,
+        ``ratings`` and ``events``."""
         rows = self._rows(
             "SELECT c.*, u.external_id AS user_external_id, o.external_id AS org_external_id "
             "FROM conversations c JOIN users u ON u.id = c.user_id "
@@ -761,6 +719,8 @@ class Store:
         conv["messages"] = messages
         conv["tree"] = build_tree(messages)
         conv["prompt"] = self.get_prompt(conv["promptId"]) if conv["promptId"] else None
+        conv["ratings"] = self.ratings_of(conversation_id)
+        conv["events"] = self.events_of(conversation_id)
         return conv
 
     def messages_of(self, conversation_id: str) -> list[dict[str, Any]]:
@@ -836,6 +796,8 @@ class Store:
             "messages",
             "prompts",
             "components",
+            "ratings",
+            "events",
         ):
             out[table] = int(self._rows(f"SELECT COUNT(*) FROM {table}")[0][0])  # fixed names
         return out

@@ -1,4 +1,5 @@
-"""Server-rendered HTML viewer: conversation list and a threaded transcript.
+"""Server-rendered HTML viewer: conversation list and a threaded transcript, with ratings
+on the rated messages (or the conversation) and business events on its timeline.
 
 No JavaScript and no build step. Every stored value goes through :func:`esc` (or
 :func:`pretty_json`, which escapes too) before it reaches the page, so message content
@@ -140,7 +141,52 @@ def _documents(output: Any) -> str:
     return f'<ol class="docs">{"".join(items)}</ol>'
 
 
-def _message(depth: int, msg: dict[str, Any]) -> str:
+def _fmt_number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _rating(rating: dict[str, Any] | None, scope: str) -> str:
+    """A rating badge (score on its scale, feedback text), coloured by its share of the scale."""
+    if not rating:
+        return ""
+    low, high, score = rating["ratingMin"], rating["ratingMax"], rating["rating"]
+    share = (score - low) / (high - low) if high > low else 0.0
+    tone = "good" if share >= 0.67 else "bad" if share <= 0.33 else "mid"
+    feedback = rating.get("feedback")
+    return (
+        f'<div class="rating r-{tone}" data-scope="{scope}" data-rating="{esc(score)}" '
+        f'data-max="{esc(high)}" title="rated {esc(rating.get("ratedAt"))}">'
+        f'<span class="rating-score">{scope} rating {esc(_fmt_number(score))} / '
+        f"{esc(_fmt_number(high))}</span>"
+        + (f'<span class="rating-feedback">{esc(feedback)}</span>' if feedback else "")
+        + "</div>"
+    )
+
+
+def _event(event: dict[str, Any]) -> str:
+    """One business event on the conversation's timeline."""
+    influence = event.get("influence") or "neutral"
+    chips = []
+    if event.get("valueType"):
+        chips.append(f'<span class="chip">{esc(event["valueType"])}</span>')
+    if event.get("qualityImpactScore") is not None:
+        chips.append(f'<span class="chip">impact {esc(event["qualityImpactScore"])}</span>')
+    props = event.get("properties")
+    return (
+        f'<div class="event i-{esc(influence)}" data-event-type="{esc(event["eventType"])}" '
+        f'data-influence="{esc(influence)}"><span class="event-dot"></span>'
+        f'<span class="event-type">{esc(event["eventType"])}</span>'
+        f'<span class="event-value">{esc(event.get("value"))}</span>{"".join(chips)}'
+        f'<span class="spacer"></span>'
+        f'<time title="{esc(event.get("eventAt"))}">{esc(_short_time(event.get("eventAt")))}</time>'
+        + (f"<pre>{pretty_json(props)}</pre>" if props else "")
+        + "</div>"
+    )
+
+
+def _message(depth: int, msg: dict[str, Any], rating: dict[str, Any] | None = None) -> str:
     mtype = msg.get("messageType") or "user_message"
     label, kind = _KINDS.get(mtype, (mtype, "k-step"))
     body: list[str] = []
@@ -187,7 +233,7 @@ def _message(depth: int, msg: dict[str, Any]) -> str:
         f'<header><span class="badge">{esc(label)}</span>{_chips(msg)}'
         f'<span class="spacer"></span>'
         f'<time title="{esc(msg.get("createdAt"))}">{esc(_short_time(msg.get("createdAt")))}</time>'
-        f"</header>{''.join(body)}"
+        f"</header>{''.join(body)}{_rating(rating, 'message')}"
         + (f'<footer title="externalMessageId">{esc(ext)}</footer>' if ext else "")
         + "</article>"
     )
@@ -279,6 +325,22 @@ details summary{cursor:pointer;color:var(--muted);font-size:12px;margin-top:4px}
 .doc-n{color:var(--ret);font-weight:700}.doc-id{font-family:ui-monospace,Menlo,monospace;color:#555}
 .doc-text{white-space:pre-wrap;margin-top:2px}.doc-meta{font-size:11px;color:var(--muted)}
 .empty{color:var(--muted);padding:40px 0}
+.rating{display:flex;flex-wrap:wrap;align-items:baseline;gap:8px;margin-top:6px;padding:4px 10px;
+border-radius:6px;font-size:12px;background:#f3f4f6;border:1px solid var(--line)}
+.rating-score{font-weight:700}.rating-feedback{font-style:italic;color:#374151;white-space:pre-wrap}
+.rating-feedback:before{content:"\u201c"}.rating-feedback:after{content:"\u201d"}
+.r-good{background:#ecfdf3;border-color:#a7e3bf}.r-good .rating-score{color:#17663b}
+.r-bad{background:#fff1f1;border-color:#f3b4b4}.r-bad .rating-score{color:#b42323}
+.r-mid{background:#fffbea;border-color:#f0d264}.r-mid .rating-score{color:#8a6d00}
+.conv-head .rating{margin:0 0 16px}
+.event{display:flex;flex-wrap:wrap;align-items:center;gap:6px;margin:10px 0;padding:6px 12px;
+border:1px dashed #c7cdd9;border-radius:18px;background:#fff;font-size:12px}
+.event .chip{margin-left:0}.event .spacer{flex:1}.event time{color:var(--muted)}
+.event pre{flex-basis:100%;margin:4px 0 0;font:11px/1.4 ui-monospace,Menlo,monospace;white-space:pre-wrap}
+.event-dot{width:10px;height:10px;border-radius:50%;background:var(--step)}
+.event-type{font-weight:700}.event-value{font-family:ui-monospace,Menlo,monospace}
+.i-positive{border-color:#7fcf9f}.i-positive .event-dot{background:var(--accent)}
+.i-negative{border-color:#f0a0a0}.i-negative .event-dot{background:var(--err)}
 """  # noqa: E501
 
 
@@ -322,6 +384,10 @@ def render_page(store: Store, conversation_id: str | None = None, limit: int = 1
             meta.append(f'<span class="chip">{esc(conv["model"])}</span>')
         meta.append(f'<span class="chip">{len(conv["messages"])} messages</span>')
         meta.append(f'<span class="chip"><code>{esc(conv["id"])}</code></span>')
+        ratings = {r["messageId"]: r for r in conv.get("ratings") or ()}
+        events = list(conv.get("events") or ())
+        if events:
+            meta.append(f'<span class="chip">{len(events)} events</span>')
         rendered: list[str] = []
         for n, (depth, m) in enumerate(iter_tree(conv["tree"])):
             if n == MAX_RENDERED:  # keep huge imports viewable; the JSON API has them all
@@ -331,11 +397,16 @@ def render_page(store: Store, conversation_id: str | None = None, limit: int = 1
                     f"conversations/{esc(conv['id'])}</code></div>"
                 )
                 break
-            rendered.append(_message(depth, m))
+            # events go on the timeline between the turns they happened between
+            while depth == 0 and events and events[0]["eventAt"] < (m.get("createdAt") or ""):
+                rendered.append(_event(events.pop(0)))
+            rendered.append(_message(depth, m, ratings.get(m["id"])))
+        rendered.extend(_event(e) for e in events)
         msgs = "".join(rendered)
         main = (
             f'<div class="conv-head"><h1>{esc(conv["externalConversationId"] or conv["id"])}</h1>'
-            f'<div class="meta">{"".join(meta)}</div></div>'
+            f'<div class="meta">{"".join(meta)}</div>{_rating(ratings.get(None), "conversation")}'
+            "</div>"
             f"{_prompt(conv.get('prompt'), conv.get('promptVariables'))}"
             f'<section class="transcript">{msgs}</section>'
         )

@@ -38,6 +38,7 @@ from .events import (
 from .ids import content_digest, sample_fraction, stable_id
 from .masking import MaskFn
 from .safejson import Limits, as_object, to_jsonable, tool_arguments, truncate_text
+from .targets import MAX_TARGETS, BoundedMap
 
 log = logging.getLogger("gf_integrations")
 
@@ -58,13 +59,17 @@ class Outgoing:
 
     @property
     def batch_key(self) -> tuple[str | None, str, str, str | None]:
-        c = self.conv
-        return (
-            c.product_id,
-            c.external_conversation_id,
-            c.external_user_id,
-            c.external_organization_id,
-        )
+        return batch_key(self.conv)
+
+
+def batch_key(c: Conv) -> tuple[str | None, str, str, str | None]:
+    """What one ``POST /messages`` batch shares: the conversation's request-level identity."""
+    return (
+        c.product_id,
+        c.external_conversation_id,
+        c.external_user_id,
+        c.external_organization_id,
+    )
 
 
 class _SentIds:
@@ -167,6 +172,9 @@ class Mapper:
         self.sampled_out = 0
         self._convs: collections.OrderedDict[str, _ConvState] = collections.OrderedDict()
         self._sent = _SentIds(_MAX_SENT_IDS)
+        # (conversation, event key) -> externalMessageId of the answer that event produced,
+        # so a rating of "this run / response" finds the message (see core/targets.py)
+        self._answers: BoundedMap[int, str] = BoundedMap(MAX_TARGETS)
 
     # -- public ------------------------------------------------------------------------
 
@@ -207,6 +215,14 @@ class Mapper:
             out[0].system_prompt = state.pending_prompt
             state.pending_prompt = None
         return out
+
+    def answer_id(self, conv: Conv, key: str) -> str | None:
+        """The ``externalMessageId`` of the answer the event ``key`` produced, if mapped."""
+        return self._answers.get(hash((conv.key, key)))
+
+    def masked(self, value: Any) -> Any:
+        """``value`` through the mask hook (unchanged without one)."""
+        return value if self.mask is None else self._masked(value)
 
     # -- state -------------------------------------------------------------------------
 
@@ -361,6 +377,8 @@ class Mapper:
         self._reply(
             conv, state, reply, rid, ended, out, model=ev.model, props=props, final=ev.final
         )
+        if not reply.get("tool_calls"):
+            self._answers.put(hash((conv.key, ev.key)), rid)
 
     def _llm_properties(self, ev: LLMCall) -> dict[str, Any]:
         props: dict[str, Any] = {}
@@ -650,17 +668,9 @@ class Mapper:
     def _final(self, ev: FinalAnswer, state: _ConvState, out: list[Outgoing]) -> None:
         msg: ChatMessage = {"role": "assistant", "content": _text(ev.content, self.limits)}
         props = to_jsonable(dict(ev.properties), self.limits) if ev.properties else {}
-        self._reply(
-            ev.conv,
-            state,
-            msg,
-            stable_id(ev.conv.key, "final", ev.key),
-            ev.at,
-            out,
-            model=ev.model,
-            props=props,
-            final=True,
-        )
+        mid = stable_id(ev.conv.key, "final", ev.key)
+        self._reply(ev.conv, state, msg, mid, ev.at, out, model=ev.model, props=props, final=True)
+        self._answers.put(hash((ev.conv.key, ev.key)), mid)
 
     def _embedding(self, ev: Embedding, state: _ConvState, out: list[Outgoing]) -> None:
         props: dict[str, Any] = (

@@ -131,6 +131,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
         # (client, its resolution of the handler's keywords): the common root's identity
         self._resolved_defaults: tuple[GreenflashClient, Conv] | None = None
         self.run_ttl = run_ttl
+        self._last_root: int | None = None  # gf.rate(handler): its last root run
 
     def __repr__(self) -> str:
         return f"GreenflashCallbackHandler({self.identity!r}, capture_steps={self.capture_steps})"
@@ -156,6 +157,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             root = self._new_root(run_id, metadata)
             if root is None:
                 return None
+            self._last_root = rid
             run = kind(root, None)
         if runs.setdefault(rid, run, self.run_ttl) is not run:
             return None

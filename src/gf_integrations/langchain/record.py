@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..core.events import LLMCall, Retrieval, Step, ToolResult
+from ..core.targets import AnswerRef
 from .convert import to_chats
 from .prompts import template_prompt
-from .runs import ChainRun, LLMRun, RetrieverRun, ToolRun, at
+from .runs import ChainRun, LLMRun, RetrieverRun, ToolRun, answers, at
 
 _CANCELLED = (asyncio.CancelledError, concurrent.futures.CancelledError)
 
@@ -107,6 +108,8 @@ def record_llm(
         for ev in held:
             root.client.record(ev)
     root.llm_seen = True
+    if reply is not None:  # the root's answer so far: gf.rate(run_id) rates it
+        answers.put(root.run_id.int, AnswerRef(root.conv, key))
     root.client.record(
         LLMCall(
             conv=root.conv,

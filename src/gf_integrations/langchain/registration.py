@@ -1,4 +1,4 @@
-"""Process-wide attachment: :func:`instrument` and :func:`uninstrument`."""
+"""Process-wide registrations: :func:`instrument` / :func:`uninstrument`, ``gf.rate`` targets."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import contextvars
 import threading
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
 from langchain_core.tracers.context import register_configure_hook
 
 from ..client import GreenflashClient
+from ..core.targets import AnswerRef, register_target_resolver
 from .handler import GreenflashCallbackHandler
+from .runs import answers
 
 _hook_var: contextvars.ContextVar[GreenflashCallbackHandler | None] = contextvars.ContextVar(
     "gf_langchain_handler", default=None
@@ -67,3 +70,22 @@ def instrument(
 def uninstrument() -> None:
     """Stop the handler installed by :func:`instrument` (in this context)."""
     _hook_var.set(None)
+
+
+def _rating_target(target: Any) -> AnswerRef | None:
+    """``gf.rate`` targets: a root run id (the ``run_id`` of an invoke's config, as a UUID
+    or a string) or a handler (its last root run)."""
+    if isinstance(target, GreenflashCallbackHandler):
+        rid = target._last_root
+        return None if rid is None else answers.get(rid)
+    if isinstance(target, UUID):
+        return answers.get(target.int)
+    if isinstance(target, str):
+        try:
+            return answers.get(UUID(target).int)
+        except ValueError:
+            return None
+    return None
+
+
+register_target_resolver(_rating_target)

@@ -20,6 +20,7 @@ from uuid import UUID
 from ..core.context import Conv
 from ..core.events import Retrieval
 from ..core.kit import RunRegistry, register_capture_probe
+from ..core.targets import AnswerRef, BoundedMap
 
 if TYPE_CHECKING:
     from ..client import GreenflashClient
@@ -108,6 +109,9 @@ def _started(run: Run) -> float:
 runs: RunRegistry[int, Run] = RunRegistry(
     cap=MAX_RUNS, ttl=DEFAULT_TTL, stamp=_started, clock=time.time, sweep_every=SWEEP_EVERY
 )
+
+# root run id -> its latest answer, for gf.rate (see core/targets.py)
+answers: BoundedMap[int, AnswerRef] = BoundedMap()
 
 # The chat/LLM run being recorded in this context (see the package docstring).
 active_llm: contextvars.ContextVar[int | None] = contextvars.ContextVar(

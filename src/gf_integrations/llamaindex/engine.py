@@ -31,6 +31,7 @@ from ..core.events import (
     now,
 )
 from ..core.kit import log_once
+from ..core.targets import AnswerRef
 from .convert import (
     _blocks_text,
     _is_agent,
@@ -44,6 +45,7 @@ from .state import (
     _CHAT_ENGINE_METHODS,
     _PENDING_TTL,
     _SWEEP_EVERY,
+    _answers,
     _is_ancestor,
     _Query,
     _Span,
@@ -173,6 +175,14 @@ class _Engine(_EventHandlers):
             if q is not None and q.span_id == id_ and not q.ended:
                 # QueryEndEvent did not come (custom engine): close the turn with the result
                 self._query_end(root, q, result)
+            if span is root.span and result is not None:
+                # the Response / agent result the caller gets: gf.rate(result) rates it
+                # (a workflow's StopEvent: the caller gets its .result, e.g. AgentOutput)
+                ref = AnswerRef(root.conv, root.answer)
+                _answers.put(result, ref)
+                inner = getattr(result, "result", None)
+                if inner is not None:
+                    _answers.put(inner, ref)
             self._release(root)
 
     def span_drop(self, id_: str, err: BaseException | None) -> None:

@@ -19,8 +19,10 @@ from ..core.context import (
     register_capture_probe,
 )
 from ..core.kit import identity_keywords, log_once
+from ..core.targets import AnswerRef, register_target_resolver
 from .engine import _Engine
 from .state import (
+    _answers,
     log,
 )
 
@@ -240,3 +242,11 @@ def _probe() -> bool:
         return inst._engine.capture_active()
     except Exception:
         return False
+
+
+def _rating_target(target: Any) -> AnswerRef | None:
+    """``gf.rate`` targets: the object a query, chat or agent run returned."""
+    return _answers.get(target)
+
+
+register_target_resolver(_rating_target)

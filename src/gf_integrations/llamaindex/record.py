@@ -493,4 +493,6 @@ class _Recording:
 
     def _record(self, root: _Root, event: Event) -> None:
         root.touched = time.monotonic()
+        if isinstance(event, (LLMCall, FinalAnswer)):
+            root.answer = event.key
         root.client.record(event)

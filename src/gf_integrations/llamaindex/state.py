@@ -18,6 +18,7 @@ from ..core.events import (
     now,
 )
 from ..core.ids import new_id
+from ..core.targets import AnswerRef, ObjectMap
 from .convert import _finish_reason, _method
 
 log = logging.getLogger("gf_integrations")
@@ -37,6 +38,8 @@ _SWEEP_EVERY = 2.0
 _AWAIT_MAX = 256
 _CHAT_ENGINE_METHODS = frozenset({"chat", "stream_chat", "achat", "astream_chat"})
 _RETRIEVE_METHODS = frozenset({"retrieve", "aretrieve", "_retrieve", "_aretrieve"})
+# root span result (Response, agent output) -> its answer (see core/targets.py)
+_answers: ObjectMap[AnswerRef] = ObjectMap()
 
 
 def _chat_messages_above(span: _Span | None) -> list[Any] | None:
@@ -66,6 +69,7 @@ class _Root:
 
     __slots__ = (
         "agent",
+        "answer",
         "chat_engine",
         "client",
         "conv",
@@ -98,6 +102,7 @@ class _Root:
         self.span: _Span | None = None
         self.started = time.monotonic()
         self.touched = self.started
+        self.answer: str | None = None  # key of the last answer-bearing event (gf.rate)
 
 
 class _Span:

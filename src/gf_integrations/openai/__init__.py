@@ -55,7 +55,8 @@ from ..core.clientwrap import (
     tap_sync,
 )
 from ..core.kit import identity_keywords
-from .call import Call, Config, resolve_call
+from ..core.targets import register_target_resolver
+from .call import Call, Config, rating_target, resolve_call
 from .chat import begin_chat, chat_inputs_fn
 from .chat import record_chat as _record_chat  # a module global: tests replace it here
 from .embeddings import record_embeddings
@@ -63,6 +64,8 @@ from .responses import begin_responses, record_response, responses_inputs_fn
 from .stream import OpenAIStreamTap
 
 __all__ = ["wrap_openai"]
+
+register_target_resolver(rating_target)
 
 _C = TypeVar("_C")
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..client import GreenflashClient
 from ..core.clientwrap import CallState, WrapConfig, resolve_identity
 from ..core.context import IdentityDefaults
+from ..core.targets import AnswerRef, BoundedMap
 
 
 class Config(WrapConfig):
@@ -65,3 +66,23 @@ def resolve_call(
         opening=opening,
         prefix="openai",
     )
+
+
+# response id -> the answer it produced, for gf.rate(response) (see core/targets.py)
+answers: BoundedMap[str, AnswerRef] = BoundedMap()
+
+
+def remember_answer(response_id: Any, call: Call) -> None:
+    """Remember which answer ``response_id`` produced (``gf.rate`` of the response)."""
+    if isinstance(response_id, str) and response_id:
+        answers.put(response_id, AnswerRef(call.conv, call.key))
+
+
+def rating_target(target: Any) -> AnswerRef | None:
+    """``gf.rate`` targets: a response id, or an OpenAI response object (its ``id``)."""
+    if isinstance(target, str):
+        return answers.get(target)
+    if type(target).__module__.startswith("openai."):
+        rid = getattr(target, "id", None)
+        return answers.get(rid) if isinstance(rid, str) else None
+    return None

@@ -13,7 +13,7 @@ from typing import Any
 from ..core.clientwrap import get_field as _get
 from ..core.clientwrap import is_raw, lazy_usage, snapshot
 from ..core.events import ChatMessage, LLMCall, ToolCallSpec
-from .call import Call, resolve_call
+from .call import Call, remember_answer, resolve_call
 
 
 def begin_chat(call: Call, kwargs: dict[str, Any]) -> None:
@@ -58,6 +58,7 @@ def record_chat(call: Call, completion: Any) -> None:
             properties=props,
         )
     )
+    remember_answer(getattr(completion, "id", None), call)
 
 
 # -- conversion to neutral messages (worker thread) ----------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 from ..core.clientwrap import get_field as _get
 from ..core.clientwrap import lazy_usage, snapshot
 from ..core.events import ChatMessage, LLMCall
-from .call import Call, resolve_call
+from .call import Call, remember_answer, resolve_call
 from .chat import chat_opening, content_text, custom_input, refusal_of
 
 _MAX_CHAINS = 10_000
@@ -109,6 +109,7 @@ def record_response(call: Call, response: Any, extra: Mapping[str, Any] | None) 
             properties=props,
         )
     )
+    remember_answer(rid, call)
 
 
 # -- conversion to neutral messages (worker thread) ----------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..core.clientwrap import StreamTap, lazy_usage
 from ..core.events import LLMCall
-from .call import Call
+from .call import Call, remember_answer
 from .chat import chat_inputs_fn, chat_stream_reply
 from .responses import (
     record_response,
@@ -70,6 +70,7 @@ class OpenAIStreamTap(StreamTap[Call]):
                 properties=self.stream_props(how, getattr(first, "id", None)),
             )
         )
+        remember_answer(getattr(first, "id", None), call)
 
     def _finish_responses(self, how: str, error: BaseException | None) -> None:
         call, items = self.call, self.items
@@ -110,3 +111,4 @@ class OpenAIStreamTap(StreamTap[Call]):
                 properties=self.stream_props(how, rid),
             )
         )
+        remember_answer(rid, call)

@@ -45,8 +45,19 @@ class Batcher:
         return bool(self.open)
 
     def add(self, part: Part) -> None:
-        """Add one part (a part without key or join is a request of its own)."""
-        if part.key is None or part.join is None:
+        """Add one part (a part without key or join is a request of its own).
+
+        A part without ``join`` but with a ``key`` follows the batch that key names (a
+        rating after its conversation's messages): that batch closes first, so it is ahead
+        in line, and the payload carries the key, so the two are never out at once.
+        """
+        if part.join is None:
+            after = part.key
+            if isinstance(after, tuple) and after in self.open:
+                self.close(after)
+            self._closed(Payload(part.path, part.data, part.count, part.key))
+            return
+        if part.key is None:
             self._closed(Payload(part.path, part.data, part.count))
             return
         key = (part.path, part.key)

@@ -13,11 +13,14 @@ class Part:
 
     Parts with the same ``path`` and a non-None ``key`` are merged into one request
     (``join`` builds its body from them, in order, when the batch closes); a part with
-    ``key=None`` is a whole request body on its own.
+    ``key=None`` is a whole request body on its own. A part with ``join=None`` and a
+    ``key`` is a whole body that must follow the batch ``key`` names (its ``(path, key)``,
+    e.g. a rating after the messages of its conversation).
 
     Attributes:
         path: API path the request goes to, e.g. ``"/messages"`` or ``"/ratings"``.
-        key: grouping key (for ``/messages``: the conversation identity).
+        key: grouping key (for ``/messages``: the conversation identity); with
+            ``join=None``, the ``(path, key)`` of the batch this body follows.
         data: the encoded element (a message), or the whole body when ``key`` is None.
         join: builds the request body from a batch of parts (None: ``data`` is the body).
         overhead: bytes the body adds around the parts (envelope), for the byte cap.

@@ -1,0 +1,142 @@
+"""What a rating or an event is about, from what the user holds right after a call.
+
+Each integration remembers, in a bounded map, which conversation and which answer a
+LangChain run, an OpenAI response or a LlamaIndex result produced: an :class:`AnswerRef`
+(the conversation and the key of the event whose reply was the answer). The answer's
+``externalMessageId`` itself is only known on the worker, where the recorder maps that
+event (the same queue, so it is always mapped first): the recorder keeps a bounded index
+from (conversation, event key) to the id it sent. Integrations register a resolver with
+:func:`register_target_resolver`; :func:`resolve_target` asks them in turn.
+"""
+
+from __future__ import annotations
+
+import collections
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from .context import Conv
+
+__all__ = [
+    "AnswerRef",
+    "BoundedMap",
+    "ConversationId",
+    "MessageId",
+    "ObjectMap",
+    "register_target_resolver",
+    "resolve_target",
+]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+#: Answers remembered per integration; older ones are forgotten (a rating of a
+#: forgotten answer rates its conversation instead, with a warning).
+MAX_TARGETS = 10_000
+
+
+class MessageId(str):
+    """An explicit ``externalMessageId`` to rate: ``gf.rate(gf.MessageId("m-1"), ...)``."""
+
+    __slots__ = ()
+
+
+class ConversationId(str):
+    """An explicit ``externalConversationId``: ``gf.rate(gf.ConversationId("c-1"), ...)``."""
+
+    __slots__ = ()
+
+
+class AnswerRef(NamedTuple):
+    """A recorded answer: its conversation, and the key of the event that produced it.
+
+    ``key`` None means the conversation as a whole. (A tuple: it is built on the host's
+    thread for every recorded answer, and a tuple is the cheapest record to build.)
+    """
+
+    conv: Conv
+    key: str | None = None
+
+
+class BoundedMap(Generic[K, V]):
+    """A map holding the ``limit`` most recently put entries; safe from any thread.
+
+    It sits on the host's hot path (one ``put`` per recorded answer), so it takes no lock:
+    each OrderedDict operation is atomic, and two racing evictions at worst evict one
+    entry early. (An OrderedDict, not a dict: evicting a dict's first entry over and over
+    scans the holes left by earlier evictions.)
+    """
+
+    __slots__ = ("_data", "_limit")
+
+    def __init__(self, limit: int = MAX_TARGETS) -> None:
+        self._limit = limit
+        self._data: collections.OrderedDict[K, V] = collections.OrderedDict()
+
+    def put(self, key: K, value: V) -> None:
+        """Insert or refresh ``key``; the oldest entry goes beyond the limit."""
+        data = self._data
+        data[key] = value
+        data.move_to_end(key)
+        if len(data) > self._limit:
+            try:
+                data.popitem(last=False)
+            except KeyError:
+                pass  # emptied by another thread meanwhile
+
+    def get(self, key: K) -> V | None:
+        """The value for ``key``, or None."""
+        return self._data.get(key)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ObjectMap(Generic[V]):
+    """A :class:`BoundedMap` keyed by object identity, without keeping the objects alive.
+
+    Objects that cannot be weakly referenced are not remembered (their ``id`` could be
+    reused by another object once they are gone).
+    """
+
+    __slots__ = ("_map",)
+
+    def __init__(self, limit: int = MAX_TARGETS) -> None:
+        self._map: BoundedMap[int, tuple[weakref.ref[Any], V]] = BoundedMap(limit)
+
+    def put(self, obj: Any, value: V) -> None:
+        """Remember ``value`` for ``obj`` while it is alive."""
+        try:
+            ref = weakref.ref(obj)
+        except TypeError:
+            return
+        self._map.put(id(obj), (ref, value))
+
+    def get(self, obj: Any) -> V | None:
+        """The value remembered for this very object, or None."""
+        entry = self._map.get(id(obj))
+        if entry is None or entry[0]() is not obj:
+            return None
+        return entry[1]
+
+
+_resolvers: list[Callable[[Any], AnswerRef | None]] = []
+
+
+def register_target_resolver(resolver: Callable[[Any], AnswerRef | None]) -> None:
+    """Register an integration's resolver (idempotent); it returns None for foreign objects."""
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def resolve_target(target: Any) -> AnswerRef | None:
+    """The answer (or conversation) an integration recorded for ``target``, or None."""
+    for resolver in _resolvers:
+        try:
+            ref = resolver(target)
+        except Exception:
+            continue
+        if ref is not None:
+            return ref
+    return None
