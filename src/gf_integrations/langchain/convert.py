@@ -1,22 +1,17 @@
 """LangChain messages and documents -> neutral dicts (run on the worker thread).
 
 Each field is read on its own: a framework object that surprises a converter (a property
-that raises, a provider's odd ``tool_calls`` entry) loses that one field, logged once, and
-the rest of the message or document is still recorded.
+that raises, a provider's odd ``tool_calls`` entry) loses that one field
+(:func:`~gf_integrations.core.kit.read_field`), and the rest is still recorded.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from ..core.events import ChatMessage, Document, ToolCallSpec
-from ..core.kit import log_once
-
-log = logging.getLogger("gf_integrations")
-
-T = TypeVar("T")
+from ..core.kit import read_field
 
 _ROLES = {
     "human": "user",
@@ -32,21 +27,8 @@ _ROLES = {
 }
 
 
-def _field(read: Callable[[], T], default: T, what: str) -> T:
-    """``read()``, or ``default`` (logged once per field) when the object surprises it."""
-    try:
-        return read()
-    except Exception as exc:
-        log_once(
-            log,
-            ("langchain convert", what, type(exc).__name__),
-            "gf_integrations: could not read a LangChain %s (%s: %s); that field is left "
-            "out, the rest is recorded",
-            what,
-            type(exc).__name__,
-            exc,
-        )
-        return default
+def _field(read: Callable[[], Any], default: Any, what: str) -> Any:
+    return read_field(read, default, framework="LangChain", what=what)
 
 
 def text(content: Any) -> str:
@@ -100,7 +82,7 @@ def _extra_text(msg: Any, key: str) -> str | None:
 
 def to_chat(msg: Any) -> ChatMessage:
     """One LangChain message as a neutral :class:`ChatMessage`."""
-    role = _field(lambda: _role(msg), "user", "message role")
+    role: str = _field(lambda: _role(msg), "user", "message role")
     out: ChatMessage = {
         "role": role,
         "content": _field(lambda: text(getattr(msg, "content", None)), "", "message content"),
@@ -148,7 +130,7 @@ def _doc_id(d: Any, md: Mapping[str, Any]) -> str | None:
 
 
 def _document(d: Any) -> Document:
-    md: Any = _field(lambda: getattr(d, "metadata", None) or {}, {}, "document metadata")
+    md = _field(lambda: getattr(d, "metadata", None) or {}, {}, "document metadata")
     if not isinstance(md, Mapping):
         md = {}
     return {
