@@ -7,6 +7,7 @@ can script its answers (status, headers, delay) and read every request body it r
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -46,6 +47,7 @@ class CaptureServer:
         self.lock = threading.Lock()
         self.received = threading.Condition(self.lock)
         self.release = threading.Event()  # set to let "hung" replies finish
+        self.connections: set[socket.socket] = set()  # open keep-alive connections
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,6 +58,16 @@ class CaptureServer:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server.lock:
+                    server.connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server.lock:
+                    server.connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

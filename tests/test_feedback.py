@@ -310,6 +310,44 @@ def test_a_rating_follows_its_messages_and_a_retry_resends_the_same_body(
     assert rating_body["externalMessageId"] == messages_body["messages"][1]["externalMessageId"]
 
 
+def test_a_conversation_rating_follows_messages_recorded_under_another_user(
+    make_client, capture_server
+):
+    # The README's LlamaIndex case: the instrumentor records as "u3", while the
+    # gf.conversation scope the caller rates knows no user. The rating must still wait
+    # for the conversation's messages (it would be a 400 "unknown conversation" first).
+    from conftest import Reply
+    from gf_integrations.core.context import IdentityDefaults
+    from gf_integrations.core.events import LLMCall
+    from gf_integrations.core.feedback import Rating
+    from gf_integrations.core.targets import AnswerRef
+
+    c = make_client(product_id=PRODUCT, flush_interval=5.0, sender="thread")
+    capture_server.script = [Reply(503), Reply(200), Reply(200)]
+    recorded = c.resolve(
+        defaults=IdentityDefaults(external_conversation_id="scoped", external_user_id="u3")
+    )
+    c.record(
+        LLMCall(
+            recorded,
+            "k1",
+            messages=[{"role": "user", "content": "q"}],
+            reply={"role": "assistant", "content": "a"},
+        )
+    )
+    with gf.conversation("scoped") as scope:
+        scope_conv = c.resolve(defaults=None, fallback_conversation_id="unused")
+    assert scope_conv.external_user_id != recorded.external_user_id
+    assert scope_conv.key == recorded.key
+    now = dt.datetime.now(dt.timezone.utc)
+    assert c.record(Rating(PRODUCT, 4.0, 1.0, 5.0, now, answer=AnswerRef(scope_conv)))
+    assert scope is not None
+    assert c.flush(20)
+    kinds = ["messages" if "messages" in b else "rating" for b in capture_server.attempts]
+    assert kinds == ["messages", "messages", "rating"]
+    assert capture_server.requests[-1]["externalConversationId"] == "scoped"
+
+
 def test_a_sampled_out_conversation_sends_neither_its_messages_nor_its_feedback(
     collector,
 ):

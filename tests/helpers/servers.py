@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -13,9 +14,17 @@ from typing import Any
 
 
 def server_down(server: Any) -> None:
-    """Stop listening: new connections are refused until :func:`server_up`."""
+    """Stop listening and cut open keep-alive connections: every request fails until
+    :func:`server_up` (a kept-alive connection would otherwise still be served)."""
     server.httpd.shutdown()
     server.httpd.server_close()
+    with server.lock:
+        open_connections = list(server.connections)
+    for conn in open_connections:
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def server_up(server: Any) -> None:

@@ -132,7 +132,9 @@ def feedback_parts(event: FeedbackEvent, mapper: Mapper) -> list[Part]:
         return []
     after: tuple[str, Any] | None = None
     if req.after is not None:
-        after = (MESSAGES_PATH, batch_key(req.after))
+        # behind the batch its messages went out in: keyed by the identity they were
+        # recorded with (a scope's rating may not know the integration's user)
+        after = (MESSAGES_PATH, batch_key(mapper.recorded_conv(req.after)))
     elif isinstance(event, Traits):
         body = req.body
         after = (req.path, body.get("externalUserId") or body.get("externalOrganizationId"))

@@ -104,6 +104,7 @@ class _SentIds:
 
 class _ConvState:
     __slots__ = (
+        "conv",
         "key",
         "last_user",
         "pending_context",
@@ -116,6 +117,7 @@ class _ConvState:
 
     def __init__(self, key: str, sent: _SentIds) -> None:
         self.key = key
+        self.conv: Conv | None = None  # the identity its messages were last sent with
         self.sent = sent
         self.prompt_digest: str | None = None
         self.prompt_source: SystemPrompt | None = None  # last prompt seen, before mapping
@@ -190,6 +192,7 @@ class Mapper:
             self.sampled_out += 1
             return []
         state = self._state(event.conv.key)
+        state.conv = event.conv
         out: list[Outgoing] = []
         if isinstance(event, LLMCall):
             self._llm(event, state, out)
@@ -225,6 +228,12 @@ class Mapper:
         return value if self.mask is None else self._masked(value)
 
     # -- state -------------------------------------------------------------------------
+
+    def recorded_conv(self, conv: Conv) -> Conv:
+        """The identity ``conv``'s conversation was last mapped with (its user and
+        organization may differ from a ``gf.conversation`` scope's), else ``conv``."""
+        state = self._convs.get(conv.key)
+        return state.conv if state is not None and state.conv is not None else conv
 
     def _state(self, key: str) -> _ConvState:
         state = self._convs.get(key)
