@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from ..core.ids import stable_id
 from ..core.safejson import tool_arguments
-from ..core.settings import DEFAULT_BASE_URL, is_loopback_url
+from ..core.settings import DEFAULT_BASE_URL, Settings, is_loopback_url
 from ..schema import MessageCreateRequest, dump_request
 from ..transport.exporters import HTTPExporter
+from ..transport.uploader import backoff_delay
 
 
 class _Progress:
@@ -191,7 +192,8 @@ def _chunks(req: MessageCreateRequest, size: int) -> Iterator[dict[str, Any]]:
 
 
 def _post(exporter: HTTPExporter, body: dict[str, Any], timeout: float, budget: float) -> Any:
-    """POST with retries on retryable failures; returns the ExportResult."""
+    """POST with the uploader's retry policy (:func:`backoff_delay`) on retryable
+    failures, within ``budget`` seconds; returns the ExportResult."""
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(
         "utf-8", "surrogatepass"
     )
@@ -202,9 +204,9 @@ def _post(exporter: HTTPExporter, body: dict[str, Any], timeout: float, budget: 
         if result.ok or not result.retryable:
             return result
         attempt += 1
-        delay = min(0.25 * 2**attempt, 5.0)
-        if result.retry_after is not None:
-            delay = max(delay, min(result.retry_after, 30.0))
+        delay = backoff_delay(
+            attempt, result.retry_after, Settings.max_backoff, Settings.max_retry_after
+        )
         if time.monotonic() + delay > deadline:
             return result
         time.sleep(delay)  # retry backoff

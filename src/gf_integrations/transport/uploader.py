@@ -64,6 +64,19 @@ _SPOOL_KEY = ("spool",)
 Prepare = Callable[[Any], Iterable[Part]]
 
 
+def backoff_delay(
+    attempt: int, retry_after: float | None, max_backoff: float, max_retry_after: float
+) -> float:
+    """The retry policy's wait before attempt ``attempt + 1``: capped, jittered exponential
+    backoff; a server's ``Retry-After`` acts as a minimum, clamped to ``max_retry_after``.
+    (Shared by the uploader and ``gf-integrations upload``.)"""
+    base: float = min(0.5 * 2.0 ** (attempt - 1), max_backoff)
+    delay = base * (1 - 0.25 * random.random())
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, max_retry_after))
+    return delay
+
+
 class Uploader:
     """Owns the buffer, worker thread, batching, retries, flush, exit and fork handling.
 
@@ -528,13 +541,8 @@ class Uploader:
         heapq.heappush(self._waiting, (item.due, next(self._seq), item))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Capped, jittered exponential backoff; ``Retry-After`` acts as a clamped minimum."""
         s = self.settings
-        base: float = min(0.5 * 2.0 ** (attempt - 1), s.max_backoff)
-        delay = base * (1 - 0.25 * random.random())
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, s.max_retry_after))
-        return delay
+        return backoff_delay(attempt, retry_after, s.max_backoff, s.max_retry_after)
 
     def _fatal(self, item: Payload, result: ExportResult) -> None:
         self.counters.bump("dropped_fatal", item.count)
