@@ -1,5 +1,4 @@
-"""The recorder's state and plumbing: outgoing messages, the sent-id memory,
-per-conversation state and :class:`MapperBase` (sampling, masking, prompts, ids)."""
+"""The recorder's state: outgoing messages, sent-id memory, prompts, ids (MapperBase)."""
 
 from __future__ import annotations
 
