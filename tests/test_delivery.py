@@ -332,3 +332,43 @@ def test_a_sender_process_that_cannot_run_falls_back_to_threads(
     client.record(user_msg("fallback"))
     assert client.flush(20)
     assert [conv_of(r) for r in capture_server.requests] == ["fallback"]
+
+
+def test_a_starved_worker_hands_preparing_to_the_submitting_thread(make_client, capture_server):
+    # A host thread that releases the GIL for a moment on every call (a syscall, an event
+    # loop's poll) takes it back before a waiting thread wakes: the worker starves. Here
+    # the worker is held inside its first item instead, which is what starving looks like
+    # from the host's side: nothing leaves the queue.
+    entered, release = threading.Event(), threading.Event()
+    preparers: collections.Counter[str] = collections.Counter()
+
+    def mask(value):
+        name = threading.current_thread().name
+        preparers[name] += 1
+        if name == "gf-integrations-uploader" and not release.is_set():
+            entered.set()
+            release.wait(10)
+        return value
+
+    client = make_client(mask=mask, max_queue_size=1500)
+    client.record(user_msg("first"))
+    assert entered.wait(10)
+    for i in range(700):  # past the point where the submitting thread starts helping
+        client.record(user_msg(f"c{i // 7}", f"k{i % 7}"))
+    assert preparers["MainThread"] == 0  # the worker holds the mapping lock: no helping yet
+    release.set()
+    # the worker finishes the item it holds and leaves the rest to the host's thread
+    assert wait_until(lambda: not client.uploader._map_lock.locked(), 10)
+    for i in range(700, 1400):
+        client.record(user_msg(f"c{i // 7}", f"k{i % 7}"))
+    assert preparers["MainThread"] >= 700  # it prepared at least as much as it added
+    assert client.flush(30)
+    stats = client.stats()
+    assert stats["dropped"] == 0
+    assert stats["failed_mapping"] == 0
+    assert stats["prepared_by_callers"] == preparers["MainThread"]  # one masked value each
+    arrived = collections.defaultdict(list)
+    for request in capture_server.requests:
+        arrived[conv_of(request)] += [m["content"] for m in request["messages"]]
+    assert arrived.pop("first") == ["text first k"]
+    assert arrived == {f"c{c}": [f"text c{c} k{k}" for k in range(7)] for c in range(200)}

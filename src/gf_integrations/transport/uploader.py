@@ -6,6 +6,13 @@ Policy (docs/DESIGN.md section 6):
   plus messages in open, waiting and in-flight batches) reaches ``max_queue_size``, the
   newest item is dropped and counted (logged once). A submit is a deque append; the
   worker is woken at most once per drain, not once per item.
+* Items are prepared in order, one at a time under ``_map_lock``, normally by the worker.
+  A host thread that keeps releasing the GIL for a moment (a syscall per call, an event
+  loop's poll) starves every background thread: it takes the GIL back before a waiting
+  thread wakes up. When ``_HELP_AT`` items are queued the submitting thread therefore
+  prepares two items per submit itself (its own and one of the backlog), and the worker
+  leaves mapping to the callers while they make progress, like a garbage collector's
+  allocation assist: the host pays for what it produces only when the worker cannot.
 * The worker turns queued items into :class:`~.request.Part` s (``prepare``, composed by
   the client: the recorder maps, the wire encodes) and groups them per ``(path, key)``;
   a batch closes at the count or byte cap, or when its oldest part is ``flush_interval``
@@ -43,6 +50,10 @@ _MAX_DRAIN = 2_000  # items prepared per worker iteration before shipping what i
 # stream of calls wakes it at most ~50 times a second instead of once per call: every
 # wake-up is a GIL hand-off that the host's thread pays for.
 _LINGER = 0.02
+# Queued items at which a submitting thread starts preparing items itself (see _help): far
+# above what a worker that gets the GIL leaves queued (a linger's worth of calls).
+_HELP_AT = 512
+_HELP_PER_SUBMIT = 2  # more than one, so a backlog shrinks while the host keeps producing
 
 
 class Uploader(UploaderBase):
@@ -69,7 +80,7 @@ class Uploader(UploaderBase):
             self.counters.bump("dropped_shutdown")
             return False
         buf = self._buf
-        if len(buf) + self._held >= self.settings.max_queue_size:
+        if len(buf) + len(self._prepared) + self._held >= self.settings.max_queue_size:
             self.counters.bump("dropped_queue_full")
             self._warn_once(
                 "queue_full",
@@ -79,10 +90,38 @@ class Uploader(UploaderBase):
             )
             return False
         buf.append(item)
+        if len(buf) >= _HELP_AT or self._callers_map:
+            self._help()
         if not self._wake_armed:  # wake the worker once per drain, not once per item
             self._wake_armed = True
             self._wake.set()
         return True
+
+    def _help(self) -> None:
+        """Prepare a few queued items on the submitting thread. Never blocks.
+
+        Only a thread that gets ``_map_lock`` at once helps; one that does not asks the
+        worker to hand over after its current item (``_callers_map``).
+        """
+        self._callers_map = True
+        if not self._map_lock.acquire(blocking=False):
+            return
+        self._mapping_here.active = True  # flush() from a mask called here must not wait
+        try:
+            buf = self._buf
+            for _ in range(_HELP_PER_SUBMIT):
+                try:
+                    item = buf.popleft()
+                except IndexError:
+                    break
+                self._drained += 1
+                self._caller_mapped += 1
+                self._prepare(item)
+            if not buf:
+                self._callers_map = False  # caught up: the worker takes over again
+        finally:
+            self._mapping_here.active = False
+            self._map_lock.release()
 
     def _ensure_thread(self) -> bool:
         with self._lock:
@@ -109,8 +148,8 @@ class Uploader(UploaderBase):
         Always returns by ``timeout``; never raises.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        if threading.current_thread() is self._thread:
-            return False  # called from the worker (a mask or lazy callable): cannot wait
+        if threading.current_thread() is self._thread or self._mapping_here_active():
+            return False  # called while preparing (a mask or lazy callable): cannot wait
         with self._lock:
             if self._is_idle():
                 return self._verdict()
@@ -127,7 +166,7 @@ class Uploader(UploaderBase):
                     if remaining <= 0:
                         log.info(
                             "gf_integrations: flush timed out with about %d message(s) pending",
-                            len(self._buf) + self._held,
+                            len(self._buf) + len(self._prepared) + self._held,
                         )
                         return False
                     self._idle.wait(min(remaining, 0.05))
@@ -151,8 +190,10 @@ class Uploader(UploaderBase):
             or self._waiting
             or self._inflight
             or self._answers
+            or self._prepared
             or self._busy
             or self._resending
+            or self._map_lock.locked()  # a host thread is preparing an item it took
         )
 
     def shutdown(self, timeout: float | None = None) -> None:
@@ -172,7 +213,7 @@ class Uploader(UploaderBase):
             if self._closed:
                 return False
             self._closed = True
-            pending = len(self._buf) + self._held
+            pending = len(self._buf) + len(self._prepared) + self._held
         if at_exit and pending:
             log.info(
                 "gf_integrations: sending %d pending message(s) before exit (up to %.1f s)",
@@ -239,6 +280,7 @@ class Uploader(UploaderBase):
             self._linger_cut.clear()
         self._busy = True
         self._drain()
+        self._batch_prepared()
         self._take_answers()
         now = time.monotonic()
         caught_up = not self._buf or self._past_deadline()
@@ -265,20 +307,35 @@ class Uploader(UploaderBase):
         return False
 
     def _drain(self) -> None:
+        """Prepare queued items in order, one at a time under ``_map_lock``."""
+        if self._callers_map:
+            # The host's threads asked to prepare: this thread is starved. Leave it to them
+            # while they make progress (the first time, give them the chance to start),
+            # but not while a flush or shutdown waits.
+            urgent = self._urgent > 0 or self._stopping.is_set()
+            if not urgent and self._caller_mapped != self._caller_mapped_seen:
+                self._caller_mapped_seen = self._caller_mapped
+                return
+            self._callers_map = False  # they stopped submitting: take over
+            self._caller_mapped_seen = -1
         buf = self._buf
-        n = min(len(buf), _MAX_DRAIN)
-        if not n:
-            return
-        items = [buf.popleft() for _ in range(n)]
-        self._drained += n
-        self._held += n  # until prepared: counted against the bound all along
-        with self._map_lock:
-            for item in items:
+        lock = self._map_lock
+        for _ in range(_MAX_DRAIN):
+            if not buf or self._callers_map:
+                return
+            with lock:
+                try:
+                    item = buf.popleft()
+                except IndexError:
+                    return
+                self._drained += 1
                 self._prepare(item)
-        self._held -= n
 
     def _prepare(self, item: Any) -> None:
-        """Turn one item into batched parts (caller holds ``_map_lock``). Never raises."""
+        """Turn one item into parts for ``_prepared`` (caller holds ``_map_lock``).
+
+        Never raises, except a KeyboardInterrupt on a host thread (that is the user's).
+        """
         try:
             parts = [item] if isinstance(item, Part) else self.prepare(item)
         except BaseException as exc:  # a lazy callable's SystemExit must not kill the worker
@@ -290,13 +347,21 @@ class Uploader(UploaderBase):
                 f"gf_integrations: could not map a {type(item).__name__} event "
                 f"({type(exc).__name__}: {str(exc)[:200]}); it was skipped",
             )
+            if isinstance(exc, KeyboardInterrupt) and self._mapping_here_active():
+                raise
             return
-        for part in parts:
-            self._add(part)
+        self._prepared.extend(parts)
 
-    def _add(self, part: Part) -> None:
-        self._held += part.count
-        self._batches.add(part)
+    def _mapping_here_active(self) -> bool:
+        return bool(getattr(self._mapping_here, "active", False))
+
+    def _batch_prepared(self) -> None:
+        """Move prepared parts into batches, in the order they were prepared (worker)."""
+        prepared = self._prepared
+        while prepared:
+            part = prepared.popleft()
+            self._held += part.count
+            self._batches.add(part)
 
     def _next_due(self) -> float:
         if self._urgent > 0 or self._stopping.is_set():
@@ -335,6 +400,7 @@ class Uploader(UploaderBase):
                     self._map_lock.release()
             else:
                 self.counters.bump("dropped_shutdown", len(items))
+        self._batch_prepared()
         self._batches.close_older(math.inf)
         with self._lock:
             leftovers = list(self._ready) + [w[2] for w in self._waiting]

@@ -90,6 +90,11 @@ class UploaderBase:
         self._lock = threading.Lock()  # guards the batch state below and the thread handle
         self._idle = threading.Condition(self._lock)
         self._map_lock = threading.Lock()  # prepare() runs on one thread at a time
+        self._prepared: collections.deque[Part] = collections.deque()  # for the batcher
+        self._callers_map = False  # host threads prepare the backlog (Uploader._help)
+        self._caller_mapped = 0  # items they prepared: the worker's sign of their progress
+        self._caller_mapped_seen = -1  # what the worker saw when it left mapping to them
+        self._mapping_here = threading.local()  # .active: this thread is preparing
         self._ready: collections.deque[Payload] = collections.deque()
         s = self.settings
         self._batches = Batcher(
@@ -107,7 +112,7 @@ class UploaderBase:
         self._urgent = 0  # >0 while a flush/shutdown wants batches sent now
         self._stopping = threading.Event()
         self._deadline: float | None = None  # shutdown deadline (monotonic)
-        self._busy = False  # worker holds items it has not accounted for yet
+        self._busy = False  # the worker is between taking work and accounting for it
         self._paused_until = 0.0  # server-wide pause
         self._probing = False  # after a pause: one request out until one succeeds
         self._server_failures = 0  # consecutive server-wide failures (pause backoff)
@@ -337,6 +342,7 @@ class UploaderBase:
         snap["queued"] = self._drained + queue_size
         snap["queue_size"] = queue_size
         snap["in_flight"] = len(self._inflight)
+        snap["prepared_by_callers"] = self._caller_mapped
         return snap
 
 
