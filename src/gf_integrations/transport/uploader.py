@@ -80,7 +80,7 @@ class Uploader(UploaderBase):
             self.counters.bump("dropped_shutdown")
             return False
         buf = self._buf
-        if len(buf) + len(self._prepared) + self._held >= self.settings.max_queue_size:
+        if len(buf) + self._held >= self.settings.max_queue_size:
             self.counters.bump("dropped_queue_full")
             self._warn_once(
                 "queue_full",
@@ -117,6 +117,8 @@ class Uploader(UploaderBase):
                 self._drained += 1
                 self._caller_mapped += 1
                 self._prepare(item)
+            # close what is due here too: the worker may not get the GIL to do it
+            self._batches.close_older(time.monotonic() - self.settings.flush_interval)
             if not buf:
                 self._callers_map = False  # caught up: the worker takes over again
         finally:
@@ -166,7 +168,7 @@ class Uploader(UploaderBase):
                     if remaining <= 0:
                         log.info(
                             "gf_integrations: flush timed out with about %d message(s) pending",
-                            len(self._buf) + len(self._prepared) + self._held,
+                            len(self._buf) + self._held,
                         )
                         return False
                     self._idle.wait(min(remaining, 0.05))
@@ -190,7 +192,6 @@ class Uploader(UploaderBase):
             or self._waiting
             or self._inflight
             or self._answers
-            or self._prepared
             or self._busy
             or self._resending
             or self._map_lock.locked()  # a host thread is preparing an item it took
@@ -213,7 +214,7 @@ class Uploader(UploaderBase):
             if self._closed:
                 return False
             self._closed = True
-            pending = len(self._buf) + len(self._prepared) + self._held
+            pending = len(self._buf) + self._held
         if at_exit and pending:
             log.info(
                 "gf_integrations: sending %d pending message(s) before exit (up to %.1f s)",
@@ -280,19 +281,20 @@ class Uploader(UploaderBase):
             self._linger_cut.clear()
         self._busy = True
         self._drain()
-        self._batch_prepared()
         self._take_answers()
         now = time.monotonic()
         caught_up = not self._buf or self._past_deadline()
         # A flush/shutdown sends partial batches only once the backlog is prepared: until
         # then they can still fill up (fewer, fuller POSTs). The deadline still bounds it.
         if (stopping or self._urgent > 0) and caught_up:
-            self._batches.close_older(math.inf)
+            opened_before = math.inf
         else:
-            # While a backlog waits in the buffer, open batches get a little longer to
+            # While a backlog waits for this thread, open batches get a little longer to
             # fill up (bounded: 4 intervals): under load, fewer and fuller POSTs.
-            age = self.settings.flush_interval * (4 if self._buf else 1)
-            self._batches.close_older(now - age)
+            backlog = self._buf and not self._callers_map
+            opened_before = now - self.settings.flush_interval * (4 if backlog else 1)
+        with self._map_lock:  # host threads add to the batches when they prepare
+            self._batches.close_older(opened_before)
         self._resend_spool()
         self._dispatch(now)
         with self._lock:
@@ -332,7 +334,7 @@ class Uploader(UploaderBase):
                 self._prepare(item)
 
     def _prepare(self, item: Any) -> None:
-        """Turn one item into parts for ``_prepared`` (caller holds ``_map_lock``).
+        """Turn one item into parts and batch them (caller holds ``_map_lock``).
 
         Never raises, except a KeyboardInterrupt on a host thread (that is the user's).
         """
@@ -350,18 +352,12 @@ class Uploader(UploaderBase):
             if isinstance(exc, KeyboardInterrupt) and self._mapping_here_active():
                 raise
             return
-        self._prepared.extend(parts)
+        for part in parts:
+            self._held_in += part.count
+            self._batches.add(part)
 
     def _mapping_here_active(self) -> bool:
         return bool(getattr(self._mapping_here, "active", False))
-
-    def _batch_prepared(self) -> None:
-        """Move prepared parts into batches, in the order they were prepared (worker)."""
-        prepared = self._prepared
-        while prepared:
-            part = prepared.popleft()
-            self._held += part.count
-            self._batches.add(part)
 
     def _next_due(self) -> float:
         if self._urgent > 0 or self._stopping.is_set():
@@ -370,7 +366,8 @@ class Uploader(UploaderBase):
             return 0.0
         now = time.monotonic()
         due = now + self.settings.flush_interval
-        oldest = self._batches.oldest()
+        with self._map_lock:
+            oldest = self._batches.oldest()
         if oldest is not None:
             due = min(due, oldest + self.settings.flush_interval)
         if self._waiting:
@@ -387,21 +384,20 @@ class Uploader(UploaderBase):
         items: list[Any] = []
         while self._buf:
             items.append(self._buf.popleft())
-        if items:
-            # prepare() is free unless the worker is stuck inside it (a hung lazy
-            # callable); a worker waiting on the network does not hold it.
-            wait = max(deadline - time.monotonic(), 0.2) if worker_alive else -1
-            if self._map_lock.acquire(timeout=wait):
-                try:
-                    self._drained += len(items)
-                    for item in items:
-                        self._prepare(item)
-                finally:
-                    self._map_lock.release()
-            else:
-                self.counters.bump("dropped_shutdown", len(items))
-        self._batch_prepared()
-        self._batches.close_older(math.inf)
+        # prepare() is free unless the worker is stuck inside it (a hung lazy callable);
+        # a worker waiting on the network does not hold it.
+        wait = max(deadline - time.monotonic(), 0.2) if worker_alive else -1
+        if self._map_lock.acquire(timeout=wait):
+            try:
+                self._drained += len(items)
+                for item in items:
+                    self._prepare(item)
+                self._batches.close_older(math.inf)
+            finally:
+                self._map_lock.release()
+        else:
+            self.counters.bump("dropped_shutdown", len(items))
+            self._batches.close_older(math.inf)  # the one holding it is stuck
         with self._lock:
             leftovers = list(self._ready) + [w[2] for w in self._waiting]
             self._ready.clear()

@@ -90,7 +90,6 @@ class UploaderBase:
         self._lock = threading.Lock()  # guards the batch state below and the thread handle
         self._idle = threading.Condition(self._lock)
         self._map_lock = threading.Lock()  # prepare() runs on one thread at a time
-        self._prepared: collections.deque[Part] = collections.deque()  # for the batcher
         self._callers_map = False  # host threads prepare the backlog (Uploader._help)
         self._caller_mapped = 0  # items they prepared: the worker's sign of their progress
         self._caller_mapped_seen = -1  # what the worker saw when it left mapping to them
@@ -105,7 +104,12 @@ class UploaderBase:
         self._busy_keys: set[Any] = set()  # keys with a request out or a retry waiting
         self._answers: collections.deque[tuple[Payload, ExportResult]] = collections.deque()
         self._seq = itertools.count()
-        self._held = 0  # parts/messages the worker holds (producers read it: the bound)
+        # Messages in batches, waiting or in flight (the bound producers check) is
+        # _held_in - _held_out: each counter has one kind of writer, so no update is lost
+        # between threads. _held_in changes under _map_lock only (whoever prepares or
+        # closes batches), _held_out on the worker only.
+        self._held_in = 0
+        self._held_out = 0
         self._drained = 0  # items taken from the buffer (stats: queued)
         self._thread: threading.Thread | None = None
         self._shipper: Shipper | None = None
@@ -135,8 +139,12 @@ class UploaderBase:
             with contextlib.suppress(Exception):
                 reset()
 
+    @property
+    def _held(self) -> int:
+        return self._held_in - self._held_out
+
     def _join_failed(self, count: int, exc: Exception) -> None:
-        self._held -= count
+        self._held_in -= count  # the batcher runs under _map_lock
         self.counters.bump("failed_mapping", count)
         self._warn_once(
             f"join:{type(exc).__name__}",
@@ -203,7 +211,7 @@ class UploaderBase:
         now = time.monotonic()
         if result.ok or not result.retryable:
             self._busy_keys.discard(item.key)
-            self._held -= item.count
+            self._held_out += item.count
             if result.ok:
                 self.counters.bump("sent", item.count)
                 self.counters.bump("batches_sent")
@@ -265,7 +273,7 @@ class UploaderBase:
         )
 
     def _give_up(self, item: Payload, result: ExportResult | None) -> None:
-        self._held -= item.count
+        self._held_out += item.count
         with self._lock:
             self._failures += item.count
             if item.handed_off:
@@ -322,7 +330,7 @@ class UploaderBase:
                 self._resending = False
                 return
             self.counters.bump("unspooled", count)
-            self._held += count
+            self._held_out -= count  # held again (the worker's counter: no lock needed)
             # one spool file out at a time, oldest first: a conversation's batches keep
             # their order (a message must not arrive before its parent)
             self._ready.append(Payload(path, body, count, _SPOOL_KEY, spool_path=claimed))
