@@ -30,6 +30,8 @@ received. Printed per run:
   how many conversations the background can move per second that does not depend on
   how loaded the machine is (~200 waits/s are available, so 0.1 waits/conversation
   allow ~2,000 conversations/s);
+* assist: share of the events the host's own thread prepared because the worker could
+  not get the GIL (``stats()["prepared_by_callers"]``; docs/DESIGN.md section 3);
 * RSS: growth from before the loop to after the flush, and peak (``ru_maxrss``).
 
 Targets (issue 11): 100% delivered at 50,000 calls; drain >= 2,000/s (LangChain) and
@@ -171,6 +173,7 @@ WORKER = textwrap.dedent(
         "rss_growth": rss_mb() - before_rss,
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "posts": after["requests"] - before["requests"],
+        "assisted": stats.get("prepared_by_callers", 0) / max(stats["queued"], 1),
     }))
     client.shutdown()
     """
@@ -201,7 +204,8 @@ def main() -> int:
         head = (
             f"{'loop':<10}{'sender':<9}{'calls':>7}{'delivered':>10}{'dropped':>8}"
             f"{'in loop':>8}{'drain/s':>8}{'calls/s':>8}{'caller us':>10}{'cpu +us':>8}"
-            f"{'slowdown':>9}{'waits':>7}{'flush s':>8}{'RSS +MB':>8}{'peak MB':>8}"
+            f"{'slowdown':>9}{'waits':>7}{'assist':>7}{'flush s':>8}{'RSS +MB':>8}"
+            f"{'peak MB':>8}"
         )
         print(head)
         for loop in args.loops:
@@ -217,6 +221,7 @@ def main() -> int:
                         f"{r['calls_per_s']:>8.0f}{r['caller_us']:>10.0f}"
                         f"{r['process_us'] - bare['process_us']:>8.0f}"
                         f"{r['wall_us'] / bare['wall_us']:>8.2f}x{r['switches']:>7.2f}"
+                        f"{r.get('assisted', 0):>7.0%}"
                         f"{r['flush_s']:>8.1f}"
                         f"{r['rss_growth']:>8.1f}{r['peak_rss']:>8.0f}",
                         flush=True,
