@@ -121,6 +121,12 @@ class Uploader(UploaderBase):
             self._batches.close_older(time.monotonic() - self.settings.flush_interval)
             if not buf:
                 self._callers_map = False  # caught up: the worker takes over again
+        except Exception as exc:  # never into the host's call; the worker takes over
+            self._callers_map = False
+            self._warn_once(
+                f"help:{type(exc).__name__}",
+                f"gf_integrations: uploader error ({type(exc).__name__}); continuing",
+            )
         finally:
             self._mapping_here.active = False
             self._map_lock.release()
