@@ -378,7 +378,11 @@ def finish_on_parse(call: _C, raw: Any, finish: Callable[[_C, Any], Any]) -> Any
 
 
 class LazyUsage(Mapping[str, Any]):
-    """A usage model read as a mapping on the worker (no model_dump on the caller)."""
+    """A usage model read as a mapping on the worker (no model_dump on the caller).
+
+    Calling it returns the dict: how the recorder resolves a :data:`~.events.Lazy` usage,
+    one call instead of a mapping protocol call per key.
+    """
 
     __slots__ = ("_data", "_src")
 
@@ -392,6 +396,9 @@ class LazyUsage(Mapping[str, Any]):
             data = dump(exclude_none=True) if callable(dump) else dict(self._src)
             self._data = data if isinstance(data, dict) else {}
         return self._data
+
+    def __call__(self) -> dict[str, Any]:
+        return self._dict()
 
     def __getitem__(self, key: str) -> Any:
         return self._dict()[key]
