@@ -108,7 +108,7 @@ class Mapper(MapperBase):
         started = ev.started_at or (ended - dt.timedelta(milliseconds=1))
         if ev.record_inputs:
             for i, msg in enumerate(history):
-                at = started + dt.timedelta(microseconds=i)
+                at = started + dt.timedelta(microseconds=i) if i else started
                 self._history_message(conv, state, msg, self._message_id(conv, msg, i), at, out)
         props = self._llm_properties(ev)
         if ev.error is not None and not ev.partial:
