@@ -11,7 +11,10 @@ process measures, in µs per call:
 
 * caller +us: CPU of the calling thread with our instrumentation minus without it, with
   ``record`` replaced by a list append (no uploader, no background thread): what the
-  host's own thread pays;
+  host's own thread pays (noisy on a loaded machine: the host's own call is large);
+* hooks us: CPU of the calling thread inside our code (the LangChain handler's hooks, or
+  ``wrap_openai``'s before/after steps), timed from inside (plus ~1 us of timer per hook):
+  the same cost without the host's noise;
 * map us / encode us: the worker's cost of the recorded events, measured apart:
   ``Mapper.map`` then ``MessageWire.parts`` over every event, with a fresh mapper
   (every call is its own conversation, as in an evaluation loop).
@@ -94,6 +97,28 @@ WORKER = textwrap.dedent(
 
     make = openai_loop if loop == "openai" else langchain_loop
 
+    # our code on the caller's thread, timed from inside: the hooks LangChain calls, or
+    # wrap_openai's before/after steps (patched before the client is wrapped)
+    in_hooks = [0]
+
+    def timed(fn):
+        def hook(*args, **kwargs):
+            t = time.thread_time_ns()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                in_hooks[0] += time.thread_time_ns() - t
+        return hook
+
+    if loop == "openai":
+        import gf_integrations.openai as wrapper
+        wrapper._begin, wrapper._finish = timed(wrapper._begin), timed(wrapper._finish)
+    else:
+        from gf_integrations.langchain import GreenflashCallbackHandler as H
+        for name in dir(H):
+            if name.startswith("on_") and callable(getattr(H, name)):
+                setattr(H, name, timed(getattr(H, name)))
+
     # bare and instrumented batches alternate, so that both see the same machine load
     bare_run, our_run = make(False), make(True)
     bare_run(0, 300)
@@ -101,6 +126,7 @@ WORKER = textwrap.dedent(
     batch = max(calls // 10, 1)
     bare_us, our_us = [], []
     del events[:]
+    in_hooks[0] = 0
     gc.collect()
     for start in range(300, 300 + calls, batch):
         for run, into in ((bare_run, bare_us), (our_run, our_us)):
@@ -125,7 +151,8 @@ WORKER = textwrap.dedent(
         return (t1 - t) / calls * 1e6, (t2 - t1) / calls * 1e6
 
     map_us, encode_us = worker_us(recorded)
-    print(json.dumps({"caller": ours - bare, "bare": bare, "map": map_us,
+    print(json.dumps({"caller": ours - bare, "bare": bare, "hooks": in_hooks[0] / calls / 1e3,
+                      "map": map_us,
                       "encode": encode_us, "events": len(recorded) / calls}))
     """
 )
@@ -158,7 +185,10 @@ def main() -> int:
     if args.base:
         trees.insert(0, ("base", args.base))
     print(f"load average before: {os.getloadavg()[0]:.2f}; median of {args.repeats} processes")
-    print(f"{'loop':<10}{'tree':<6}{'bare us':>9}{'caller +us':>11}{'map us':>8}{'encode us':>10}")
+    print(
+        f"{'loop':<10}{'tree':<6}{'bare us':>9}{'caller +us':>11}{'hooks us':>9}"
+        f"{'map us':>8}{'encode us':>10}"
+    )
     for loop in args.loops:
         samples: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
         for _ in range(args.repeats):
@@ -173,7 +203,7 @@ def main() -> int:
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             print(
                 f"{loop:<10}{name:<6}{med['bare']:>9.0f}{med['caller']:>11.0f}"
-                f"{med['map']:>8.0f}{med['encode']:>10.0f}"
+                f"{med['hooks']:>9.0f}{med['map']:>8.0f}{med['encode']:>10.0f}"
             )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
