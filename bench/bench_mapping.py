@@ -35,7 +35,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+from bench_delivery import WORKER as DELIVERY_WORKER
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# The loops are bench_delivery's: the same host code, measured another way.
+LOOPS = DELIVERY_WORKER[
+    DELIVERY_WORKER.index("def openai_loop") : DELIVERY_WORKER.index("make = openai_loop")
+]
 
 WORKER = textwrap.dedent(
     r"""
@@ -45,45 +52,7 @@ WORKER = textwrap.dedent(
     os.environ["LANGSMITH_TRACING"] = "false"
     RUN = os.getpid()
 
-    def openai_loop(instrument):
-        import httpx
-        from openai import OpenAI
-        body = json.dumps({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1764115200,
-            "model": "gpt-4o-mini", "choices": [{"index": 0, "finish_reason": "stop",
-            "message": {"role": "assistant", "content": "Paris is the capital."}}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26},
-        }).encode()
-        handler = lambda request: httpx.Response(
-            200, headers={"content-type": "application/json"}, content=body)
-        client = OpenAI(api_key="test", base_url="http://mock/v1", max_retries=0,
-                        http_client=httpx.Client(transport=httpx.MockTransport(handler)))
-        if instrument:
-            from gf_integrations.openai import wrap_openai
-            client = wrap_openai(client)
-        create = client.chat.completions.create
-        def run(start, n):
-            for k in range(start, start + n):
-                create(model="gpt-4o-mini", messages=[
-                    {"role": "system", "content": "You are a concise geography assistant."},
-                    {"role": "user", "content": f"Run {RUN}, question {k}: capital of France?"}])
-        return run
-
-    def langchain_loop(instrument):
-        from langchain_core.language_models.fake_chat_models import FakeListChatModel
-        from langchain_core.prompts import ChatPromptTemplate
-        chain = ChatPromptTemplate.from_messages(
-            [("system", "You are a {persona}."), ("human", "{q}")]
-        ) | FakeListChatModel(responses=["The capital of France is Paris."])
-        config = {}
-        if instrument:
-            from gf_integrations.langchain import GreenflashCallbackHandler
-            config = {"callbacks": [GreenflashCallbackHandler()]}
-        def run(start, n):
-            for k in range(start, start + n):
-                chain.invoke({"persona": "geographer", "q": f"Question {k}?"}, config=config)
-        return run
-
+    {loops}
     import gf_integrations as gf
     from gf_integrations.core.recorder import Mapper
     from gf_integrations.core.wire import MessageWire
@@ -155,7 +124,7 @@ WORKER = textwrap.dedent(
                       "map": map_us,
                       "encode": encode_us, "events": len(recorded) / calls}))
     """
-)
+).replace("{loops}\n", LOOPS)
 
 
 def run_worker(src: str, loop: str, calls: int) -> dict[str, float] | None:
