@@ -30,7 +30,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..client import GreenflashClient, get_client
-from .context import Conv, IdentityDefaults, current_scope, outer_llm_capture_active
+from .context import (
+    Conv,
+    IdentityDefaults,
+    current_scope,
+    outer_llm_capture_active,
+    with_conversation_id,
+)
 from .events import ChatMessage, LLMCall, now
 from .kit import identity_keywords
 
@@ -67,7 +73,7 @@ def log_once(label: str, where: str, exc: BaseException) -> None:
 class WrapConfig:
     """What a ``wrap_*`` call was given; shared by a client and its ``with_options`` copies."""
 
-    __slots__ = ("defaults", "gf_client", "provider")
+    __slots__ = ("defaults", "gf_client", "provider", "resolved")
     label = "client"  # names the wrapper in our own warnings
 
     def __init__(
@@ -76,6 +82,9 @@ class WrapConfig:
         self.defaults = defaults
         self.gf_client = gf_client
         self.provider = provider
+        # (client, its resolution of ``defaults`` alone): what a call with no scope and
+        # no native ids resolves to, but for its derived conversation id (see resolve_identity)
+        self.resolved: tuple[GreenflashClient, Conv] | None = None
 
 
 def identity_settings(
@@ -249,6 +258,16 @@ def resolve_identity(
         )
         digest = hashlib.sha1(material.encode("utf-8", "surrogatepass")).hexdigest()[:24]
         fallback = f"{prefix}-{digest}"
+    if scope is None and native_conversation_id is None and native_user_id is None:
+        # the common case: only the wrapper's keywords and the client's defaults apply;
+        # they do not change, so resolve them once per client
+        base = call.cfg.resolved
+        if base is None or base[0] is not call.gfc:
+            base = call.cfg.resolved = (call.gfc, call.gfc.resolve(defaults=d))
+        proto = base[1]
+        if d.external_conversation_id:
+            return proto
+        return with_conversation_id(proto, fallback)
     return call.gfc.resolve(
         defaults=d,
         native_conversation_id=native_conversation_id,
@@ -378,7 +397,11 @@ def finish_on_parse(call: _C, raw: Any, finish: Callable[[_C, Any], Any]) -> Any
 
 
 class LazyUsage(Mapping[str, Any]):
-    """A usage model read as a mapping on the worker (no model_dump on the caller)."""
+    """A usage model read as a mapping on the worker (no model_dump on the caller).
+
+    Calling it returns the dict: how the recorder resolves a :data:`~.events.Lazy` usage,
+    one call instead of a mapping protocol call per key.
+    """
 
     __slots__ = ("_data", "_src")
 
@@ -392,6 +415,9 @@ class LazyUsage(Mapping[str, Any]):
             data = dump(exclude_none=True) if callable(dump) else dict(self._src)
             self._data = data if isinstance(data, dict) else {}
         return self._data
+
+    def __call__(self) -> dict[str, Any]:
+        return self._dict()
 
     def __getitem__(self, key: str) -> Any:
         return self._dict()[key]

@@ -104,7 +104,7 @@ class LLMCall:
     messages: Lazy[Sequence[ChatMessage]] = ()
     reply: Lazy[ChatMessage | None] = None
     model: str | None = None
-    usage: Mapping[str, Any] | None = None
+    usage: Lazy[Mapping[str, Any] | None] = None
     provider: str | None = None
     finish_reason: str | None = None
     started_at: dt.datetime | None = None
@@ -172,7 +172,7 @@ class Embedding:
     model: str | None = None
     count: int = 0
     dimensions: int | None = None
-    usage: Mapping[str, Any] | None = None
+    usage: Lazy[Mapping[str, Any] | None] = None
     started_at: dt.datetime | None = None
     at: dt.datetime = dataclasses.field(default_factory=now)
     properties: Mapping[str, Any] | None = None

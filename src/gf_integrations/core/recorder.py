@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..schema import MessageItem
@@ -21,6 +21,7 @@ from .events import (
     Embedding,
     Event,
     FinalAnswer,
+    Lazy,
     LLMCall,
     RawMessage,
     Retrieval,
@@ -41,9 +42,17 @@ from .recorder_state import (
     _text,
     batch_key,
 )
-from .safejson import as_object, to_jsonable, tool_arguments, truncate_text
+from .safejson import Limits, as_object, to_jsonable, tool_arguments, truncate_text
 
 __all__ = ["Mapper", "Outgoing", "batch_key"]
+
+
+def _usage(usage: Lazy[Mapping[str, Any] | None], limits: Limits) -> Any:
+    """Token usage as wire data (None or empty when there is none)."""
+    data = resolve(usage)
+    if not data:
+        return None
+    return to_jsonable(data if type(data) is dict else dict(data), limits)
 
 
 class Mapper(MapperBase):
@@ -99,7 +108,7 @@ class Mapper(MapperBase):
         started = ev.started_at or (ended - dt.timedelta(milliseconds=1))
         if ev.record_inputs:
             for i, msg in enumerate(history):
-                at = started + dt.timedelta(microseconds=i)
+                at = started + dt.timedelta(microseconds=i) if i else started
                 self._history_message(conv, state, msg, self._message_id(conv, msg, i), at, out)
         props = self._llm_properties(ev)
         if ev.error is not None and not ev.partial:
@@ -131,8 +140,9 @@ class Mapper(MapperBase):
 
     def _llm_properties(self, ev: LLMCall) -> dict[str, Any]:
         props: dict[str, Any] = {}
-        if ev.usage:
-            props["usage"] = to_jsonable(dict(ev.usage), self.limits)
+        usage = _usage(ev.usage, self.limits)
+        if usage:
+            props["usage"] = usage
         if ev.started_at is not None:
             props["latencyMs"] = round((ev.ended_at - ev.started_at).total_seconds() * 1000, 3)
         if ev.finish_reason:
@@ -425,8 +435,9 @@ class Mapper(MapperBase):
         props: dict[str, Any] = (
             dict(to_jsonable(dict(ev.properties), self.limits)) if ev.properties else {}
         )
-        if ev.usage:
-            props["usage"] = to_jsonable(dict(ev.usage), self.limits)
+        usage = _usage(ev.usage, self.limits)
+        if usage:
+            props["usage"] = usage
         if ev.started_at is not None:
             props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
         self._emit(

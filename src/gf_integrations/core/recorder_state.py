@@ -156,6 +156,9 @@ class MapperBase:
         # (conversation, event key) -> externalMessageId of the answer that event produced,
         # so a rating of "this run / response" finds the message (see core/targets.py)
         self._answers: BoundedMap[int, str] = BoundedMap(MAX_TARGETS)
+        # the last prompt mapped, its wire form and digest: shared by the next conversation
+        # that has the same prompt (wire values are only ever encoded, never changed)
+        self._last_prompt: tuple[SystemPrompt, str | dict[str, Any], str] | None = None
 
     # -- public ------------------------------------------------------------------------
 
@@ -231,10 +234,17 @@ class MapperBase:
         if prompt == state.prompt_source:
             return  # the same prompt as last call (the usual case): skip mapping + digest
         state.prompt_source = prompt
-        wire = self._prompt_wire(prompt)
-        if wire is None:
-            return
-        digest = content_digest(json.dumps(wire, sort_keys=True, ensure_ascii=False))
+        cached = self._last_prompt
+        if cached is not None and cached[0] == prompt:
+            # the prompt every conversation shares (an app's fixed system prompt)
+            _, wire, digest = cached
+        else:
+            mapped = self._prompt_wire(prompt)
+            if mapped is None:
+                return
+            wire = mapped
+            digest = content_digest(json.dumps(wire, sort_keys=True, ensure_ascii=False))
+            self._last_prompt = (prompt, wire, digest)
         if digest != state.prompt_digest:
             state.prompt_digest = digest
             state.pending_prompt = wire
@@ -288,4 +298,6 @@ class MapperBase:
         calls = msg.get("tool_calls") or []
         if calls:
             digest_src += "|" + ",".join(str(c.get("id") or c.get("name")) for c in calls)
-        return stable_id(conv.key, "pos", position, msg.get("role"), content_digest(digest_src))
+        return stable_id(
+            conv.key, "pos", str(position), msg.get("role"), content_digest(digest_src)
+        )

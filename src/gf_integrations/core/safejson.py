@@ -71,15 +71,9 @@ def _convert(obj: Any, limits: Limits, depth: int, seen: set[int]) -> Any:
     if obj is None or kind is bool:
         return obj
     if kind is dict and depth < limits.max_depth and len(obj) <= limits.max_items:
-        if all(type(k) is str and type(v) in _PLAIN for k, v in obj.items()):
-            # a flat dict of short plain values (usage, metadata): copy, check, done
-            if all(
-                (type(v) is not str or len(v) <= limits.max_string)
-                and (type(v) is not float or math.isfinite(v))
-                and (type(v) is not int or -(2**63) < v < 2**63)
-                for v in obj.values()
-            ):
-                return dict(obj)
+        if _flat_and_plain(obj, limits.max_string):
+            # a flat dict of short plain values (usage, metadata): copy, done
+            return dict(obj)
     if isinstance(obj, bool):
         return obj
     if isinstance(obj, str):
@@ -120,6 +114,23 @@ def _convert(obj: Any, limits: Limits, depth: int, seen: set[int]) -> Any:
         return _convert_container(obj, limits, depth, seen)
     finally:
         seen.discard(oid)
+
+
+def _flat_and_plain(obj: dict[Any, Any], max_string: int) -> bool:
+    """Whether every key is a str and every value a plain value that needs no change."""
+    for k, v in obj.items():
+        kind = type(v)
+        if type(k) is not str or kind not in _PLAIN:
+            return False
+        if kind is str:
+            if len(v) > max_string:
+                return False
+        elif kind is float:
+            if not math.isfinite(v):
+                return False
+        elif kind is int and not -(2**63) < v < 2**63:
+            return False
+    return True
 
 
 def _convert_container(obj: Any, limits: Limits, depth: int, seen: set[int]) -> Any:

@@ -80,28 +80,40 @@ def _extra_text(msg: Any, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _unguarded(read: Callable[[], Any], default: Any, what: str) -> Any:
+    return read()
+
+
 def to_chat(msg: Any) -> ChatMessage:
     """One LangChain message as a neutral :class:`ChatMessage`."""
-    role: str = _field(lambda: _role(msg), "user", "message role")
+    try:
+        return _to_chat(msg, _unguarded)  # the usual case: no field surprises us
+    except Exception:
+        return _to_chat(msg, _field)  # read again, each field guarded on its own
+
+
+def _to_chat(msg: Any, field: Callable[[Callable[[], Any], Any, str], Any]) -> ChatMessage:
+    # field(read, default, what): read() plainly, or guarded by read_field
+    role: str = field(lambda: _role(msg), "user", "message role")
     out: ChatMessage = {
         "role": role,
-        "content": _field(lambda: text(getattr(msg, "content", None)), "", "message content"),
-        "id": _field(lambda: getattr(msg, "id", None), None, "message id"),
+        "content": field(lambda: text(getattr(msg, "content", None)), "", "message content"),
+        "id": field(lambda: getattr(msg, "id", None), None, "message id"),
     }
     if role == "assistant":
-        calls: list[ToolCallSpec] = _field(lambda: _tool_calls(msg), [], "tool calls")
+        calls: list[ToolCallSpec] = field(lambda: _tool_calls(msg), [], "tool calls")
         if calls:
             out["tool_calls"] = calls
-        reasoning = _field(lambda: _extra_text(msg, "reasoning_content"), None, "reasoning")
+        reasoning = field(lambda: _extra_text(msg, "reasoning_content"), None, "reasoning")
         if reasoning:
             out["reasoning"] = reasoning
-        refusal = _field(lambda: _extra_text(msg, "refusal"), None, "refusal")
+        refusal = field(lambda: _extra_text(msg, "refusal"), None, "refusal")
         if refusal:
             out["refusal"] = refusal
     elif role == "tool":
-        out["tool_call_id"] = _field(lambda: getattr(msg, "tool_call_id", None), None, "call id")
-        out["name"] = _field(lambda: getattr(msg, "name", None), None, "tool name")
-        if _field(lambda: getattr(msg, "status", None), None, "tool status") == "error":
+        out["tool_call_id"] = field(lambda: getattr(msg, "tool_call_id", None), None, "call id")
+        out["name"] = field(lambda: getattr(msg, "name", None), None, "tool name")
+        if field(lambda: getattr(msg, "status", None), None, "tool status") == "error":
             out["status"] = "error"
     return out
 

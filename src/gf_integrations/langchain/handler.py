@@ -18,7 +18,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from ..client import GreenflashClient, get_client
-from ..core.context import Conv, current_scope
+from ..core.context import Conv, current_scope, with_conversation_id
 from ..core.kit import identity_keywords, log_once
 from ._dispatch import ASYNC_LLM_START_CODE_IDS, inline_answer
 from .convert import prompts_to_chats, text, to_chat, to_documents
@@ -182,15 +182,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             proto = base[1]
             if self.identity.external_conversation_id:
                 return Root(client, proto, run_id)
-            conv = Conv(
-                uuid_str(run_id),
-                proto.external_user_id,
-                proto.external_organization_id,
-                proto.product_id,
-                proto.properties,
-                proto.force_sample,
-            )
-            return Root(client, conv, run_id)
+            return Root(client, with_conversation_id(proto, uuid_str(run_id)), run_id)
         native_conv = md.get("greenflash_conversation_id") or md.get("thread_id")
         conv = client.resolve(
             defaults=self.identity,

@@ -149,11 +149,13 @@ def _chat_tool_calls(raw: Any) -> list[ToolCallSpec]:
     return calls
 
 
-def _reasoning_extra(msg: Any) -> str | None:
+def _reasoning_extra(msg: Any, is_mapping: bool | None = None) -> str | None:
     """Reasoning text some OpenAI-compatible servers add (DeepSeek, vLLM, OpenRouter)."""
+    if is_mapping is None:
+        is_mapping = isinstance(msg, Mapping)
     # pydantic models keep unknown fields in model_extra; asking getattr for a missing
     # name goes through pydantic's slow __getattr__ miss path
-    source = msg if isinstance(msg, Mapping) else getattr(msg, "model_extra", None)
+    source = msg if is_mapping else getattr(msg, "model_extra", None)
     if not source:
         return None
     for name in ("reasoning_content", "reasoning"):
@@ -163,17 +165,24 @@ def _reasoning_extra(msg: Any) -> str | None:
     return None
 
 
+def _attribute(obj: Any, name: str) -> Any:
+    return getattr(obj, name, None)
+
+
 def _chat_message(m: Any, tool_names: dict[str, str]) -> ChatMessage | None:
-    role = _get(m, "role")
-    content = _get(m, "content")
+    # what get_field does, decided once per message instead of once per field
+    is_mapping = isinstance(m, Mapping)
+    get: Callable[[str], Any] = m.get if is_mapping else functools.partial(_attribute, m)
+    role = get("role")
+    content = get("content")
     if role in ("system", "developer"):
         return {"role": "system", "content": content_text(content)}
     if role == "user":
         return {"role": "user", "content": content_text(content)}
     if role == "assistant":
         msg: ChatMessage = {"role": "assistant", "content": content_text(content)}
-        calls = _chat_tool_calls(_get(m, "tool_calls"))
-        legacy = _get(m, "function_call")
+        calls = _chat_tool_calls(get("tool_calls"))
+        legacy = get("function_call")
         if legacy is not None and not calls:
             calls = [
                 {
@@ -187,21 +196,21 @@ def _chat_message(m: Any, tool_names: dict[str, str]) -> ChatMessage | None:
             for c in calls:
                 if c.get("id"):
                     tool_names[str(c["id"])] = c["name"]
-        refusal = _get(m, "refusal") or refusal_of(content)
+        refusal = get("refusal") or refusal_of(content)
         if refusal:
             msg["refusal"] = refusal
         if msg["content"] is None:
-            audio = _get(m, "audio")
+            audio = get("audio")
             transcript = _get(audio, "transcript") if audio is not None else None
             if isinstance(transcript, str):
                 msg["content"] = transcript
-        reasoning = _reasoning_extra(m)
+        reasoning = _reasoning_extra(m, is_mapping)
         if reasoning:
             msg["reasoning"] = reasoning
         return msg
     if role in ("tool", "function"):
-        call_id = _get(m, "tool_call_id")
-        name = _get(m, "name") or (tool_names.get(call_id) if call_id else None)
+        call_id = get("tool_call_id")
+        name = get("name") or (tool_names.get(call_id) if call_id else None)
         return {
             "role": "tool",
             "content": content_text(content),
