@@ -51,7 +51,6 @@ from .core.clientwrap import (
     WrapConfig,
     async_method,
     get_field,
-    identity_settings,
     instrument_copies,
     lazy_usage,
     log_once,
@@ -66,6 +65,7 @@ from .core.clientwrap import (
     tap_sync,
 )
 from .core.events import ChatMessage, LLMCall, ToolCallSpec
+from .core.kit import identity_keywords
 
 __all__ = ["wrap_anthropic"]
 
@@ -142,15 +142,14 @@ def wrap_anthropic(
         TypeError: when ``anthropic_client`` is not an Anthropic client instance, or
             ``client=`` is not a ``GreenflashClient``.
     """
-    defaults, recorder = identity_settings(
+    defaults, recorder = identity_keywords(
         "wrap_anthropic",
         external_user_id=external_user_id,
         external_conversation_id=external_conversation_id,
         external_organization_id=external_organization_id,
         product_id=product_id,
         properties=properties,
-        client=client,
-        gf_client=gf_client,
+        client=client or gf_client,  # gf_client= is the older spelling
     )
     target: Any = anthropic_client
     if not isinstance(target, _SYNC + _ASYNC):

@@ -38,7 +38,6 @@ from .context import (
     with_conversation_id,
 )
 from .events import ChatMessage, LLMCall, now
-from .kit import identity_keywords
 
 log = logging.getLogger("gf_integrations")
 
@@ -85,30 +84,6 @@ class WrapConfig:
         # (client, its resolution of ``defaults`` alone): what a call with no scope and
         # no native ids resolves to, but for its derived conversation id (see resolve_identity)
         self.resolved: tuple[GreenflashClient, Conv] | None = None
-
-
-def identity_settings(
-    wrapper: str,
-    *,
-    external_user_id: str | None,
-    external_conversation_id: str | None,
-    external_organization_id: str | None,
-    product_id: str | None,
-    properties: Mapping[str, Any] | None,
-    client: GreenflashClient | None,
-    gf_client: GreenflashClient | None,
-) -> tuple[IdentityDefaults, GreenflashClient | None]:
-    """The kit's :func:`~gf_integrations.core.kit.identity_keywords` plus the
-    ``gf_client=`` alias that ``wrap_anthropic`` still accepts."""
-    return identity_keywords(
-        wrapper,
-        external_user_id=external_user_id,
-        external_conversation_id=external_conversation_id,
-        external_organization_id=external_organization_id,
-        product_id=product_id,
-        properties=properties,
-        client=client or gf_client,
-    )
 
 
 def rewrap(target: Any, cfg: WrapConfig) -> bool:
