@@ -108,18 +108,13 @@ class Uploader(UploaderBase):
             return
         self._mapping_here.active = True  # flush() from a mask called here must not wait
         try:
-            buf = self._buf
             for _ in range(_HELP_PER_SUBMIT):
-                try:
-                    item = buf.popleft()
-                except IndexError:
+                if not self._prepare_next():
                     break
-                self._drained += 1
                 self._caller_mapped += 1
-                self._prepare(item)
             # close what is due here too: the worker may not get the GIL to do it
             self._batches.close_older(time.monotonic() - self.settings.flush_interval)
-            if not buf:
+            if not self._buf:
                 self._callers_map = False  # caught up: the worker takes over again
         except Exception as exc:  # never into the host's call; the worker takes over
             self._callers_map = False
@@ -326,18 +321,23 @@ class Uploader(UploaderBase):
                 return
             self._callers_map = False  # they stopped submitting: take over
             self._caller_mapped_seen = -1
-        buf = self._buf
-        lock = self._map_lock
         for _ in range(_MAX_DRAIN):
-            if not buf or self._callers_map:
+            if self._callers_map:
                 return
-            with lock:
-                try:
-                    item = buf.popleft()
-                except IndexError:
+            with self._map_lock:
+                if not self._prepare_next():
                     return
-                self._drained += 1
-                self._prepare(item)
+
+    def _prepare_next(self) -> bool:
+        """Take the oldest queued item and prepare it (caller holds ``_map_lock``);
+        False when the queue is empty."""
+        try:
+            item = self._buf.popleft()
+        except IndexError:
+            return False
+        self._drained += 1
+        self._prepare(item)
+        return True
 
     def _prepare(self, item: Any) -> None:
         """Turn one item into parts and batch them (caller holds ``_map_lock``).
