@@ -20,6 +20,35 @@ import pytest
 
 import gf_integrations as gf
 
+# No test may send traffic off this machine: a connection to anything but loopback (or a
+# unix socket) fails loudly in this process. Fake providers answer through
+# httpx.MockTransport or on a loopback port; the collector and sinks listen on 127.0.0.1.
+_connect = socket.socket.connect
+_connect_ex = socket.socket.connect_ex
+
+
+def _loopback_only(address: Any) -> None:
+    if not isinstance(address, tuple):
+        return  # a unix socket path
+    host = str(address[0])
+    if host.startswith("127.") or host in ("::1", "localhost") or host.startswith("::ffff:127."):
+        return
+    raise RuntimeError(f"a test tried to connect off this machine: {address!r}")
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    _loopback_only(address)
+    _connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    _loopback_only(address)
+    return _connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
 
 @dataclass
 class Reply:
