@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The loops are bench_delivery's: the same host code, measured another way.
 LOOPS = DELIVERY_WORKER[
-    DELIVERY_WORKER.index("def openai_loop") : DELIVERY_WORKER.index("make = openai_loop")
+    DELIVERY_WORKER.index("def openai_loop") : DELIVERY_WORKER.index("def record_loop")
 ]
 
 WORKER = textwrap.dedent(

@@ -181,7 +181,7 @@ class Mapper(MapperBase):
             )
             state.last_user = mid
             state.turn_has_tools = False
-            state.pending_context = []
+            state.pending_context = ()
         elif role == "assistant":
             self._reply(conv, state, msg, mid, at, out, model=None, props={}, final=False)
         elif role == "tool":
@@ -269,7 +269,7 @@ class Mapper(MapperBase):
         context = None
         if state.pending_context:
             context = truncate_text(_CONTEXT_SEPARATOR.join(state.pending_context), lim.max_string)
-            state.pending_context = []
+            state.pending_context = ()
         fields: dict[str, Any] = {
             "content": text or "",
             "model": model,
@@ -407,7 +407,7 @@ class Mapper(MapperBase):
             },
             parent=state.last_user,
         )
-        state.pending_context.extend(t for t in texts if t)
+        state.pending_context = [*state.pending_context, *(t for t in texts if t)]
 
     def _user_input(self, ev: UserInput, state: _ConvState, out: list[Outgoing]) -> None:
         mid = stable_id(ev.conv.key, "user", ev.key)
@@ -422,7 +422,7 @@ class Mapper(MapperBase):
         )
         state.last_user = mid
         state.turn_has_tools = False
-        state.pending_context = []
+        state.pending_context = ()
 
     def _final(self, ev: FinalAnswer, state: _ConvState, out: list[Outgoing]) -> None:
         msg: ChatMessage = {"role": "assistant", "content": _text(ev.content, self.limits)}

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from .context import Conv
@@ -103,7 +104,9 @@ class _ConvState:
         self.pending_prompt: str | dict[str, Any] | None = None
         self.last_user: str | None = None
         self.turn_has_tools = False
-        self.pending_context: list[str] = []
+        # retrieved texts for the next answer; an empty tuple until there are some (one
+        # object fewer per conversation for the garbage collector to traverse)
+        self.pending_context: Sequence[str] = ()
 
     def seen(self, mid: str) -> bool:
         return hash((self.key, mid)) in self.sent

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ..core.events import LLMCall, Retrieval, Step, ToolResult
-from ..core.targets import AnswerRef
 from .convert import to_chats
 from .prompts import template_prompt
 from .runs import ChainRun, LLMRun, RetrieverRun, ToolRun, answers, at
@@ -109,7 +108,7 @@ def record_llm(
             root.client.record(ev)
     root.llm_seen = True
     if reply is not None:  # the root's answer so far: gf.rate(run_id) rates it
-        answers.put(root.run_id.int, AnswerRef(root.conv, key))
+        answers.put(root.run_id.int, root.conv, key)
     root.client.record(
         LLMCall(
             conv=root.conv,

@@ -20,7 +20,7 @@ from uuid import UUID
 from ..core.context import Conv
 from ..core.events import Retrieval
 from ..core.kit import RunRegistry, register_capture_probe
-from ..core.targets import AnswerRef, BoundedMap
+from ..core.targets import AnswerMap
 
 if TYPE_CHECKING:
     from ..client import GreenflashClient
@@ -111,7 +111,7 @@ runs: RunRegistry[int, Run] = RunRegistry(
 )
 
 # root run id -> its latest answer, for gf.rate (see core/targets.py)
-answers: BoundedMap[int, AnswerRef] = BoundedMap()
+answers: AnswerMap[int] = AnswerMap()
 
 # The chat/LLM run being recorded in this context (see the package docstring).
 active_llm: contextvars.ContextVar[int | None] = contextvars.ContextVar(

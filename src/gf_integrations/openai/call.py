@@ -12,7 +12,7 @@ from typing import Any
 from ..client import GreenflashClient
 from ..core.clientwrap import CallState, WrapConfig, resolve_identity
 from ..core.context import IdentityDefaults
-from ..core.targets import AnswerRef, BoundedMap
+from ..core.targets import AnswerMap, AnswerRef
 
 
 class Config(WrapConfig):
@@ -69,13 +69,13 @@ def resolve_call(
 
 
 # response id -> the answer it produced, for gf.rate(response) (see core/targets.py)
-answers: BoundedMap[str, AnswerRef] = BoundedMap()
+answers: AnswerMap[str] = AnswerMap()
 
 
 def remember_answer(response_id: Any, call: Call) -> None:
     """Remember which answer ``response_id`` produced (``gf.rate`` of the response)."""
     if isinstance(response_id, str) and response_id:
-        answers.put(response_id, AnswerRef(call.conv, call.key))
+        answers.put(response_id, call.conv, call.key)
 
 
 def rating_target(target: Any) -> AnswerRef | None:
