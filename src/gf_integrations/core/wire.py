@@ -35,7 +35,10 @@ def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON. NaN/inf become ``null`` (never invalid JSON on the wire);
     lone surrogates (invalid UTF-8) become U+FFFD, never an error."""
     try:
-        return orjson.dumps(value)
+        # orjson (3.12+) hands back its working buffer, at least 4 KB whatever the length,
+        # and never shrinks it: a ~300-byte message would hold 4 KB for as long as it waits
+        # in a batch, the backlog or the envelope cache. An exact copy costs ~0.2 us.
+        return bytes(memoryview(orjson.dumps(value)))
     except TypeError:  # orjson.JSONEncodeError: surrogates, non-str keys, unknown types
         text = _FALLBACK.encode(value)
     try:
