@@ -270,3 +270,38 @@ def test_encode_json_is_compact_and_survives_lone_surrogates():
     # NaN/inf never reach the wire as invalid JSON (the recorder turns them into strings
     # before this; anything that slips through becomes null)
     assert encode_json({"a": float("nan"), "b": float("inf")}) == b'{"a":null,"b":null}'
+
+
+def test_encoded_messages_hold_only_their_own_bytes():
+    # orjson 3.12+ returns its working buffer (>= 4 KB) unshrunk; every encoded message
+    # waits in a batch, the backlog or the envelope cache, so it must be copied to size
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encode_json({"role": "user", "content": f"question {i}"}) for i in range(200)]
+        per_message = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert len(kept[0]) < 40
+    assert per_message < 200, f"{per_message:.0f} bytes held per ~35-byte message"
+
+
+def test_remembered_answers_are_not_traversed_by_full_collections():
+    import gc
+
+    from gf_integrations.core.targets import AnswerMap
+
+    answers: AnswerMap[int] = AnswerMap(limit=3)
+    conv = Conv("conv-1", "user-1", "org-1", "prod-1")
+    for run in range(5):
+        answers.put(run, conv, f"event-{run}")
+    gc.collect()
+    kept = [answers._map.get(run) for run in range(5)]
+    assert kept[:2] == [None, None]  # bounded: the oldest are forgotten
+    assert not any(gc.is_tracked(entry) for entry in kept[2:])
+    ref = answers.get(4)
+    assert ref is not None
+    assert ref.conv == conv
+    assert ref.key == "event-4"
