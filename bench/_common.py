@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,21 +139,27 @@ def available(module: str) -> bool:
 
 
 def run_worker(
-    source: str, argv: list[str], label: str, profile: bool = False
-) -> dict[str, float] | None:
-    """Run a worker script in a fresh process (``src/`` on the path); its last stdout line
-    is a JSON dict of figures. With ``profile`` its output is printed instead."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    source: str,
+    argv: list[str],
+    label: str,
+    profile: bool = False,
+    *,
+    src: str | None = None,
+    timeout: float = 1800,
+) -> dict[str, Any] | None:
+    """Run a worker script in a fresh process with ``src`` (default: this tree's ``src/``)
+    on the path; its last stdout line is a JSON dict of figures. With ``profile`` its
+    output is printed instead."""
+    env = {**os.environ, "PYTHONPATH": src or str(ROOT / "src")}
     args = [sys.executable, "-c", source, *argv]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
     if profile:
         print(proc.stdout[-6000:])
         return None
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:]
-        print(f"  {label}: failed: {tail}", file=sys.stderr)
+        print(f"  {label}: failed: {proc.stderr.strip()[-800:]}", file=sys.stderr)
         return None
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 

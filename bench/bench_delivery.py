@@ -47,15 +47,13 @@ Targets (issue 11): 100% delivered at 50,000 calls; drain >= 2,000/s (LangChain)
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from _common import start_sink
+from _common import run_worker, start_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,17 +206,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def run_worker(
+def measure(
     loop: str, sink: str, calls: int, sender: str, rate: float = 2000.0
-) -> dict[str, float] | None:
-    env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_SRC") or str(ROOT / "src")}
-    args = [sys.executable, "-c", WORKER, loop, sink, str(calls), sender, str(rate)]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=3600)
-    if proc.returncode != 0:
-        print(f"  {loop}/{sender}: failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
-        return None
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+) -> dict[str, Any] | None:
+    argv = [loop, sink, str(calls), sender, str(rate)]
+    src = os.environ.get("BENCH_SRC")
+    return run_worker(WORKER, argv, f"{loop}/{sender}", src=src, timeout=3600)
 
 
 def main() -> int:
@@ -246,9 +239,9 @@ def main() -> int:
         print(head)
         for loop in args.loops:
             for calls in args.calls:
-                bare = run_worker(loop, sink, calls, "none", args.rate)
+                bare = measure(loop, sink, calls, "none", args.rate)
                 for sender in args.senders:
-                    r = run_worker(loop, sink, calls, sender, args.rate)
+                    r = measure(loop, sink, calls, sender, args.rate)
                     if r is None or bare is None:
                         continue
                     print(

@@ -35,17 +35,12 @@ that batch. Figures are the median over ``--repeats`` processes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+from typing import Any
 
-from _common import available, start_sink
-
-ROOT = Path(__file__).resolve().parents[1]
+from _common import available, run_worker, start_sink
 
 # The measured process: builds the chain and the variants' handlers, times paired batches.
 WORKER = textwrap.dedent(
@@ -165,27 +160,10 @@ def worker(
     rounds: int,
     rss: int = 0,
     profile: bool = False,
-) -> dict | None:
-    env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_SRC") or str(ROOT / "src")}
-    args = [
-        sys.executable,
-        "-c",
-        WORKER,
-        ",".join(variants),
-        sink,
-        str(calls),
-        str(rounds),
-        str(rss),
-        "1" if profile else "0",
-    ]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1800)
-    if profile:
-        print(proc.stdout)
-        return None
-    if proc.returncode != 0:
-        print(f"  {variants}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+) -> dict[str, Any] | None:
+    argv = [",".join(variants), sink, str(calls), str(rounds), str(rss), "1" if profile else "0"]
+    label = ",".join(variants)
+    return run_worker(WORKER, argv, label, profile, src=os.environ.get("BENCH_SRC"))
 
 
 def main() -> int:

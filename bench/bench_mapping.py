@@ -27,14 +27,12 @@ figure is the median over ``--repeats`` processes. Nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
+from _common import run_worker
 from bench_delivery import WORKER as DELIVERY_WORKER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,22 +125,6 @@ WORKER = textwrap.dedent(
 ).replace("{loops}\n", LOOPS)
 
 
-def run_worker(src: str, loop: str, calls: int) -> dict[str, float] | None:
-    env = {**os.environ, "PYTHONPATH": src}
-    proc = subprocess.run(
-        [sys.executable, "-c", WORKER, loop, str(calls)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,
-    )
-    if proc.returncode != 0:
-        print(f"  {loop} ({src}): failed: {proc.stderr.strip()[-800:]}", file=sys.stderr)
-        return None
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=5000)
@@ -162,7 +144,7 @@ def main() -> int:
         samples: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
         for _ in range(args.repeats):
             for name, src in trees:  # interleaved: both trees see the same load
-                res = run_worker(src, loop, args.calls)
+                res = run_worker(WORKER, [loop, str(args.calls)], f"{loop} ({src})", src=src)
                 if res is not None:
                     samples[name].append(res)
         for name, _ in trees:
