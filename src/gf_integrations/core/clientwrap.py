@@ -30,14 +30,9 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..client import GreenflashClient, get_client
-from .context import (
-    Conv,
-    IdentityDefaults,
-    current_scope,
-    outer_llm_capture_active,
-    with_conversation_id,
-)
+from .context import Conv, IdentityDefaults, current_scope, outer_llm_capture_active
 from .events import ChatMessage, LLMCall, now
+from .kit import FixedIdentity
 
 log = logging.getLogger("gf_integrations")
 
@@ -72,7 +67,7 @@ def log_once(label: str, where: str, exc: BaseException) -> None:
 class WrapConfig:
     """What a ``wrap_*`` call was given; shared by a client and its ``with_options`` copies."""
 
-    __slots__ = ("defaults", "gf_client", "provider", "resolved")
+    __slots__ = ("defaults", "fixed", "gf_client", "provider")
     label = "client"  # names the wrapper in our own warnings
 
     def __init__(
@@ -81,9 +76,8 @@ class WrapConfig:
         self.defaults = defaults
         self.gf_client = gf_client
         self.provider = provider
-        # (client, its resolution of ``defaults`` alone): what a call with no scope and
-        # no native ids resolves to, but for its derived conversation id (see resolve_identity)
-        self.resolved: tuple[GreenflashClient, Conv] | None = None
+        # what a call with no scope and no native ids resolves to (see resolve_identity)
+        self.fixed = FixedIdentity(defaults)
 
 
 def rewrap(target: Any, cfg: WrapConfig) -> bool:
@@ -234,15 +228,7 @@ def resolve_identity(
         digest = hashlib.sha1(material.encode("utf-8", "surrogatepass")).hexdigest()[:24]
         fallback = f"{prefix}-{digest}"
     if scope is None and native_conversation_id is None and native_user_id is None:
-        # the common case: only the wrapper's keywords and the client's defaults apply;
-        # they do not change, so resolve them once per client
-        base = call.cfg.resolved
-        if base is None or base[0] is not call.gfc:
-            base = call.cfg.resolved = (call.gfc, call.gfc.resolve(defaults=d))
-        proto = base[1]
-        if d.external_conversation_id:
-            return proto
-        return with_conversation_id(proto, fallback)
+        return call.cfg.fixed.conv(call.gfc, fallback)  # the common case
     return call.gfc.resolve(
         defaults=d,
         native_conversation_id=native_conversation_id,

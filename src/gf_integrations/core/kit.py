@@ -17,7 +17,8 @@ API (a fourth integration uses these and nothing else of the others):
   ``external_conversation_id``, ``external_organization_id``, ``product_id``,
   ``properties``, ``client``) and fails loudly on a wrong ``client=``. The one resolution
   path is ``GreenflashClient.resolve(defaults=..., native_*=..., fallback_conversation_id=...)``
-  (order in docs/DESIGN.md section 4).
+  (order in docs/DESIGN.md section 4). ``FixedIdentity(defaults).conv(client, generated_id)``
+  is its shortcut for the common call with no scope and no native ids.
 * ``read_field(read, default, framework=, what=)``: a converter's guard: one field a
   framework object fails to give is left out (logged once), not the whole event.
 * ``register_capture_probe(probe)``: how an outer integration (LangChain, LlamaIndex)
@@ -32,12 +33,13 @@ import time
 from collections.abc import Callable, Hashable, ItemsView, Iterator, Mapping, ValuesView
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .context import IdentityDefaults, register_capture_probe
+from .context import Conv, IdentityDefaults, register_capture_probe, with_conversation_id
 
 if TYPE_CHECKING:
     from ..client import GreenflashClient
 
 __all__ = [
+    "FixedIdentity",
     "IdentityDefaults",
     "RunRegistry",
     "forget_logged",
@@ -264,3 +266,29 @@ def identity_keywords(
         properties=dict(properties) if properties else None,
     )
     return defaults, client
+
+
+class FixedIdentity:
+    """An entry point's identity keywords as a client resolves them, computed once.
+
+    For the common call: no ``conversation(...)`` scope and no framework-native ids, so only
+    the keywords and the client's defaults apply. Neither changes, so the resolution runs
+    once per client and each call only varies its generated conversation id (this runs on
+    the host's thread for every root run or wrapped call).
+    """
+
+    __slots__ = ("_resolved", "defaults")
+
+    def __init__(self, defaults: IdentityDefaults) -> None:
+        self.defaults = defaults
+        self._resolved: tuple[GreenflashClient, Conv] | None = None
+
+    def conv(self, client: GreenflashClient, generated_id: str) -> Conv:
+        """What ``client.resolve(defaults=...)`` gives, with ``generated_id`` as the
+        conversation id unless the keywords fix one."""
+        resolved = self._resolved
+        if resolved is None or resolved[0] is not client:
+            resolved = self._resolved = (client, client.resolve(defaults=self.defaults))
+        if self.defaults.external_conversation_id:
+            return resolved[1]
+        return with_conversation_id(resolved[1], generated_id)

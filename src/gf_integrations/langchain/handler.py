@@ -18,8 +18,8 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from ..client import GreenflashClient, get_client
-from ..core.context import Conv, current_scope, with_conversation_id
-from ..core.kit import identity_keywords, log_once
+from ..core.context import current_scope
+from ..core.kit import FixedIdentity, identity_keywords, log_once
 from ._dispatch import ASYNC_LLM_START_CODE_IDS, inline_answer
 from .convert import prompts_to_chats, text, to_chat, to_documents
 from .record import (
@@ -128,8 +128,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             client=client,
         )
         self.capture_steps = capture_steps
-        # (client, its resolution of the handler's keywords): the common root's identity
-        self._resolved_defaults: tuple[GreenflashClient, Conv] | None = None
+        self._fixed = FixedIdentity(self.identity)  # the common root's identity
         self.run_ttl = run_ttl
         self._last_root: int | None = None  # gf.rate(handler): its last root run
 
@@ -174,15 +173,8 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
             or "greenflash_user_id" in md
             or "greenflash_organization_id" in md
         ):
-            # common case: only handler args and client defaults apply; they do not
-            # change, so resolve them once per client and only vary the generated id
-            base = self._resolved_defaults
-            if base is None or base[0] is not client:
-                base = self._resolved_defaults = (client, client.resolve(defaults=self.identity))
-            proto = base[1]
-            if self.identity.external_conversation_id:
-                return Root(client, proto, run_id)
-            return Root(client, with_conversation_id(proto, uuid_str(run_id)), run_id)
+            # the common case: only the handler's keywords and the client's defaults apply
+            return Root(client, self._fixed.conv(client, uuid_str(run_id)), run_id)
         native_conv = md.get("greenflash_conversation_id") or md.get("thread_id")
         conv = client.resolve(
             defaults=self.identity,
