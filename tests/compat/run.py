@@ -2,13 +2,14 @@
 
 Usage::
 
-    .venv/bin/python tests/compat/run.py [--workers 2] [--keep-going]
+    .venv/bin/python tests/compat/run.py [--workers 2] [--floor]
 
-1. Downloads the sdist of the langchain-core installed in this environment from the package
-   index (it ships ``tests/unit_tests``) into ``.compat/`` and unpacks it (cached).
-2. Creates ``.venv-compat`` (cached per version) with that langchain-core, the sdist's own
-   ``test`` dependency group (minus benchmark/watch tools) and this package, so the main
-   dev environment stays lean.
+1. Downloads the sdist of the langchain-core installed in this environment (with
+   ``--floor``: of the floor our ``langchain`` extra declares) from the package index (it
+   ships ``tests/unit_tests``) into ``.compat/`` and unpacks it (cached).
+2. Creates ``.venv-compat-<version>`` with uv (cached) holding that langchain-core, the
+   sdist's own ``test`` dependency group (minus benchmark/watch tools) and this package, so
+   the main dev environment stays lean.
 3. Runs the unit suite twice with ``-n <workers>`` and the suite's own socket guard:
    bare, then with ``tests/compat/plugin.py`` (``instrument()`` globally, in-memory exporter).
 4. Compares per-test outcomes and exits 1 if a test fails only with our instrumentation
@@ -37,7 +38,6 @@ import tomllib
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CACHE = ROOT / ".compat"
-VENV = ROOT / ".venv-compat"
 PACKAGE = "langchain-core"
 # not needed to run the unit tests (benchmarks are skipped, nothing is watched)
 SKIPPED_TEST_DEPS = ("pytest-benchmark", "pytest-codspeed", "pytest-watcher")
@@ -67,20 +67,30 @@ def fetch_sdist(version: str) -> Path:
 
 
 def make_venv(source: Path, version: str) -> Path:
-    """``.venv-compat`` with the suite's test dependencies (installed once per version)."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / f".installed-{version}"
+    """``.venv-compat-<version>`` with the suite's test dependencies (installed once)."""
+    venv = ROOT / f".venv-compat-{version}"
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
     if stamp.exists():
         return python
-    if not python.exists():
-        _run([sys.executable, "-m", "venv", str(VENV)])
+    _run(["uv", "venv", "--quiet", "--clear", "--python", sys.executable, str(venv)])
     groups = tomllib.loads((source / "pyproject.toml").read_text())["dependency-groups"]
     deps = [d for d in groups["test"] if not d.startswith(SKIPPED_TEST_DEPS)]
-    _run(
-        [str(python), "-m", "pip", "install", "-q", f"{PACKAGE}=={version}", *deps, "-e", str(ROOT)]
-    )
+    pin = f"{PACKAGE}=={version}"
+    _run(["uv", "pip", "install", "-q", "--python", str(python), pin, *deps, "-e", str(ROOT)])
     stamp.touch()
     return python
+
+
+def declared_floor() -> str:
+    """The langchain-core floor of our ``langchain`` extra, as a full release number."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for req in extras["optional-dependencies"]["langchain"]:
+        name, _, floor = req.partition(">=")
+        if name.strip() == PACKAGE:
+            parts = floor.split(",")[0].strip().split(".")
+            return ".".join(parts + ["0"] * (3 - len(parts)))
+    raise SystemExit(f"no {PACKAGE}>= floor in the langchain extra")
 
 
 def _children_cpu() -> float:
@@ -176,9 +186,12 @@ def recheck(python: Path, source: Path, suspects: list[str], attempts: int = 3) 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--floor", action="store_true", help="run the suite of our declared langchain-core floor"
+    )
     args = parser.parse_args(argv)
 
-    version = importlib.metadata.version(PACKAGE)
+    version = declared_floor() if args.floor else importlib.metadata.version(PACKAGE)
     source = fetch_sdist(version)
     python = make_venv(source, version)
     reports = CACHE / "reports"

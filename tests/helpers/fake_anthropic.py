@@ -12,7 +12,7 @@ content blocks, ``stop_reason``, usage with cache read/creation tokens, and stre
 
 Usage::
 
-    from tests.helpers.fake_anthropic import FakeAnthropic, text, tool_use, thinking
+    from helpers.fake_anthropic import FakeAnthropic, text, tool_use, thinking
 
     fake = FakeAnthropic()
     fake.queue(thinking("Need the weather."), text("Let me check."),

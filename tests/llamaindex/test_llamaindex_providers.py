@@ -28,11 +28,11 @@ from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.embeddings.openai import OpenAIEmbedding
 from llama_index.llms.openai import OpenAI, OpenAIResponses
 from llama_index.llms.openai_like import OpenAILike
+from test_llamaindex import assert_state_empty, conv_messages, kinds, settle, system_prompts
 
 import gf_integrations as gf
 from gf_integrations.llamaindex import GreenflashInstrumentor
 from helpers.fake_openai import CHAT_USAGE, RESPONSES_USAGE, FakeOpenAI
-from test_llamaindex import assert_state_empty, conv_messages, kinds, settle, system_prompts
 
 MODEL = "gpt-4o-mini"
 ANSWERED_BY = "gpt-4o-mini-2024-07-18"  # what the API names in its response

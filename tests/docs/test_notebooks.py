@@ -31,7 +31,7 @@ from gf_integrations.collector import Store  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks"
 KERNEL = "gf-integrations-test"
 

@@ -56,7 +56,7 @@ def test_import_pulls_in_no_framework():
         "bad += ('opentelemetry', 'openinference', 'pydantic_ai')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))\n"
     )
-    src = str(Path(__file__).parents[1] / "src")
+    src = str(Path(__file__).parents[2] / "src")
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

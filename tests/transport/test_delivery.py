@@ -26,7 +26,7 @@ from gf_integrations.core.wire import encode_json
 from gf_integrations.transport import Part
 from helpers.servers import run_python, server_down, server_up, wait_until
 
-SRC = str(Path(__file__).parents[1] / "src")
+SRC = str(Path(__file__).parents[2] / "src")
 
 
 def user_msg(cid: str, key: str = "k", text: str | None = None) -> UserInput:

@@ -16,18 +16,18 @@ import sys
 from typing import Any
 
 import httpx
-import openai
 import pytest
-from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 from pydantic import BaseModel
-from tests.helpers.capture import delivered, kinds
 
 import gf_integrations as gf
+import openai
 from gf_integrations.core import clientwrap
 from gf_integrations.core import context as gf_context
 from gf_integrations.openai import wrap_openai
+from helpers.capture import delivered, kinds
+from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 
 # -- a mock OpenAI API ----------------------------------------------------------------
 

@@ -22,9 +22,6 @@ pytest.importorskip("llama_index.core")
 
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.llms.mock import MockFunctionCallingLLM
-
-import gf_integrations as gf
-import gf_integrations.llamaindex as li
 from test_llamaindex import (
     assert_state_empty,
     conv_messages,
@@ -35,6 +32,9 @@ from test_llamaindex import (
     scripted_tools,
     settle,
 )
+
+import gf_integrations as gf
+import gf_integrations.llamaindex as li
 
 
 def _agent() -> FunctionAgent:
@@ -125,7 +125,7 @@ EXIT_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_build_summary_held_at_exit_is_sent(capture_server):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
     proc = subprocess.run(
         [sys.executable, "-c", EXIT_SCRIPT, capture_server.base_url],
         capture_output=True,

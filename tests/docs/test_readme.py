@@ -30,7 +30,7 @@ from gf_integrations.collector import RunningCollector, start_collector
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.M | re.S)
 INTEGRATIONS = re.compile(r"from gf_integrations\.(langchain|openai|anthropic|llamaindex) import")

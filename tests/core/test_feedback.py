@@ -80,9 +80,9 @@ def test_langchain_run_id_and_handler_rate_the_answer_they_produced(client, coll
 def test_langchain_agent_run_rates_its_final_answer_not_the_tool_call(client, collector):
     from langchain_core.messages import HumanMessage, ToolMessage
     from langchain_core.runnables import RunnableConfig, RunnableLambda
+    from test_langchain import ScriptedToolModel
 
     from gf_integrations.langchain import GreenflashCallbackHandler
-    from test_langchain import ScriptedToolModel
 
     model = ScriptedToolModel()
 
@@ -106,8 +106,9 @@ def test_langchain_agent_run_rates_its_final_answer_not_the_tool_call(client, co
 
 
 def test_a_run_that_ended_without_an_answer_rates_its_conversation(client, collector, caplog):
-    from gf_integrations.langchain import GreenflashCallbackHandler
     from test_langchain import ScriptedToolModel
+
+    from gf_integrations.langchain import GreenflashCallbackHandler
 
     run_id = uuid.uuid4()
     handler = GreenflashCallbackHandler(external_conversation_id="lc-tools-only")
@@ -125,8 +126,9 @@ def test_a_run_that_ended_without_an_answer_rates_its_conversation(client, colle
 
 
 def test_openai_response_objects_and_ids_rate_their_answers(client, collector):
-    from gf_integrations.openai import wrap_openai
     from test_openai import MockAPI, make_openai
+
+    from gf_integrations.openai import wrap_openai
 
     oai = wrap_openai(make_openai(MockAPI()), external_user_id="u2")
     question = [{"role": "user", "content": "Capital of Italy?"}]
@@ -162,9 +164,9 @@ def test_llamaindex_response_agent_output_and_chat_response(client, collector):
     from llama_index.core.embeddings import MockEmbedding
     from llama_index.core.llms import MockLLM
     from llama_index.core.llms.mock import MockFunctionCallingLLM
+    from test_llamaindex import broken, get_weather, scripted_tools
 
     from gf_integrations.llamaindex import GreenflashInstrumentor
-    from test_llamaindex import broken, get_weather, scripted_tools
 
     old = Settings._llm, Settings._embed_model
     Settings.llm, Settings.embed_model = MockLLM(max_tokens=4), MockEmbedding(embed_dim=8)

@@ -24,11 +24,11 @@ from langchain.agents import create_agent
 from langchain_anthropic import ChatAnthropic
 from langchain_core.tools import tool
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
+from test_langchain import delivered, kinds, prompts_of
 
 from gf_integrations.langchain import GreenflashCallbackHandler, run_state_size
 from helpers.fake_anthropic import FakeAnthropic, text, tool_use
 from helpers.fake_openai import FakeOpenAI
-from test_langchain import delivered, kinds, prompts_of
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -18,15 +18,20 @@ import sys
 import warnings
 from typing import Any
 
-import anthropic
 import httpx2
 import pytest
-from anthropic import Anthropic, AsyncAnthropic
 from anthropic.lib.streaming import MessageStreamManager
 from anthropic.types import Message
 from pydantic import BaseModel
-from tests.helpers.capture import delivered, kinds
-from tests.helpers.fake_anthropic import (
+
+import anthropic
+import gf_integrations as gf
+from anthropic import Anthropic, AsyncAnthropic
+from gf_integrations.anthropic import wrap_anthropic
+from gf_integrations.core import clientwrap
+from gf_integrations.core import context as gf_context
+from helpers.capture import delivered, kinds
+from helpers.fake_anthropic import (
     DEFAULT_USAGE,
     FakeAnthropic,
     redacted_thinking,
@@ -34,11 +39,6 @@ from tests.helpers.fake_anthropic import (
     thinking,
     tool_use,
 )
-
-import gf_integrations as gf
-from gf_integrations.anthropic import wrap_anthropic
-from gf_integrations.core import clientwrap
-from gf_integrations.core import context as gf_context
 
 MODEL = "claude-sonnet-4-6"
 SYSTEM = "You are a weather bot."

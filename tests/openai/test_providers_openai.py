@@ -20,11 +20,11 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from openai import AsyncOpenAI
 
 from gf_integrations.openai import wrap_openai
 from helpers.capture import delivered, kinds
 from helpers.fake_openai import CHAT_USAGE, RESPONSES_USAGE, FakeOpenAI
+from openai import AsyncOpenAI
 
 SYSTEM = "You are a weather bot."
 QUESTION = "weather in Paris?"

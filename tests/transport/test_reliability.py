@@ -1,7 +1,8 @@
 """The uploader's reliability promises, against a REAL loopback HTTP server.
 
-Numbers in the test names refer to the list in RELIABILITY.md ("Reliability test list to
-copy"). Retry budgets and backoffs are made small through settings, so nothing waits long.
+The promises are docs/DESIGN.md section 6 (delivery policy); the numbers in test names are
+stable labels that closing notes cite. Retry budgets and backoffs are made small through
+settings, so nothing waits long.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from gf_integrations.core.events import LLMCall, ToolResult, UserInput
 from gf_integrations.core.ids import sample_fraction, stable_id
 from helpers.servers import run_python, server_down, server_up, wait_until
 
-HELPERS = Path(__file__).parent / "helpers"
+HELPERS = Path(__file__).parents[1] / "helpers"
 FAST = {"max_backoff": 0.05, "retry_budget": 10.0, "request_timeout": 2.0}
 
 
@@ -375,7 +376,7 @@ def test_14_unserializable_payloads_are_coerced_and_the_worker_lives_on(
 
 def _run_exit_script(base_url: str, n: int, budget: float, *extra: str) -> tuple[float, str]:
     script = [str(HELPERS / "exit_script.py"), base_url, str(n), str(budget), *extra]
-    out, err, ended = run_python(script, str(Path(__file__).parents[1] / "src"))
+    out, err, ended = run_python(script, str(Path(__file__).parents[2] / "src"))
     recorded = float(out.split()[1])
     return ended - recorded, err
 
@@ -425,7 +426,7 @@ def test_24_collected_uploader_then_fork_leaves_stderr_clean():
         "    os._exit(0)\n"
         "assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )

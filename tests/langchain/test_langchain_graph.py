@@ -15,9 +15,9 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Command, interrupt
+from test_langchain import ScriptedToolModel, by_conv, delivered, kinds, prompts_of
 
 from gf_integrations.langchain import GreenflashCallbackHandler, run_state_size
-from test_langchain import ScriptedToolModel, by_conv, delivered, kinds, prompts_of
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
