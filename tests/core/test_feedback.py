@@ -283,8 +283,8 @@ def test_identify_is_sent_once_per_change_and_masked(make_client, capture_server
 def test_a_rating_follows_its_messages_and_a_retry_resends_the_same_body(
     make_client, capture_server
 ):
-    from conftest import Reply
     from gf_integrations.core.events import LLMCall
+    from helpers.capture_server import Reply
 
     c = make_client(product_id=PRODUCT, flush_interval=5.0, sender="thread")
     capture_server.script = [Reply(503), Reply(200), Reply(500), Reply(200)]
@@ -318,11 +318,11 @@ def test_a_conversation_rating_follows_messages_recorded_under_another_user(
     # The README's LlamaIndex case: the instrumentor records as "u3", while the
     # gf.conversation scope the caller rates knows no user. The rating must still wait
     # for the conversation's messages (it would be a 400 "unknown conversation" first).
-    from conftest import Reply
     from gf_integrations.core.context import IdentityDefaults
     from gf_integrations.core.events import LLMCall
     from gf_integrations.core.feedback import Rating
     from gf_integrations.core.targets import AnswerRef
+    from helpers.capture_server import Reply
 
     c = make_client(product_id=PRODUCT, flush_interval=5.0, sender="thread")
     capture_server.script = [Reply(503), Reply(200), Reply(200)]
@@ -380,7 +380,7 @@ def test_a_sampled_out_conversation_sends_neither_its_messages_nor_its_feedback(
 
 
 def test_rate_only_queues_even_while_the_server_hangs(make_client, capture_server):
-    from conftest import Reply
+    from helpers.capture_server import Reply
 
     c = make_client(product_id=PRODUCT, sender="thread")
     capture_server.default = Reply(delay=30)  # every request hangs until released
@@ -435,8 +435,8 @@ def test_feedback_that_cannot_be_delivered_is_spooled_and_resent_after_its_messa
     from langchain_core.language_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage
 
-    from conftest import Reply
     from gf_integrations.langchain import GreenflashCallbackHandler
+    from helpers.capture_server import Reply
 
     capture_server.default = Reply(503)  # Greenflash is down for the whole first run
     first = make_client(

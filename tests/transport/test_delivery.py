@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 import gf_integrations as gf
-from conftest import Reply
 from gf_integrations.core.context import Conv
 from gf_integrations.core.events import UserInput
 from gf_integrations.core.wire import encode_json
 from gf_integrations.transport import Part
+from helpers.capture_server import Reply
 from helpers.servers import run_python, server_down, server_up, wait_until
 
 SRC = str(Path(__file__).parents[2] / "src")

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 import gf_integrations as gf
-from conftest import Reply
 from gf_integrations.core.context import Conv
 from gf_integrations.core.events import LLMCall, ToolResult, UserInput
 from gf_integrations.core.ids import sample_fraction, stable_id
+from helpers.capture_server import Reply
 from helpers.servers import run_python, server_down, server_up, wait_until
 
 HELPERS = Path(__file__).parents[1] / "helpers"
