@@ -94,7 +94,7 @@ class GreenflashClient:
             mask=s.mask, max_message_bytes=s.max_message_bytes, report=self._count
         )
         self.uploader = Uploader(
-            s,
+            s.delivery,
             self.exporter,
             self._prepare,
             shipper=self._shipper if exporter is None and s.sender == "process" else None,

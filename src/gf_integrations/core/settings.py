@@ -8,6 +8,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..transport.delivery import DeliverySettings
 from .masking import MaskFn, resolve_mask
 from .safejson import Limits
 
@@ -131,6 +132,13 @@ class Settings:
     def can_send(self) -> bool:
         """True when enabled and either an API key is set or the target is local."""
         return self.enabled and (bool(self.api_key) or self.is_local)
+
+    @property
+    def delivery(self) -> DeliverySettings:
+        """The transport's slice of these settings (it never sees the rest)."""
+        return DeliverySettings(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(DeliverySettings)}
+        )
 
     def __repr__(self) -> str:  # never show the key, only whether one is set
         return (

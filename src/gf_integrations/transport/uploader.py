@@ -60,7 +60,7 @@ class Uploader(UploaderBase):
     """Owns the buffer, worker thread, batching, retries, flush, exit and fork handling.
 
     Args:
-        settings: the client's settings (caps, timings, spool folder).
+        settings: caps, timings and the spool folder.
         exporter: where requests go when no ``shipper`` is given (in-process threads).
         prepare: turns a submitted item into parts (items that are already a
             :class:`~.request.Part` pass through).

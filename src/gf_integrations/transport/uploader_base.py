@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.settings import Settings
 from .batcher import Batcher
+from .delivery import DeliverySettings
 from .exporters import Exporter, ExportResult
 from .request import Part
 from .shippers import Shipper, ThreadShipper
@@ -54,7 +54,7 @@ class UploaderBase:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DeliverySettings,
         exporter: Exporter,
         prepare: Prepare | None = None,
         *,
