@@ -24,6 +24,7 @@ from .recorder import Mapper, batch_key
 from .safejson import to_jsonable, truncate_text
 from .targets import AnswerRef
 from .wire import MESSAGES_PATH, encode_json
+from .wireform import iso_utc
 
 __all__ = [
     "FEEDBACK_EVENTS",
@@ -33,7 +34,6 @@ __all__ = [
     "Traits",
     "WireRequest",
     "feedback_parts",
-    "iso_utc",
     "to_request",
     "warn_once",
 ]
@@ -47,13 +47,6 @@ def warn_once(key: str, message: str, *args: Any) -> None:
     if key not in _warned:
         _warned.add(key)
         log.warning(message, *args)
-
-
-def iso_utc(moment: dt.datetime) -> str:
-    """Aware UTC ISO-8601 with ``Z`` (a naive datetime is taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclasses.dataclass(slots=True)

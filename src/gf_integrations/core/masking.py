@@ -1,6 +1,8 @@
 """Masking: a user hook plus a built-in PII redactor.
 
-Masks run on the worker thread before anything is serialised, sent or spooled.
+Masks run where mapping runs, before anything is serialised, sent or spooled: on the
+uploader's worker thread, or on a host thread that assists it (docs/DESIGN.md section 3),
+one event at a time. A ``mask=`` callable may therefore run on the caller's thread.
 
 The built-in redactor aims at shapes that are almost never anything else, so that
 ordinary numbers (order ids, dates, versions, IP addresses, amounts) survive:
@@ -16,11 +18,24 @@ ordinary numbers (order ids, dates, versions, IP addresses, amounts) survive:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 MaskFn = Callable[[Any], Any]
+
+log = logging.getLogger("gf_integrations")
+
+
+def apply_mask(mask: MaskFn, value: Any) -> Any:
+    """``value`` through the user's mask; a mask that raises leaves a visible placeholder."""
+    try:
+        return mask(value)
+    except Exception:
+        log.warning("gf_integrations: mask function raised; field replaced by a placeholder")
+        return "[masking failed]" if isinstance(value, str) else {"masked": "[masking failed]"}
+
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")

@@ -1,7 +1,8 @@
 """The recorder: turns neutral events into Greenflash wire messages.
 
-Runs on the uploader's worker thread only, so its per-conversation state needs no
-lock. Output dicts are already in wire form (camelCase, JSON-safe, masked, truncated);
+One event at a time, under the uploader's mapping lock (on its worker thread, or on a host
+thread assisting it: docs/DESIGN.md section 3), so its per-conversation state needs no lock
+of its own. Output dicts are already in wire form (camelCase, JSON-safe, masked, truncated);
 the schema tests check that every shape it produces validates against
 :mod:`gf_integrations.schema`.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..schema import MessageItem
 from .context import Conv
+from .conversations import Conversations, ConvState, Outgoing, batch_key
 from .events import (
     ChatMessage,
     Document,
@@ -32,17 +34,13 @@ from .events import (
     UserInput,
     resolve,
 )
-from .ids import content_digest, stable_id
-from .recorder_state import (
-    _CONTEXT_SEPARATOR,
-    MapperBase,
-    Outgoing,
-    _ConvState,
-    _error_info,
-    _text,
-    batch_key,
-)
+from .ids import content_digest, sample_fraction, stable_id
+from .masking import MaskFn, apply_mask
 from .safejson import Limits, as_object, to_jsonable, tool_arguments, truncate_text
+from .system_prompts import SystemPrompts
+from .wireform import error_info, iso_utc, wire_text
+
+_CONTEXT_SEPARATOR = "\n\n"
 
 __all__ = ["Mapper", "Outgoing", "batch_key"]
 
@@ -55,17 +53,49 @@ def _usage(usage: Lazy[Mapping[str, Any] | None], limits: Limits) -> Any:
     return to_jsonable(data if type(data) is dict else dict(data), limits)
 
 
-class Mapper(MapperBase):
-    """Stateful event-to-message mapping, one per client, used by one thread."""
+class Mapper:
+    """Stateful event-to-message mapping, one per client, used by one thread at a time."""
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        mask: MaskFn | None = None,
+        sample_rate: float = 1.0,
+    ) -> None:
+        self.limits = limits
+        self.mask = mask
+        self.sample_rate = sample_rate
+        self.sampled_out = 0
+        self.conversations = Conversations()
+        self.prompts = SystemPrompts(limits, mask)
 
     # -- public ------------------------------------------------------------------------
+
+    def keep(self, conv: Conv) -> bool:
+        """Deterministic client-side sampling by conversation key."""
+        if conv.force_sample or self.sample_rate >= 1.0:
+            return True
+        return sample_fraction(conv.key) < self.sample_rate
+
+    def answer_id(self, conv: Conv, key: str) -> str | None:
+        """The ``externalMessageId`` of the answer the event ``key`` produced, if mapped."""
+        return self.conversations.answer_id(conv, key)
+
+    def recorded_conv(self, conv: Conv) -> Conv:
+        """The identity ``conv``'s conversation was last mapped with, else ``conv``."""
+        return self.conversations.recorded_conv(conv)
+
+    def masked(self, value: Any) -> Any:
+        """``value`` through the mask hook (unchanged without one)."""
+        return value if self.mask is None else apply_mask(self.mask, value)
 
     def map(self, event: Event) -> list[Outgoing]:
         """Map one event to zero or more outgoing messages (parents first)."""
         if not self.keep(event.conv):
             self.sampled_out += 1
             return []
-        state = self._state(event.conv.key)
+        state = self.conversations.state(event.conv.key)
         state.conv = event.conv
         out: list[Outgoing] = []
         if isinstance(event, LLMCall):
@@ -83,7 +113,7 @@ class Mapper(MapperBase):
         elif isinstance(event, Step):
             self._step(event, state, out)
         elif isinstance(event, SetSystemPrompt):
-            self._set_prompt(event.conv, state, event.prompt)
+            self.prompts.set(state, event.prompt)
         elif isinstance(event, RawMessage):
             self._raw(event, state, out)
         else:  # pragma: no cover - typed union
@@ -93,16 +123,14 @@ class Mapper(MapperBase):
             state.pending_prompt = None
         return out
 
-    def _llm(self, ev: LLMCall, state: _ConvState, out: list[Outgoing]) -> None:
+    def _llm(self, ev: LLMCall, state: ConvState, out: list[Outgoing]) -> None:
         conv = ev.conv
         messages: Sequence[ChatMessage] = resolve(ev.messages) or ()
         system_texts = [m.get("content") or "" for m in messages if m.get("role") == "system"]
         if ev.system_prompt is not None:
-            self._set_prompt(conv, state, ev.system_prompt)
+            self.prompts.set(state, ev.system_prompt)
         elif any(system_texts):
-            self._set_prompt(
-                conv, state, SystemPrompt(content="\n\n".join(t for t in system_texts if t))
-            )
+            self.prompts.set(state, SystemPrompt(content="\n\n".join(t for t in system_texts if t)))
         history = [m for m in messages if m.get("role") != "system"]
         ended = ev.ended_at
         started = ev.started_at or (ended - dt.timedelta(milliseconds=1))
@@ -112,7 +140,7 @@ class Mapper(MapperBase):
                 self._history_message(conv, state, msg, self._message_id(conv, msg, i), at, out)
         props = self._llm_properties(ev)
         if ev.error is not None and not ev.partial:
-            info = _error_info(ev.error)
+            info = error_info(ev.error)
             self._emit(
                 out,
                 state,
@@ -136,7 +164,7 @@ class Mapper(MapperBase):
             conv, state, reply, rid, ended, out, model=ev.model, props=props, final=ev.final
         )
         if not reply.get("tool_calls"):
-            self._answers.put(hash((conv.key, ev.key)), rid)
+            self.conversations.remember_answer(conv, ev.key, rid)
 
     def _llm_properties(self, ev: LLMCall) -> dict[str, Any]:
         props: dict[str, Any] = {}
@@ -152,7 +180,7 @@ class Mapper(MapperBase):
         if ev.partial:
             props["partial"] = True
             if ev.error is not None:
-                props["error"] = _error_info(ev.error)
+                props["error"] = error_info(ev.error)
         if ev.properties:
             props.update(to_jsonable(dict(ev.properties), self.limits))
         return props
@@ -160,7 +188,7 @@ class Mapper(MapperBase):
     def _history_message(
         self,
         conv: Conv,
-        state: _ConvState,
+        state: ConvState,
         msg: ChatMessage,
         mid: str,
         at: dt.datetime,
@@ -177,7 +205,7 @@ class Mapper(MapperBase):
                 conv,
                 mid,
                 at,
-                {"role": "user", "content": _text(msg.get("content"), self.limits)},
+                {"role": "user", "content": wire_text(msg.get("content"), self.limits)},
             )
             state.last_user = mid
             state.turn_has_tools = False
@@ -191,7 +219,7 @@ class Mapper(MapperBase):
     def _reply(
         self,
         conv: Conv,
-        state: _ConvState,
+        state: ConvState,
         msg: ChatMessage,
         mid: str,
         at: dt.datetime,
@@ -203,7 +231,7 @@ class Mapper(MapperBase):
     ) -> None:
         lim = self.limits
         calls = msg.get("tool_calls") or []
-        text = _text(msg.get("content"), lim)
+        text = wire_text(msg.get("content"), lim)
         reasoning = msg.get("reasoning")
         refusal = msg.get("refusal")
         parent = state.last_user
@@ -216,7 +244,7 @@ class Mapper(MapperBase):
                 at,
                 {
                     "messageType": "thought",
-                    "content": _text(reasoning, lim),
+                    "content": wire_text(reasoning, lim),
                     "model": model,
                     "properties": {"kind": "reasoning"},
                 },
@@ -267,7 +295,8 @@ class Mapper(MapperBase):
         if final is None:
             final = state.turn_has_tools
         context = None
-        if state.pending_context:
+        # a resent history answer (already sent) leaves the context to the new answer
+        if state.pending_context and not state.seen(mid):
             context = truncate_text(_CONTEXT_SEPARATOR.join(state.pending_context), lim.max_string)
             state.pending_context = ()
         fields: dict[str, Any] = {
@@ -288,10 +317,10 @@ class Mapper(MapperBase):
         return stable_id(owner, "tool_call", n)
 
     def _tool_message(
-        self, conv: Conv, state: _ConvState, msg: ChatMessage, at: dt.datetime, out: list[Outgoing]
+        self, conv: Conv, state: ConvState, msg: ChatMessage, at: dt.datetime, out: list[Outgoing]
     ) -> None:
         call_id = msg.get("tool_call_id")
-        content = _text(msg.get("content"), self.limits)
+        content = wire_text(msg.get("content"), self.limits)
         is_error = msg.get("status") == "error"
         oid = (
             stable_id(conv.key, "observation", call_id)
@@ -311,7 +340,7 @@ class Mapper(MapperBase):
 
     # -- tools, retrieval, steps ---------------------------------------------------------
 
-    def _tool_result(self, ev: ToolResult, state: _ConvState, out: list[Outgoing]) -> None:
+    def _tool_result(self, ev: ToolResult, state: ConvState, out: list[Outgoing]) -> None:
         conv, lim = ev.conv, self.limits
         call_id = ev.tool_call_id
         tcid = (
@@ -349,7 +378,7 @@ class Mapper(MapperBase):
         if ev.started_at is not None:
             props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
         if ev.error is not None:
-            info = _error_info(ev.error)
+            info = error_info(ev.error)
             fields: dict[str, Any] = {
                 "messageType": "tool_error",
                 "toolName": ev.tool_name,
@@ -362,13 +391,13 @@ class Mapper(MapperBase):
             fields = {
                 "messageType": "observation",
                 "toolName": ev.tool_name,
-                "content": _text(result, lim),
+                "content": wire_text(result, lim),
                 "output": {"result": result},
                 "properties": props or None,
             }
         self._emit(out, state, conv, oid, ev.at, fields, parent=tcid)
 
-    def _retrieval(self, ev: Retrieval, state: _ConvState, out: list[Outgoing]) -> None:
+    def _retrieval(self, ev: Retrieval, state: ConvState, out: list[Outgoing]) -> None:
         conv, lim = ev.conv, self.limits
         docs: Sequence[Document] = resolve(ev.documents) or ()
         excerpt_limit = min(lim.max_string, 2_000)
@@ -390,8 +419,8 @@ class Mapper(MapperBase):
             props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
         output: dict[str, Any] = {"documents": wire_docs}
         if ev.error is not None:
-            output["error"] = _error_info(ev.error)
-        query = _text(ev.query, lim)
+            output["error"] = error_info(ev.error)
+        query = wire_text(ev.query, lim)
         self._emit(
             out,
             state,
@@ -409,7 +438,7 @@ class Mapper(MapperBase):
         )
         state.pending_context = [*state.pending_context, *(t for t in texts if t)]
 
-    def _user_input(self, ev: UserInput, state: _ConvState, out: list[Outgoing]) -> None:
+    def _user_input(self, ev: UserInput, state: ConvState, out: list[Outgoing]) -> None:
         mid = stable_id(ev.conv.key, "user", ev.key)
         props = to_jsonable(dict(ev.properties), self.limits) if ev.properties else None
         self._emit(
@@ -418,20 +447,20 @@ class Mapper(MapperBase):
             ev.conv,
             mid,
             ev.at,
-            {"role": "user", "content": _text(ev.content, self.limits), "properties": props},
+            {"role": "user", "content": wire_text(ev.content, self.limits), "properties": props},
         )
         state.last_user = mid
         state.turn_has_tools = False
         state.pending_context = ()
 
-    def _final(self, ev: FinalAnswer, state: _ConvState, out: list[Outgoing]) -> None:
-        msg: ChatMessage = {"role": "assistant", "content": _text(ev.content, self.limits)}
+    def _final(self, ev: FinalAnswer, state: ConvState, out: list[Outgoing]) -> None:
+        msg: ChatMessage = {"role": "assistant", "content": wire_text(ev.content, self.limits)}
         props = to_jsonable(dict(ev.properties), self.limits) if ev.properties else {}
         mid = stable_id(ev.conv.key, "final", ev.key)
         self._reply(ev.conv, state, msg, mid, ev.at, out, model=ev.model, props=props, final=True)
-        self._answers.put(hash((ev.conv.key, ev.key)), mid)
+        self.conversations.remember_answer(ev.conv, ev.key, mid)
 
-    def _embedding(self, ev: Embedding, state: _ConvState, out: list[Outgoing]) -> None:
+    def _embedding(self, ev: Embedding, state: ConvState, out: list[Outgoing]) -> None:
         props: dict[str, Any] = (
             dict(to_jsonable(dict(ev.properties), self.limits)) if ev.properties else {}
         )
@@ -458,7 +487,7 @@ class Mapper(MapperBase):
             parent=state.last_user,
         )
 
-    def _step(self, ev: Step, state: _ConvState, out: list[Outgoing]) -> None:
+    def _step(self, ev: Step, state: ConvState, out: list[Outgoing]) -> None:
         conv, lim = ev.conv, self.limits
         start_id = stable_id(conv.key, "step", ev.key, "start")
         parent = (
@@ -494,7 +523,7 @@ class Mapper(MapperBase):
             }
             if ev.phase == "error":
                 fields["output"] = {
-                    "error": _error_info(ev.data if ev.data is not None else "error")
+                    "error": error_info(ev.data if ev.data is not None else "error")
                 }
             elif ev.data is not None:
                 fields["output"] = as_object(ev.data, "output", lim)
@@ -512,12 +541,12 @@ class Mapper(MapperBase):
             return
         fields = {"messageType": ev.kind, "content": ev.name, "properties": props}
         if ev.phase == "error":
-            fields["output"] = {"error": _error_info(ev.data if ev.data is not None else "error")}
+            fields["output"] = {"error": error_info(ev.data if ev.data is not None else "error")}
         elif ev.data is not None:
             fields["output"] = as_object(ev.data, "output", lim)
         self._emit(out, state, conv, start_id, ev.at, fields, parent=parent)
 
-    def _raw(self, ev: RawMessage, state: _ConvState, out: list[Outgoing]) -> None:
+    def _raw(self, ev: RawMessage, state: ConvState, out: list[Outgoing]) -> None:
         lim = self.limits
         fields = dict(ev.fields)
         for name in ("input", "output", "properties"):
@@ -525,7 +554,7 @@ class Mapper(MapperBase):
                 fields[name] = as_object(fields[name], name, lim)
         for name in ("content", "context"):
             if fields.get(name) is not None:
-                fields[name] = _text(fields[name], lim)
+                fields[name] = wire_text(fields[name], lim)
         item = MessageItem(**fields)  # raises a clear ValueError for a malformed message
         wire = item.model_dump(by_alias=True, exclude_none=True, mode="json")
         mid = wire.pop("externalMessageId", None) or stable_id(ev.conv.key, "raw", ev.key)
@@ -544,3 +573,43 @@ class Mapper(MapperBase):
         if wire.get("role") == "user" or wire.get("messageType") == "user_message":
             state.last_user = mid
             state.turn_has_tools = False
+
+    # -- shared by the events --------------------------------------------------------
+
+    def _emit(
+        self,
+        out: list[Outgoing],
+        state: ConvState,
+        conv: Conv,
+        mid: str,
+        at: dt.datetime,
+        fields: dict[str, Any],
+        parent: str | None = None,
+    ) -> bool:
+        """Append one message unless its id was already sent in this conversation."""
+        if state.seen(mid):
+            return False
+        msg: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+        if self.mask is not None:
+            for name in ("content", "context", "input", "output", "properties"):
+                if name in msg:
+                    msg[name] = apply_mask(self.mask, msg[name])
+        msg["externalMessageId"] = mid
+        msg["createdAt"] = iso_utc(at)
+        if parent is not None and parent != mid:
+            msg["parentExternalMessageId"] = parent
+        state.mark(mid)
+        out.append(Outgoing(conv, msg))
+        return True
+
+    def _message_id(self, conv: Conv, msg: ChatMessage, position: int) -> str:
+        native = msg.get("id")
+        if native:
+            return stable_id(conv.key, "msg", native)
+        digest_src = msg.get("content") or ""
+        calls = msg.get("tool_calls") or []
+        if calls:
+            digest_src += "|" + ",".join(str(c.get("id") or c.get("name")) for c in calls)
+        return stable_id(
+            conv.key, "pos", str(position), msg.get("role"), content_digest(digest_src)
+        )
