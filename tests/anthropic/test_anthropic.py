@@ -16,9 +16,9 @@ import logging
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
-import httpx2
 import pytest
 from anthropic.lib.streaming import MessageStreamManager
 from anthropic.types import Message
@@ -35,6 +35,7 @@ from helpers.fake_anthropic import (
     DEFAULT_USAGE,
     FakeAnthropic,
     redacted_thinking,
+    sdk_http,
     text,
     thinking,
     tool_use,
@@ -76,12 +77,14 @@ def _call(client: Anthropic, mode: str, kwargs: dict[str, Any]) -> Any:
 
 
 class Driver:
-    """One wrapped client, sync or async, calling in one of the three modes."""
+    """One wrapped client (or a bare one), sync or async, calling in one of the three modes."""
 
-    def __init__(self, fake: FakeAnthropic, flavor: str, mode: str, **wrap: Any) -> None:
+    def __init__(
+        self, fake: FakeAnthropic, flavor: str, mode: str, *, bare: bool = False, **wrap: Any
+    ) -> None:
         self.flavor, self.mode = flavor, mode
         raw = fake.async_client() if flavor == "async" else fake.client()
-        self.client = wrap_anthropic(raw, **wrap)
+        self.client = raw if bare else wrap_anthropic(raw, **wrap)
 
     def __call__(self, **kwargs: Any) -> Any:
         kwargs.setdefault("model", MODEL)
@@ -89,6 +92,23 @@ class Driver:
         if self.flavor == "async":
             return asyncio.run(_acall(self.client, self.mode, kwargs))
         return _call(self.client, self.mode, kwargs)
+
+
+def bare_error(
+    script: Callable[[FakeAnthropic], object], flavor: str, mode: str, **call: Any
+) -> BaseException:
+    """What an unwrapped client raises on this fault, to compare the wrapped one against:
+    our wrapper re-raises exactly that, whatever class the installed SDK uses for it."""
+    fake = FakeAnthropic()
+    script(fake)
+    with pytest.raises(Exception) as info:
+        Driver(fake, flavor, mode, bare=True)(**call)
+    return info.value
+
+
+def assert_same_error(got: BaseException, bare: BaseException) -> None:
+    assert type(got) is type(bare)
+    assert str(got) == str(bare)
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -116,7 +136,7 @@ def test_returns_the_same_client_and_unchanged_types(gf_client, capture_server):
     assert type(r) is Message
     s = client.messages.create(stream=True, **kw)
     assert type(s) is anthropic.Stream
-    assert isinstance(s.response, httpx2.Response)
+    assert isinstance(s.response, sdk_http.Response)
     with s:
         events = list(s)
     assert next(e.type for e in events) == "message_start"
@@ -457,70 +477,85 @@ def test_an_async_stream_manager_never_entered_leaves_no_coroutine_of_ours(gf_cl
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("stream_mode", STREAM_MODES)
-def test_dropped_connection_mid_stream_is_reraised_and_recorded_partial(
-    gf_client, capture_server, flavor, stream_mode
-):
-    fake = FakeAnthropic()
+def _cut(fake: FakeAnthropic) -> None:
     fake.queue(
         text("cut short here"),
         tool_use("get_weather", {"city": "Paris"}, id="toolu_c"),
         cut_after=12,  # message_start, ping, the text block, then into the JSON
     )
+
+
+@pytest.mark.parametrize("stream_mode", STREAM_MODES)
+def test_dropped_connection_mid_stream_is_reraised_and_recorded_partial(
+    gf_client, capture_server, flavor, stream_mode
+):
+    # the class depends on the SDK (httpx's RemoteProtocolError, APIConnectionError in 2.x)
+    bare = bare_error(_cut, flavor, stream_mode, messages=[user("a")])
+    fake = FakeAnthropic()
+    _cut(fake)
     ask = Driver(fake, flavor, stream_mode, external_conversation_id=f"cut-{flavor}-{stream_mode}")
-    with pytest.raises(httpx2.RemoteProtocolError):
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("a")])
+    assert_same_error(info.value, bare)
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "thought", "tool_call"]
     said, call = msgs[1], msgs[2]
     assert said["content"] == "cut short here"
     assert said["properties"]["partial"] is True
     assert said["properties"]["streamEnd"] == "error"
-    assert said["properties"]["error"]["type"] == "RemoteProtocolError"
+    assert said["properties"]["error"]["type"] == type(bare).__name__
     # the tool input was cut mid-JSON: kept verbatim, marked
     assert call["input"]["invalidJson"] is True
     assert call["input"]["arguments"].startswith('{"cit')
+
+
+def _sse_error(fake: FakeAnthropic) -> None:
+    fake.queue(
+        text("Overloaded soon"), stream_error=("overloaded_error", "Overloaded"), error_after=4
+    )
 
 
 @pytest.mark.parametrize("stream_mode", STREAM_MODES)
 def test_sse_error_event_is_reraised_unchanged_and_recorded(
     gf_client, capture_server, flavor, stream_mode
 ):
+    bare = bare_error(_sse_error, flavor, stream_mode, messages=[user("a")])
+    assert isinstance(bare, anthropic.APIError)  # the SDK's own error, whichever subclass
     fake = FakeAnthropic()
-    fake.queue(
-        text("Overloaded soon"), stream_error=("overloaded_error", "Overloaded"), error_after=4
-    )
+    _sse_error(fake)
     ask = Driver(fake, flavor, stream_mode, external_conversation_id=f"sse-{flavor}-{stream_mode}")
-    with pytest.raises(anthropic.APIStatusError) as info:
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("a")])
+    assert_same_error(info.value, bare)
     assert "overloaded_error" in str(info.value)
     reply = delivered(gf_client, capture_server)[-1]
     assert reply["content"] == "Over"
     assert reply["properties"]["partial"] is True
-    assert reply["properties"]["error"]["type"] == "APIStatusError"
+    assert reply["properties"]["error"]["type"] == type(bare).__name__
 
 
 # -- errors, raw calls, own failures -------------------------------------------------------
 
 
-def test_api_error_is_reraised_unchanged_and_recorded(gf_client, capture_server, flavor, mode):
-    bare_fake = FakeAnthropic()
-    bare_fake.queue_error(400, "invalid_request_error", "max_tokens: too large")
-    with pytest.raises(anthropic.BadRequestError) as bare_info:
-        bare_fake.client().messages.create(model=MODEL, max_tokens=1, messages=[user("x")])
-    fake = FakeAnthropic()
+def _bad_request(fake: FakeAnthropic) -> None:
     fake.queue_error(400, "invalid_request_error", "max_tokens: too large")
+
+
+def test_api_error_is_reraised_unchanged_and_recorded(gf_client, capture_server, flavor, mode):
+    bare = bare_error(_bad_request, flavor, mode, messages=[user("x")])
+    assert isinstance(bare, anthropic.APIStatusError)
+    fake = FakeAnthropic()
+    _bad_request(fake)
     ask = Driver(fake, flavor, mode, external_conversation_id=f"err-{flavor}-{mode}")
-    with pytest.raises(anthropic.BadRequestError) as info:
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("x")])
-    assert type(info.value) is type(bare_info.value)
-    assert str(info.value) == str(bare_info.value)
+    assert_same_error(info.value, bare)
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "llm"]
     err = msgs[1]
-    assert err["content"].startswith("BadRequestError: ")
+    assert err["content"].startswith(f"{type(bare).__name__}: ")
     assert err["properties"]["statusCode"] == 400
-    assert err["properties"]["error"]["type"] == "BadRequestError"
+    assert err["properties"]["error"]["type"] == type(bare).__name__
     assert err["model"] == MODEL
 
 
@@ -654,16 +689,24 @@ def test_parse_and_beta_messages(gf_client, capture_server, flavor):
     assert len(fake.requests) == 4  # each logged once, none twice
 
 
-def test_stream_helper_error_on_enter_is_reraised_and_recorded(gf_client, capture_server, flavor):
-    fake = FakeAnthropic()
+def _overloaded(fake: FakeAnthropic) -> None:
     fake.queue_error(529, "overloaded_error", "Overloaded")
+
+
+def test_stream_helper_error_on_enter_is_reraised_and_recorded(gf_client, capture_server, flavor):
+    bare = bare_error(_overloaded, flavor, "stream-helper", messages=[user("x")])
+    assert isinstance(bare, anthropic.APIStatusError)
+    fake = FakeAnthropic()
+    _overloaded(fake)
     ask = Driver(fake, flavor, "stream-helper", external_conversation_id="enter")
-    with pytest.raises(anthropic.APIStatusError) as info:
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("x")])
+    assert_same_error(info.value, bare)
     assert info.value.status_code == 529
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "llm"]
     assert msgs[1]["properties"]["statusCode"] == 529
+    assert msgs[1]["properties"]["error"]["type"] == type(bare).__name__
 
 
 def test_identity_precedence(gf_client, capture_server, flavor):
