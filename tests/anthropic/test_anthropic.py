@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import inspect
 import json
 import logging
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 from anthropic.lib.streaming import MessageStreamManager
+from anthropic.resources import beta as beta_resources
+from anthropic.resources import messages as messages_resources
 from anthropic.types import Message
 from pydantic import BaseModel
 
@@ -52,6 +55,15 @@ TOOLS = [
 ]
 MODES = ["create", "create-stream", "stream-helper"]
 STREAM_MODES = MODES[1:]
+
+# what the installed SDK has (the floor, anthropic 0.40, lacks these)
+HAS_PARSE = hasattr(messages_resources.Messages, "parse")
+HAS_BETA_PARSE = hasattr(beta_resources.messages.Messages, "parse")
+HAS_BETA_STREAM = hasattr(beta_resources.messages.Messages, "stream")
+# before it took an API key, AnthropicBedrock signed every request with boto3 (SigV4)
+BEDROCK_API_KEY = "api_key" in inspect.signature(anthropic.AnthropicBedrock.__init__).parameters
+HAS_LANGCHAIN_ANTHROPIC = importlib.util.find_spec("langchain_anthropic") is not None
+NO_LANGCHAIN = "langchain-anthropic is not installed (the locked suite runs this)"
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -162,8 +174,13 @@ def test_wrapped_methods_keep_signatures_and_bad_arguments_fail_loudly():
     assert "self" not in sig.parameters
     aclient = wrap_anthropic(fake.async_client())
     assert inspect.iscoroutinefunction(aclient.messages.create)
-    assert inspect.iscoroutinefunction(aclient.messages.parse)
     assert inspect.iscoroutinefunction(aclient.beta.messages.create)
+    # what the SDK has is wrapped and stays a coroutine function; what it lacks stays absent
+    assert hasattr(aclient.messages, "parse") is HAS_PARSE
+    assert hasattr(aclient.beta.messages, "parse") is HAS_BETA_PARSE
+    assert hasattr(aclient.beta.messages, "stream") is HAS_BETA_STREAM
+    if HAS_PARSE:
+        assert inspect.iscoroutinefunction(aclient.messages.parse)
     assert not inspect.iscoroutinefunction(aclient.messages.stream)
     with pytest.raises(TypeError, match="wrap_anthropic"):
         wrap_anthropic(object())
@@ -580,6 +597,12 @@ def test_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     assert got[1]["model"] == MODEL
 
 
+async def _parse(raw: Any) -> Any:
+    # anthropic 0.x's async raw response (a legacy response) parses synchronously
+    value = raw.parse()
+    return await value if inspect.isawaitable(value) else value
+
+
 def test_async_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     fake = FakeAnthropic()
     fake.queue(text("parsed"))
@@ -589,11 +612,11 @@ def test_async_raw_response_calls_logged_when_parsed(gf_client, capture_server):
 
     async def main() -> None:
         raw = await client.messages.with_raw_response.create(messages=[user("a")], **kw)
-        assert (await raw.parse()).content[0].text == "parsed"
+        assert (await _parse(raw)).content[0].text == "parsed"
         async with client.messages.with_streaming_response.create(
             messages=[user("b")], stream=True, **kw
         ) as resp:
-            stream = await resp.parse()
+            stream = await _parse(resp)
             assert type(stream) is anthropic.AsyncStream
             assert [e.type async for e in stream][-1] == "message_stop"
         async with client.messages.with_streaming_response.create(
@@ -641,52 +664,67 @@ class Weather(BaseModel):
     temp: int
 
 
-def test_parse_and_beta_messages(gf_client, capture_server, flavor):
+def _entry(client: Any, name: str) -> Any:
+    """``client.beta.messages.parse`` for ``"beta.messages.parse"``."""
+    for part in name.split("."):
+        client = getattr(client, part)
+    return client
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(
+            "messages.parse",
+            marks=pytest.mark.skipif(
+                not HAS_PARSE, reason="anthropic < 0.77 has no messages.parse"
+            ),
+        ),
+        "beta.messages.create",
+        pytest.param(
+            "beta.messages.stream",
+            marks=pytest.mark.skipif(
+                not HAS_BETA_STREAM, reason="anthropic < 0.43 has no beta.messages.stream"
+            ),
+        ),
+        pytest.param(
+            "beta.messages.parse",
+            marks=pytest.mark.skipif(
+                not HAS_BETA_PARSE, reason="anthropic < 0.73 has no beta.messages.parse"
+            ),
+        ),
+    ],
+)
+def test_parse_and_beta_messages(gf_client, capture_server, flavor, entry):
     fake = FakeAnthropic()
     fake.queue(text('{"city": "Paris", "temp": 21}'))
-    fake.queue(text("beta answer"))
-    fake.queue(text("beta streamed"))
-    fake.queue(text('{"city": "Oslo", "temp": 3}'))
-    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 64}
+    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 64, "messages": [user("p")]}
+    if entry.endswith(".parse"):
+        kw["output_format"] = Weather
 
     async def amain(client: AsyncAnthropic) -> Any:
-        p = await client.messages.parse(messages=[user("p")], output_format=Weather, **kw)
-        await client.beta.messages.create(messages=[user("b")], **kw)
-        async with client.beta.messages.stream(messages=[user("bs")], **kw) as s:
-            await s.until_done()
-        await client.beta.messages.parse(messages=[user("bp")], output_format=Weather, **kw)
-        return p
+        if entry.endswith(".stream"):
+            async with _entry(client, entry)(**kw) as s:
+                return await s.get_final_message()
+        return await _entry(client, entry)(**kw)
 
     def main(client: Anthropic) -> Any:
-        p = client.messages.parse(messages=[user("p")], output_format=Weather, **kw)
-        client.beta.messages.create(messages=[user("b")], **kw)
-        with client.beta.messages.stream(messages=[user("bs")], **kw) as s:
-            s.until_done()
-        client.beta.messages.parse(messages=[user("bp")], output_format=Weather, **kw)
-        return p
+        if entry.endswith(".stream"):
+            with _entry(client, entry)(**kw) as s:
+                return s.get_final_message()
+        return _entry(client, entry)(**kw)
 
     if flavor == "async":
-        parsed = asyncio.run(
-            amain(wrap_anthropic(fake.async_client(), external_conversation_id="p"))
-        )
+        got = asyncio.run(amain(wrap_anthropic(fake.async_client(), external_conversation_id="p")))
     else:
-        parsed = main(wrap_anthropic(fake.client(), external_conversation_id="p"))
-    assert parsed.parsed_output == Weather(city="Paris", temp=21)
+        got = main(wrap_anthropic(fake.client(), external_conversation_id="p"))
+    if entry.endswith(".parse"):
+        assert got.parsed_output == Weather(city="Paris", temp=21)
     msgs = delivered(gf_client, capture_server)
-    replies = [m for m in msgs if m.get("role") == "assistant"]
-    assert [m["content"] for m in replies] == [
-        '{"city": "Paris", "temp": 21}',
-        "beta answer",
-        "beta streamed",
-        '{"city": "Oslo", "temp": 3}',
-    ]
-    assert [m["properties"]["api"] for m in replies] == [
-        "messages",
-        "beta.messages",
-        "beta.messages",
-        "beta.messages",
-    ]
-    assert len(fake.requests) == 4  # each logged once, none twice
+    assert [
+        (m["content"], m["properties"]["api"]) for m in msgs if m.get("role") == "assistant"
+    ] == [('{"city": "Paris", "temp": 21}', entry.rpartition(".")[0])]
+    assert len(fake.requests) == 1  # logged once, not twice
 
 
 def _overloaded(fake: FakeAnthropic) -> None:
@@ -756,15 +794,15 @@ def test_explicit_client_keyword_and_with_options_copies(make_client, capture_se
 
 def test_bedrock_and_vertex_clients(gf_client, capture_server, flavor):
     fake = FakeAnthropic()
+    # static keys: signing them is offline (boto3, the SDK's bedrock extra)
+    auth = {"api_key": "k"} if BEDROCK_API_KEY else {"aws_access_key": "a", "aws_secret_key": "s"}
     if flavor == "async":
-        bedrock = fake.async_client(
-            anthropic.AsyncAnthropicBedrock, api_key="k", aws_region="us-east-1"
-        )
+        bedrock = fake.async_client(anthropic.AsyncAnthropicBedrock, aws_region="us-east-1", **auth)
         vertex = fake.async_client(
             anthropic.AsyncAnthropicVertex, region="us-east5", project_id="p", access_token="t"
         )
     else:
-        bedrock = fake.client(anthropic.AnthropicBedrock, api_key="k", aws_region="us-east-1")
+        bedrock = fake.client(anthropic.AnthropicBedrock, aws_region="us-east-1", **auth)
         vertex = fake.client(
             anthropic.AnthropicVertex, region="us-east5", project_id="p", access_token="t"
         )
@@ -834,8 +872,10 @@ def test_not_logged_when_an_outer_integration_records_the_call(gf_client, captur
     assert [m["content"] for m in msgs] == ["c", "Answer 1"]
 
 
+@pytest.mark.skipif(not HAS_LANGCHAIN_ANTHROPIC, reason=NO_LANGCHAIN)
 def test_chat_anthropic_with_a_wrapped_client_is_logged_once(gf_client, capture_server):
-    langchain_anthropic = pytest.importorskip("langchain_anthropic")
+    import langchain_anthropic
+
     from gf_integrations.langchain import GreenflashCallbackHandler
 
     fake = FakeAnthropic()
@@ -860,10 +900,12 @@ def test_chat_anthropic_with_a_wrapped_client_is_logged_once(gf_client, capture_
     assert {r["externalConversationId"] for r in capture_server.requests} == {"lc"}
 
 
+@pytest.mark.skipif(not HAS_LANGCHAIN_ANTHROPIC, reason=NO_LANGCHAIN)
 def test_chat_anthropic_with_a_wrapped_client_and_no_handler_is_logged_by_the_wrapper(
     gf_client, capture_server
 ):
-    langchain_anthropic = pytest.importorskip("langchain_anthropic")
+    import langchain_anthropic
+
     fake = FakeAnthropic()
     fake.queue(text("first"))
     fake.queue(text("Let me check."), tool_use("get_weather", {"city": "Oslo"}, id="toolu_lc"))
