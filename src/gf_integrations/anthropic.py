@@ -12,13 +12,17 @@
 ``AsyncAnthropic``, ``AnthropicBedrock``, ``AnthropicVertex`` or an async twin). It replaces
 a few bound methods *on that instance*: ``messages.create`` / ``parse`` / ``stream`` and
 their ``beta.messages`` mirrors, and ``copy`` / ``with_options`` so that copies are
-instrumented too. Classes are never patched.
+instrumented too. Classes are never patched. What the installed SDK lacks (``parse``
+before anthropic 0.77, ``beta.messages.stream`` before 0.43, a platform client's ``beta``)
+is left alone: nothing is added, nothing fails.
 
 What reaches the caller is exactly what the bare client returns or raises: the same
 ``Message`` objects, the same ``Stream`` / ``MessageStreamManager`` objects (the raw
-stream's private ``_iterator`` is tapped), the same exceptions. Raw-response calls
-(``with_raw_response``, ``with_streaming_response``, as LangChain's ``ChatAnthropic``
-makes them) are recorded when the caller parses them; read as bytes or lines, they are not.
+stream's private ``_iterator`` is tapped; before anthropic 0.43 the stream helper builds its
+own stream on the raw stream's response and client, and is handed a view of that client
+that notes the events), the same exceptions. Raw-response calls (``with_raw_response``,
+``with_streaming_response``, as LangChain's ``ChatAnthropic`` makes them) are recorded when
+the caller parses them; read as bytes or lines, they are not.
 
 Mapping: ``system`` becomes the conversation's system prompt; the new user turn a
 ``user`` message; ``text`` blocks the reply (a ``thought`` when ``tool_use`` blocks

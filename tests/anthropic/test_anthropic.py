@@ -506,7 +506,7 @@ def _cut(fake: FakeAnthropic) -> None:
 def test_dropped_connection_mid_stream_is_reraised_and_recorded_partial(
     gf_client, capture_server, flavor, stream_mode
 ):
-    # the class depends on the SDK (httpx's RemoteProtocolError, APIConnectionError in 2.x)
+    # the class depends on the SDK: httpx's RemoteProtocolError at 0.40, APIConnectionError at 2.17
     bare = bare_error(_cut, flavor, stream_mode, messages=[user("a")])
     fake = FakeAnthropic()
     _cut(fake)
