@@ -92,9 +92,13 @@ CELLS: dict[str, Cell] = {
         tests=("tests/openai",),
     ),
     "anthropic": Cell(
-        extras=("anthropic",),
+        # local: the collector end-to-end test
+        extras=("anthropic", "local"),
         frameworks=("anthropic",),
         tests=("tests/anthropic",),
+        # AnthropicBedrock before anthropic 0.88 signs with boto3 (the SDK's bedrock extra
+        # asks boto3>=1.28.57 at 0.40)
+        deps=("boto3>=1.28.57",),
     ),
     "otel": Cell(
         extras=("otel", "openai"),

@@ -12,13 +12,17 @@
 ``AsyncAnthropic``, ``AnthropicBedrock``, ``AnthropicVertex`` or an async twin). It replaces
 a few bound methods *on that instance*: ``messages.create`` / ``parse`` / ``stream`` and
 their ``beta.messages`` mirrors, and ``copy`` / ``with_options`` so that copies are
-instrumented too. Classes are never patched.
+instrumented too. Classes are never patched. What the installed SDK lacks (``parse``
+before anthropic 0.77, ``beta.messages.stream`` before 0.43, a platform client's ``beta``)
+is left alone: nothing is added, nothing fails.
 
 What reaches the caller is exactly what the bare client returns or raises: the same
 ``Message`` objects, the same ``Stream`` / ``MessageStreamManager`` objects (the raw
-stream's private ``_iterator`` is tapped), the same exceptions. Raw-response calls
-(``with_raw_response``, ``with_streaming_response``, as LangChain's ``ChatAnthropic``
-makes them) are recorded when the caller parses them; read as bytes or lines, they are not.
+stream's private ``_iterator`` is tapped; before anthropic 0.43 the stream helper builds its
+own stream on the raw stream's response and client, and is handed a view of that client
+that notes the events), the same exceptions. Raw-response calls (``with_raw_response``,
+``with_streaming_response``, as LangChain's ``ChatAnthropic`` makes them) are recorded when
+the caller parses them; read as bytes or lines, they are not.
 
 Mapping: ``system`` becomes the conversation's system prompt; the new user turn a
 ``user`` message; ``text`` blocks the reply (a ``thought`` when ``tool_use`` blocks
@@ -32,7 +36,8 @@ in the reply's properties.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator, Mapping, Sequence
+import inspect
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 try:
@@ -50,6 +55,7 @@ from .core.clientwrap import (
     StreamTap,
     WrapConfig,
     async_method,
+    finish_when_collected,
     get_field,
     instrument_copies,
     lazy_usage,
@@ -63,6 +69,8 @@ from .core.clientwrap import (
     sync_method,
     tap_async,
     tap_sync,
+    watch_aclose,
+    watch_close,
 )
 from .core.events import ChatMessage, LLMCall, ToolCallSpec
 from .core.kit import identity_keywords
@@ -90,6 +98,21 @@ _PLACEHOLDERS = {
     "container_upload": "[file]",
 }
 REDACTED_THINKING = "[redacted thinking]"
+
+
+def _helper_reads_the_response() -> bool:
+    """anthropic < 0.43: the stream helper's ``MessageStream`` is built from the raw stream's
+    response and client and reads the response itself; the raw stream is dropped unread."""
+    try:
+        from anthropic.lib.streaming import MessageStream
+
+        params = inspect.signature(MessageStream.__init__).parameters
+    except Exception:
+        return False
+    return "raw_stream" not in params and "response" in params
+
+
+_HELPER_READS_RESPONSE = _helper_reads_the_response()
 
 
 def _log_once(where: str, exc: BaseException) -> None:
@@ -229,6 +252,8 @@ def _tap_manager(manager: Any, call: _Call, is_async: bool) -> None:
             except anthropic.AnthropicError as exc:
                 _fail(call, exc)
                 raise
+            if _HELPER_READS_RESPONSE:
+                return _tap_helper_stream(call, raw, is_async)
             return _finish(call, raw)
 
         setattr(manager, name, send)
@@ -257,7 +282,100 @@ class _AsyncSend:
         except anthropic.AnthropicError as exc:
             _fail(self.call, exc)
             raise
+        if _HELPER_READS_RESPONSE:
+            return _tap_helper_stream(self.call, raw, True)
         return _finish(self.call, raw)
+
+
+def _tap_helper_stream(call: _Call, raw: Any, is_async: bool) -> Any:
+    """anthropic < 0.43: the helper's stream reads ``raw``'s response through ``raw``'s
+    client, so that client is seen through a view that notes the events; ``raw`` is
+    returned unchanged otherwise (and dropped by the helper, unread)."""
+    try:
+        tap = _Tap(call)
+        view = _ClientView(raw._client, tap)
+        raw._client = view
+        (watch_aclose if is_async else watch_close)(raw.response, tap)
+        finish_when_collected(view, tap)  # the view lives as long as the helper's stream
+    except Exception as exc:
+        _log_once("stream()", exc)
+    return raw
+
+
+class _ClientView:
+    """The SDK client as an old stream helper's own stream uses it: the same, except that
+    the events it parses are noted in ``tap``, and the stream's end seen (the decoder)."""
+
+    __slots__ = ("__weakref__", "_gf_client", "_gf_tap")
+
+    def __init__(self, client: Any, tap: _Tap) -> None:
+        self._gf_client = client
+        self._gf_tap = tap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gf_client, name)
+
+    def _make_sse_decoder(self) -> Any:
+        return _Decoder(self._gf_client._make_sse_decoder(), self._gf_tap)
+
+    def _process_response_data(self, *args: Any, **kwargs: Any) -> Any:
+        item = self._gf_client._process_response_data(*args, **kwargs)
+        try:
+            self._gf_tap.keep(item)
+        except Exception as exc:
+            _log_once("stream()", exc)
+        return item
+
+    def _make_status_error(self, *args: Any, **kwargs: Any) -> Any:
+        # an SSE `error` event: the stream raises what this returns
+        error = self._gf_client._make_status_error(*args, **kwargs)
+        self._gf_tap.finish("error", error)
+        return error
+
+
+class _Decoder:
+    """An SSE decoder whose iteration marks the stream's end: exhausted, error, abandoned."""
+
+    __slots__ = ("_gf_decoder", "_gf_tap")
+
+    def __init__(self, decoder: Any, tap: _Tap) -> None:
+        self._gf_decoder = decoder
+        self._gf_tap = tap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gf_decoder, name)
+
+    def iter_bytes(self, chunks: Iterator[bytes]) -> Iterator[Any]:
+        tap = self._gf_tap
+        tap.running = True
+        try:
+            for sse in self._gf_decoder.iter_bytes(chunks):
+                tap.running = False
+                yield sse
+                tap.running = True
+        except GeneratorExit:
+            tap.finish("abandoned")
+            raise
+        except BaseException as exc:
+            tap.finish("error", exc)
+            raise
+        tap.finish("exhausted")
+
+    async def aiter_bytes(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        tap = self._gf_tap
+        tap.running = True
+        try:
+            async for sse in self._gf_decoder.aiter_bytes(chunks):
+                tap.running = False
+                yield sse
+                tap.running = True
+        except GeneratorExit:
+            tap.finish("abandoned")
+            raise
+        except BaseException as exc:
+            tap.finish("error", exc)
+            raise
+        tap.finish("exhausted")
 
 
 # -- one call -------------------------------------------------------------------------

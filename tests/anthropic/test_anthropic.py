@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import inspect
 import json
 import logging
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
-import httpx2
 import pytest
 from anthropic.lib.streaming import MessageStreamManager
+from anthropic.resources import beta as beta_resources
+from anthropic.resources import messages as messages_resources
 from anthropic.types import Message
 from pydantic import BaseModel
 
@@ -35,6 +38,7 @@ from helpers.fake_anthropic import (
     DEFAULT_USAGE,
     FakeAnthropic,
     redacted_thinking,
+    sdk_http,
     text,
     thinking,
     tool_use,
@@ -51,6 +55,15 @@ TOOLS = [
 ]
 MODES = ["create", "create-stream", "stream-helper"]
 STREAM_MODES = MODES[1:]
+
+# what the installed SDK has (the floor, anthropic 0.40, lacks these)
+HAS_PARSE = hasattr(messages_resources.Messages, "parse")
+HAS_BETA_PARSE = hasattr(beta_resources.messages.Messages, "parse")
+HAS_BETA_STREAM = hasattr(beta_resources.messages.Messages, "stream")
+# before it took an API key, AnthropicBedrock signed every request with boto3 (SigV4)
+BEDROCK_API_KEY = "api_key" in inspect.signature(anthropic.AnthropicBedrock.__init__).parameters
+HAS_LANGCHAIN_ANTHROPIC = importlib.util.find_spec("langchain_anthropic") is not None
+NO_LANGCHAIN = "langchain-anthropic is not installed (the locked suite runs this)"
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -76,12 +89,14 @@ def _call(client: Anthropic, mode: str, kwargs: dict[str, Any]) -> Any:
 
 
 class Driver:
-    """One wrapped client, sync or async, calling in one of the three modes."""
+    """One wrapped client (or a bare one), sync or async, calling in one of the three modes."""
 
-    def __init__(self, fake: FakeAnthropic, flavor: str, mode: str, **wrap: Any) -> None:
+    def __init__(
+        self, fake: FakeAnthropic, flavor: str, mode: str, *, bare: bool = False, **wrap: Any
+    ) -> None:
         self.flavor, self.mode = flavor, mode
         raw = fake.async_client() if flavor == "async" else fake.client()
-        self.client = wrap_anthropic(raw, **wrap)
+        self.client = raw if bare else wrap_anthropic(raw, **wrap)
 
     def __call__(self, **kwargs: Any) -> Any:
         kwargs.setdefault("model", MODEL)
@@ -89,6 +104,23 @@ class Driver:
         if self.flavor == "async":
             return asyncio.run(_acall(self.client, self.mode, kwargs))
         return _call(self.client, self.mode, kwargs)
+
+
+def bare_error(
+    script: Callable[[FakeAnthropic], object], flavor: str, mode: str, **call: Any
+) -> BaseException:
+    """What an unwrapped client raises on this fault, to compare the wrapped one against:
+    our wrapper re-raises exactly that, whatever class the installed SDK uses for it."""
+    fake = FakeAnthropic()
+    script(fake)
+    with pytest.raises(Exception) as info:
+        Driver(fake, flavor, mode, bare=True)(**call)
+    return info.value
+
+
+def assert_same_error(got: BaseException, bare: BaseException) -> None:
+    assert type(got) is type(bare)
+    assert str(got) == str(bare)
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -116,7 +148,7 @@ def test_returns_the_same_client_and_unchanged_types(gf_client, capture_server):
     assert type(r) is Message
     s = client.messages.create(stream=True, **kw)
     assert type(s) is anthropic.Stream
-    assert isinstance(s.response, httpx2.Response)
+    assert isinstance(s.response, sdk_http.Response)
     with s:
         events = list(s)
     assert next(e.type for e in events) == "message_start"
@@ -142,8 +174,13 @@ def test_wrapped_methods_keep_signatures_and_bad_arguments_fail_loudly():
     assert "self" not in sig.parameters
     aclient = wrap_anthropic(fake.async_client())
     assert inspect.iscoroutinefunction(aclient.messages.create)
-    assert inspect.iscoroutinefunction(aclient.messages.parse)
     assert inspect.iscoroutinefunction(aclient.beta.messages.create)
+    # what the SDK has is wrapped and stays a coroutine function; what it lacks stays absent
+    assert hasattr(aclient.messages, "parse") is HAS_PARSE
+    assert hasattr(aclient.beta.messages, "parse") is HAS_BETA_PARSE
+    assert hasattr(aclient.beta.messages, "stream") is HAS_BETA_STREAM
+    if HAS_PARSE:
+        assert inspect.iscoroutinefunction(aclient.messages.parse)
     assert not inspect.iscoroutinefunction(aclient.messages.stream)
     with pytest.raises(TypeError, match="wrap_anthropic"):
         wrap_anthropic(object())
@@ -457,70 +494,85 @@ def test_an_async_stream_manager_never_entered_leaves_no_coroutine_of_ours(gf_cl
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("stream_mode", STREAM_MODES)
-def test_dropped_connection_mid_stream_is_reraised_and_recorded_partial(
-    gf_client, capture_server, flavor, stream_mode
-):
-    fake = FakeAnthropic()
+def _cut(fake: FakeAnthropic) -> None:
     fake.queue(
         text("cut short here"),
         tool_use("get_weather", {"city": "Paris"}, id="toolu_c"),
         cut_after=12,  # message_start, ping, the text block, then into the JSON
     )
+
+
+@pytest.mark.parametrize("stream_mode", STREAM_MODES)
+def test_dropped_connection_mid_stream_is_reraised_and_recorded_partial(
+    gf_client, capture_server, flavor, stream_mode
+):
+    # the class depends on the SDK: httpx's RemoteProtocolError at 0.40, APIConnectionError at 2.17
+    bare = bare_error(_cut, flavor, stream_mode, messages=[user("a")])
+    fake = FakeAnthropic()
+    _cut(fake)
     ask = Driver(fake, flavor, stream_mode, external_conversation_id=f"cut-{flavor}-{stream_mode}")
-    with pytest.raises(httpx2.RemoteProtocolError):
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("a")])
+    assert_same_error(info.value, bare)
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "thought", "tool_call"]
     said, call = msgs[1], msgs[2]
     assert said["content"] == "cut short here"
     assert said["properties"]["partial"] is True
     assert said["properties"]["streamEnd"] == "error"
-    assert said["properties"]["error"]["type"] == "RemoteProtocolError"
+    assert said["properties"]["error"]["type"] == type(bare).__name__
     # the tool input was cut mid-JSON: kept verbatim, marked
     assert call["input"]["invalidJson"] is True
     assert call["input"]["arguments"].startswith('{"cit')
+
+
+def _sse_error(fake: FakeAnthropic) -> None:
+    fake.queue(
+        text("Overloaded soon"), stream_error=("overloaded_error", "Overloaded"), error_after=4
+    )
 
 
 @pytest.mark.parametrize("stream_mode", STREAM_MODES)
 def test_sse_error_event_is_reraised_unchanged_and_recorded(
     gf_client, capture_server, flavor, stream_mode
 ):
+    bare = bare_error(_sse_error, flavor, stream_mode, messages=[user("a")])
+    assert isinstance(bare, anthropic.APIError)  # the SDK's own error, whichever subclass
     fake = FakeAnthropic()
-    fake.queue(
-        text("Overloaded soon"), stream_error=("overloaded_error", "Overloaded"), error_after=4
-    )
+    _sse_error(fake)
     ask = Driver(fake, flavor, stream_mode, external_conversation_id=f"sse-{flavor}-{stream_mode}")
-    with pytest.raises(anthropic.APIStatusError) as info:
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("a")])
+    assert_same_error(info.value, bare)
     assert "overloaded_error" in str(info.value)
     reply = delivered(gf_client, capture_server)[-1]
     assert reply["content"] == "Over"
     assert reply["properties"]["partial"] is True
-    assert reply["properties"]["error"]["type"] == "APIStatusError"
+    assert reply["properties"]["error"]["type"] == type(bare).__name__
 
 
 # -- errors, raw calls, own failures -------------------------------------------------------
 
 
-def test_api_error_is_reraised_unchanged_and_recorded(gf_client, capture_server, flavor, mode):
-    bare_fake = FakeAnthropic()
-    bare_fake.queue_error(400, "invalid_request_error", "max_tokens: too large")
-    with pytest.raises(anthropic.BadRequestError) as bare_info:
-        bare_fake.client().messages.create(model=MODEL, max_tokens=1, messages=[user("x")])
-    fake = FakeAnthropic()
+def _bad_request(fake: FakeAnthropic) -> None:
     fake.queue_error(400, "invalid_request_error", "max_tokens: too large")
+
+
+def test_api_error_is_reraised_unchanged_and_recorded(gf_client, capture_server, flavor, mode):
+    bare = bare_error(_bad_request, flavor, mode, messages=[user("x")])
+    assert isinstance(bare, anthropic.APIStatusError)
+    fake = FakeAnthropic()
+    _bad_request(fake)
     ask = Driver(fake, flavor, mode, external_conversation_id=f"err-{flavor}-{mode}")
-    with pytest.raises(anthropic.BadRequestError) as info:
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("x")])
-    assert type(info.value) is type(bare_info.value)
-    assert str(info.value) == str(bare_info.value)
+    assert_same_error(info.value, bare)
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "llm"]
     err = msgs[1]
-    assert err["content"].startswith("BadRequestError: ")
+    assert err["content"].startswith(f"{type(bare).__name__}: ")
     assert err["properties"]["statusCode"] == 400
-    assert err["properties"]["error"]["type"] == "BadRequestError"
+    assert err["properties"]["error"]["type"] == type(bare).__name__
     assert err["model"] == MODEL
 
 
@@ -545,6 +597,12 @@ def test_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     assert got[1]["model"] == MODEL
 
 
+async def _parse(raw: Any) -> Any:
+    # anthropic 0.x's async raw response (a legacy response) parses synchronously
+    value = raw.parse()
+    return await value if inspect.isawaitable(value) else value
+
+
 def test_async_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     fake = FakeAnthropic()
     fake.queue(text("parsed"))
@@ -554,11 +612,11 @@ def test_async_raw_response_calls_logged_when_parsed(gf_client, capture_server):
 
     async def main() -> None:
         raw = await client.messages.with_raw_response.create(messages=[user("a")], **kw)
-        assert (await raw.parse()).content[0].text == "parsed"
+        assert (await _parse(raw)).content[0].text == "parsed"
         async with client.messages.with_streaming_response.create(
             messages=[user("b")], stream=True, **kw
         ) as resp:
-            stream = await resp.parse()
+            stream = await _parse(resp)
             assert type(stream) is anthropic.AsyncStream
             assert [e.type async for e in stream][-1] == "message_stop"
         async with client.messages.with_streaming_response.create(
@@ -606,64 +664,87 @@ class Weather(BaseModel):
     temp: int
 
 
-def test_parse_and_beta_messages(gf_client, capture_server, flavor):
+def _entry(client: Any, name: str) -> Any:
+    """``client.beta.messages.parse`` for ``"beta.messages.parse"``."""
+    for part in name.split("."):
+        client = getattr(client, part)
+    return client
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(
+            "messages.parse",
+            marks=pytest.mark.skipif(
+                not HAS_PARSE, reason="anthropic < 0.77 has no messages.parse"
+            ),
+        ),
+        "beta.messages.create",
+        pytest.param(
+            "beta.messages.stream",
+            marks=pytest.mark.skipif(
+                not HAS_BETA_STREAM, reason="anthropic < 0.43 has no beta.messages.stream"
+            ),
+        ),
+        pytest.param(
+            "beta.messages.parse",
+            marks=pytest.mark.skipif(
+                not HAS_BETA_PARSE, reason="anthropic < 0.73 has no beta.messages.parse"
+            ),
+        ),
+    ],
+)
+def test_parse_and_beta_messages(gf_client, capture_server, flavor, entry):
     fake = FakeAnthropic()
     fake.queue(text('{"city": "Paris", "temp": 21}'))
-    fake.queue(text("beta answer"))
-    fake.queue(text("beta streamed"))
-    fake.queue(text('{"city": "Oslo", "temp": 3}'))
-    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 64}
+    kw: dict[str, Any] = {"model": MODEL, "max_tokens": 64, "messages": [user("p")]}
+    if entry.endswith(".parse"):
+        kw["output_format"] = Weather
 
     async def amain(client: AsyncAnthropic) -> Any:
-        p = await client.messages.parse(messages=[user("p")], output_format=Weather, **kw)
-        await client.beta.messages.create(messages=[user("b")], **kw)
-        async with client.beta.messages.stream(messages=[user("bs")], **kw) as s:
-            await s.until_done()
-        await client.beta.messages.parse(messages=[user("bp")], output_format=Weather, **kw)
-        return p
+        if entry.endswith(".stream"):
+            async with _entry(client, entry)(**kw) as s:
+                return await s.get_final_message()
+        return await _entry(client, entry)(**kw)
 
     def main(client: Anthropic) -> Any:
-        p = client.messages.parse(messages=[user("p")], output_format=Weather, **kw)
-        client.beta.messages.create(messages=[user("b")], **kw)
-        with client.beta.messages.stream(messages=[user("bs")], **kw) as s:
-            s.until_done()
-        client.beta.messages.parse(messages=[user("bp")], output_format=Weather, **kw)
-        return p
+        if entry.endswith(".stream"):
+            with _entry(client, entry)(**kw) as s:
+                return s.get_final_message()
+        return _entry(client, entry)(**kw)
 
     if flavor == "async":
-        parsed = asyncio.run(
-            amain(wrap_anthropic(fake.async_client(), external_conversation_id="p"))
-        )
+        got = asyncio.run(amain(wrap_anthropic(fake.async_client(), external_conversation_id="p")))
     else:
-        parsed = main(wrap_anthropic(fake.client(), external_conversation_id="p"))
-    assert parsed.parsed_output == Weather(city="Paris", temp=21)
+        got = main(wrap_anthropic(fake.client(), external_conversation_id="p"))
+    if entry.endswith(".parse"):
+        assert got.parsed_output == Weather(city="Paris", temp=21)
     msgs = delivered(gf_client, capture_server)
-    replies = [m for m in msgs if m.get("role") == "assistant"]
-    assert [m["content"] for m in replies] == [
-        '{"city": "Paris", "temp": 21}',
-        "beta answer",
-        "beta streamed",
-        '{"city": "Oslo", "temp": 3}',
-    ]
-    assert [m["properties"]["api"] for m in replies] == [
-        "messages",
-        "beta.messages",
-        "beta.messages",
-        "beta.messages",
-    ]
-    assert len(fake.requests) == 4  # each logged once, none twice
+    assert [
+        (m["content"], m["properties"]["api"]) for m in msgs if m.get("role") == "assistant"
+    ] == [('{"city": "Paris", "temp": 21}', entry.rpartition(".")[0])]
+    assert len(fake.requests) == 1  # logged once, not twice
+
+
+def _overloaded(fake: FakeAnthropic) -> None:
+    fake.queue_error(529, "overloaded_error", "Overloaded")
 
 
 def test_stream_helper_error_on_enter_is_reraised_and_recorded(gf_client, capture_server, flavor):
+    bare = bare_error(_overloaded, flavor, "stream-helper", messages=[user("x")])
+    assert isinstance(bare, anthropic.APIStatusError)
     fake = FakeAnthropic()
-    fake.queue_error(529, "overloaded_error", "Overloaded")
+    _overloaded(fake)
     ask = Driver(fake, flavor, "stream-helper", external_conversation_id="enter")
-    with pytest.raises(anthropic.APIStatusError) as info:
+    with pytest.raises(type(bare)) as info:
         ask(messages=[user("x")])
+    assert_same_error(info.value, bare)
     assert info.value.status_code == 529
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "llm"]
     assert msgs[1]["properties"]["statusCode"] == 529
+    assert msgs[1]["properties"]["error"]["type"] == type(bare).__name__
 
 
 def test_identity_precedence(gf_client, capture_server, flavor):
@@ -713,15 +794,15 @@ def test_explicit_client_keyword_and_with_options_copies(make_client, capture_se
 
 def test_bedrock_and_vertex_clients(gf_client, capture_server, flavor):
     fake = FakeAnthropic()
+    # static keys: signing them is offline (boto3, the SDK's bedrock extra)
+    auth = {"api_key": "k"} if BEDROCK_API_KEY else {"aws_access_key": "a", "aws_secret_key": "s"}
     if flavor == "async":
-        bedrock = fake.async_client(
-            anthropic.AsyncAnthropicBedrock, api_key="k", aws_region="us-east-1"
-        )
+        bedrock = fake.async_client(anthropic.AsyncAnthropicBedrock, aws_region="us-east-1", **auth)
         vertex = fake.async_client(
             anthropic.AsyncAnthropicVertex, region="us-east5", project_id="p", access_token="t"
         )
     else:
-        bedrock = fake.client(anthropic.AnthropicBedrock, api_key="k", aws_region="us-east-1")
+        bedrock = fake.client(anthropic.AnthropicBedrock, aws_region="us-east-1", **auth)
         vertex = fake.client(
             anthropic.AnthropicVertex, region="us-east5", project_id="p", access_token="t"
         )
@@ -791,8 +872,10 @@ def test_not_logged_when_an_outer_integration_records_the_call(gf_client, captur
     assert [m["content"] for m in msgs] == ["c", "Answer 1"]
 
 
+@pytest.mark.skipif(not HAS_LANGCHAIN_ANTHROPIC, reason=NO_LANGCHAIN)
 def test_chat_anthropic_with_a_wrapped_client_is_logged_once(gf_client, capture_server):
-    langchain_anthropic = pytest.importorskip("langchain_anthropic")
+    import langchain_anthropic
+
     from gf_integrations.langchain import GreenflashCallbackHandler
 
     fake = FakeAnthropic()
@@ -817,10 +900,12 @@ def test_chat_anthropic_with_a_wrapped_client_is_logged_once(gf_client, capture_
     assert {r["externalConversationId"] for r in capture_server.requests} == {"lc"}
 
 
+@pytest.mark.skipif(not HAS_LANGCHAIN_ANTHROPIC, reason=NO_LANGCHAIN)
 def test_chat_anthropic_with_a_wrapped_client_and_no_handler_is_logged_by_the_wrapper(
     gf_client, capture_server
 ):
-    langchain_anthropic = pytest.importorskip("langchain_anthropic")
+    import langchain_anthropic
+
     fake = FakeAnthropic()
     fake.queue(text("first"))
     fake.queue(text("Let me check."), tool_use("get_weather", {"city": "Oslo"}, id="toolu_lc"))

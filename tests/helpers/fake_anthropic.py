@@ -22,9 +22,9 @@ Usage::
     fake.queue(text("cut short"), cut_after=4)   # stream drops after 4 SSE events
     fake.queue(text("x"), stream_error=("overloaded_error", "Overloaded"), error_after=3)
 
-    client = fake.client()           # anthropic.Anthropic over httpx2.MockTransport
+    client = fake.client()           # anthropic.Anthropic over a MockTransport
     aclient = fake.async_client()    # anthropic.AsyncAnthropic, same fake
-    transport = fake.transport()     # or build your own: httpx2.Client(transport=...)
+    transport = fake.transport()     # or build your own: sdk_http.Client(transport=...)
 
     with fake.serve() as base_url:   # the same fake on a loopback port (real HTTP)
         ChatAnthropic(model="claude-sonnet-4-6", base_url=base_url, api_key="k",
@@ -41,14 +41,16 @@ the fake answers ``text(f"Answer {n}")``, n being the number of user turns in th
 when that is set. The response ``model`` echoes the request's unless the reply names one
 or ``FakeAnthropic(resolve={"alias": "dated-id"})`` maps it.
 
-The ``anthropic`` SDK 2.x uses ``httpx2`` (its fork of httpx): ``http_client=`` must be an
-``httpx2.Client`` / ``httpx2.AsyncClient``, and the transport an ``httpx2.MockTransport``.
+The ``anthropic`` SDK 2.x uses ``httpx2`` (its fork of httpx), older releases ``httpx``:
+``http_client=`` must be a ``Client`` / ``AsyncClient`` of the one the installed SDK uses,
+and the transport its ``MockTransport``. :data:`sdk_http` is that module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import itertools
 import json
 import threading
@@ -56,13 +58,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx2
-
 __all__ = [
     "DEFAULT_USAGE",
     "FakeAnthropic",
     "Reply",
     "redacted_thinking",
+    "sdk_http",
     "text",
     "thinking",
     "tool_use",
@@ -76,6 +77,18 @@ DEFAULT_USAGE: dict[str, Any] = {
 }
 
 _ids = itertools.count(1)
+
+
+def _sdk_http() -> Any:
+    """The HTTP package the installed SDK is built on: ``httpx2`` (2.x) or ``httpx``."""
+    import anthropic
+
+    # the SDK's default client subclasses that package's Client
+    base = anthropic.DefaultHttpxClient.__mro__[1]
+    return importlib.import_module(base.__module__.partition(".")[0])
+
+
+sdk_http = _sdk_http()
 
 
 def text(value: str, citations: list[Any] | None = None) -> dict[str, Any]:
@@ -131,7 +144,7 @@ class Reply:
 
 
 class FakeAnthropic:
-    """The fake Messages API: a ``httpx2.MockTransport`` handler and a loopback server."""
+    """The fake Messages API: a ``MockTransport`` handler and a loopback server."""
 
     def __init__(self, resolve: dict[str, str] | None = None) -> None:
         self.resolve = dict(resolve or {})
@@ -179,9 +192,9 @@ class FakeAnthropic:
 
     # -- clients -----------------------------------------------------------------------
 
-    def transport(self) -> httpx2.MockTransport:
-        """A ``httpx2.MockTransport`` answering with this fake (sync and async)."""
-        return httpx2.MockTransport(self.handle)
+    def transport(self) -> Any:
+        """A ``MockTransport`` (of :data:`sdk_http`) answering with this fake (sync and async)."""
+        return sdk_http.MockTransport(self.handle)
 
     def client(self, cls: Any = None, **kwargs: Any) -> Any:
         """An ``anthropic.Anthropic`` (or ``cls``) on this fake; ``max_retries`` defaults to 0."""
@@ -191,7 +204,7 @@ class FakeAnthropic:
         kwargs.setdefault("max_retries", 0)
         if "api_key" not in kwargs and cls in (anthropic.Anthropic,):
             kwargs["api_key"] = "sk-ant-test-not-a-real-key"
-        return cls(http_client=httpx2.Client(transport=self.transport()), **kwargs)
+        return cls(http_client=sdk_http.Client(transport=self.transport()), **kwargs)
 
     def async_client(self, cls: Any = None, **kwargs: Any) -> Any:
         """An ``anthropic.AsyncAnthropic`` (or ``cls``) on this fake."""
@@ -201,7 +214,7 @@ class FakeAnthropic:
         kwargs.setdefault("max_retries", 0)
         if "api_key" not in kwargs and cls in (anthropic.AsyncAnthropic,):
             kwargs["api_key"] = "sk-ant-test-not-a-real-key"
-        return cls(http_client=httpx2.AsyncClient(transport=self.transport()), **kwargs)
+        return cls(http_client=sdk_http.AsyncClient(transport=self.transport()), **kwargs)
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:
@@ -214,16 +227,16 @@ class FakeAnthropic:
 
     # -- answering ---------------------------------------------------------------------
 
-    def handle(self, request: httpx2.Request) -> httpx2.Response:
+    def handle(self, request: Any) -> Any:
         """The MockTransport handler."""
         status, headers, events, cut = self.answer(
             request.method, request.url.path, dict(request.headers), request.read()
         )
         if events is None:
-            return httpx2.Response(status, headers=headers, content=b"")
+            return sdk_http.Response(status, headers=headers, content=b"")
         if cut:
-            return httpx2.Response(status, headers=headers, stream=_CutStream(events))
-        return httpx2.Response(status, headers=headers, content=b"".join(events))
+            return sdk_http.Response(status, headers=headers, stream=_CutStream(events))
+        return sdk_http.Response(status, headers=headers, content=b"".join(events))
 
     def answer(
         self, method: str, path: str, headers: dict[str, str], raw: bytes
@@ -405,7 +418,7 @@ def _sse_events(message: dict[str, Any], reply: Reply) -> list[bytes]:
     return out
 
 
-class _CutStream(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+class _CutStream(sdk_http.SyncByteStream, sdk_http.AsyncByteStream):
     """Sends the given SSE events, then fails as a dropped connection does."""
 
     def __init__(self, events: list[bytes]) -> None:
@@ -413,12 +426,12 @@ class _CutStream(httpx2.SyncByteStream, httpx2.AsyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self._events
-        raise httpx2.RemoteProtocolError("peer closed connection without sending complete body")
+        raise sdk_http.RemoteProtocolError("peer closed connection without sending complete body")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for event in self._events:
             yield event
-        raise httpx2.RemoteProtocolError("peer closed connection without sending complete body")
+        raise sdk_http.RemoteProtocolError("peer closed connection without sending complete body")
 
 
 class _LoopbackServer:

@@ -457,11 +457,12 @@ class StreamTap(Generic[_C]):
         return props
 
 
-def _on_collect(stream: Any, tap: StreamTap[Any]) -> None:
+def finish_when_collected(owner: Any, tap: StreamTap[Any]) -> None:
+    """Finish ``tap`` as abandoned when ``owner`` (what the caller holds) is collected."""
     # a stream dropped before its generator ever ran gets no GeneratorExit: record it
     # when the stream object goes (not at interpreter exit, when the uploader is gone)
     try:
-        weakref.finalize(stream, tap.finish, "abandoned").atexit = False
+        weakref.finalize(owner, tap.finish, "abandoned").atexit = False
     except TypeError:  # not weak-referenceable: the generator's end still records it
         pass
 
@@ -488,7 +489,13 @@ def tap_sync(stream: Any, tap: StreamTap[Any]) -> None:
         tap.finish("exhausted")
 
     stream._iterator = tapped()
-    response = stream.response
+    watch_close(stream.response, tap)
+    finish_when_collected(stream, tap)
+
+
+def watch_close(response: Any, tap: StreamTap[Any]) -> None:
+    """Finish ``tap`` as closed when the caller closes ``response`` (a sync HTTP response)
+    early: the stream's ``close`` and its context managers all reach it."""
     close = response.close
 
     def close_hook() -> None:
@@ -499,7 +506,6 @@ def tap_sync(stream: Any, tap: StreamTap[Any]) -> None:
                 tap.finish("closed")
 
     response.close = close_hook
-    _on_collect(stream, tap)
 
 
 def tap_async(stream: Any, tap: StreamTap[Any]) -> None:
@@ -524,7 +530,12 @@ def tap_async(stream: Any, tap: StreamTap[Any]) -> None:
         tap.finish("exhausted")
 
     stream._iterator = tapped()
-    response = stream.response
+    watch_aclose(stream.response, tap)
+    finish_when_collected(stream, tap)
+
+
+def watch_aclose(response: Any, tap: StreamTap[Any]) -> None:
+    """The async twin of :func:`watch_close` (``response.aclose``)."""
     aclose = response.aclose
 
     async def aclose_hook() -> None:
@@ -535,4 +546,3 @@ def tap_async(stream: Any, tap: StreamTap[Any]) -> None:
                 tap.finish("closed")
 
     response.aclose = aclose_hook
-    _on_collect(stream, tap)
