@@ -30,15 +30,19 @@ nox.options.error_on_missing_interpreters = True
 nox.options.reuse_venv = "no"
 # use the machine's interpreters; never download one
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
-# pyenv's shims answer `python3.10` only for the versions that are active: make them all so
-if shutil.which("pyenv") and "PYENV_VERSION" not in os.environ:
+# pyenv's shims answer `python3.10` only for the versions that are active (a shim that ran
+# nox has set PYENV_VERSION to one of them): make them all active, the current one first
+if shutil.which("pyenv"):
 
     def _pyenv(*args: str) -> list[str]:
         return subprocess.run(["pyenv", *args], capture_output=True, text=True).stdout.split()
 
-    current = _pyenv("version-name")  # stays what plain `python` means
+    active = (
+        os.environ.get("PYENV_VERSION", "").split(":") if os.environ.get("PYENV_VERSION") else []
+    )
+    active = active or _pyenv("version-name")
     installed = [v for v in _pyenv("versions", "--bare") if "/" not in v]
-    os.environ["PYENV_VERSION"] = ":".join(current + [v for v in installed if v not in current])
+    os.environ["PYENV_VERSION"] = ":".join(active + [v for v in installed if v not in active])
 
 ROOT = Path(__file__).parent
 FLOOR_PYTHON = "3.10"
