@@ -94,6 +94,17 @@ CELLS: dict[str, Cell] = {
         extras=("openai",),
         frameworks=("openai",),
         tests=("tests/openai",),
+        # the frameworks over a wrapped client: their own cell (below), they need a newer openai
+        pytest_args=("--ignore", "tests/openai/test_providers_openai.py"),
+    ),
+    # the OpenAI Agents SDK and LangChain's ChatOpenAI over a wrapped client, at their
+    # newest releases (with the openai they resolve to)
+    "openai-agents": Cell(
+        extras=("openai", "langchain"),
+        frameworks=("openai-agents", "langchain-openai", "openai"),
+        tests=("tests/openai/test_providers_openai.py",),
+        deps=("openai-agents>=0.20", "langchain-openai>=1.0"),
+        only=("newest",),
     ),
     "anthropic": Cell(
         # local: the collector end-to-end test

@@ -7,9 +7,10 @@
   or without the LangChain callback handler.
 
 The model talks to ``tests/helpers/fake_openai.py`` (MockTransport, or a loopback port for
-the streamed rows); every assertion is on what the capture server received. Rows whose
-framework is not installed skip (the newest-openai environment of ``make test-openai-latest``
-has neither framework: the Agents SDK and LlamaIndex pin ``openai<3``).
+the streamed rows); every assertion is on what the capture server received. The support
+matrix runs this file in its ``openai-agents`` cell (newest releases); the ``openai``
+cells leave it out: both frameworks need a newer openai than our floor. Rows whose
+framework is not installed skip.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def usage_of(api: str, body: dict[str, Any]) -> dict[str, Any] | None:
 def agents_sdk() -> Iterator[Any]:
     """The Agents SDK with its tracing off (it stays off); its default client and API are
     restored afterwards."""
-    agents = pytest.importorskip("agents")
+    agents = pytest.importorskip("agents", reason="the OpenAI Agents SDK is not installed")
     from agents.models import _openai_shared as shared
     from agents.tracing import get_trace_provider
 
@@ -145,7 +146,7 @@ def test_agents_sdk_over_wrapped_client(agents_sdk, api, mode, gf_client, captur
 def test_chat_openai_with_wrapped_client_logs_once(
     streaming, with_handler, gf_client, capture_server
 ):
-    pytest.importorskip("langchain_openai")
+    pytest.importorskip("langchain_openai", reason="langchain-openai is not installed")
     from langchain_openai import ChatOpenAI
 
     from gf_integrations.langchain import GreenflashCallbackHandler

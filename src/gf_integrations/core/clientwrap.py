@@ -27,6 +27,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from ..client import GreenflashClient, get_client
@@ -44,6 +45,10 @@ DERIVE_CHARS = 4096
 _RUN = uuid.uuid4().hex[:12]
 _seq = itertools.count()
 _warned: set[tuple[str, str]] = set()
+# True while a patched method runs: a patched method that the SDK itself calls from inside
+# another one is the same request, recorded once, by the outer call (before openai 1.50,
+# beta.chat.completions.parse posts through chat.completions.create).
+_inside: ContextVar[bool] = ContextVar("gf_integrations_inside_call", default=False)
 
 
 def log_once(label: str, where: str, exc: BaseException) -> None:
@@ -274,14 +279,17 @@ def sync_method(
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = begin(kwargs)
+        call = None if _inside.get() else begin(kwargs)
         if call is None:
             return original(*args, **kwargs)
+        token = _inside.set(True)
         try:
             result = original(*args, **call.kwargs)
         except errors as exc:
             fail(call, exc)
             raise
+        finally:
+            _inside.reset(token)
         if is_raw(kwargs.get("extra_headers")):
             return finish_on_parse(call, result, finish)
         return finish(call, result)
@@ -303,14 +311,17 @@ def async_method(
     # (`required_args`), and the async stream managers await what create returns.
     @functools.wraps(original)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        call = begin(kwargs)
+        call = None if _inside.get() else begin(kwargs)
         if call is None:
             return await original(*args, **kwargs)
+        token = _inside.set(True)
         try:
             result = await original(*args, **call.kwargs)
         except errors as exc:
             fail(call, exc)
             raise
+        finally:
+            _inside.reset(token)
         if is_raw(kwargs.get("extra_headers")):
             return finish_on_parse(call, result, finish)
         return finish(call, result)

@@ -11,15 +11,17 @@
 ``wrap_openai`` returns the very object it was given (still an ``OpenAI``,
 ``AsyncOpenAI``, ``AzureOpenAI`` or ``AsyncAzureOpenAI``). It replaces a few bound methods
 *on that instance* (chat completions ``create``/``parse``, responses
-``create``/``parse``, embeddings ``create``, and ``copy``/``with_options`` so that copies
-are instrumented too). Classes are never patched: other clients in the process, e.g. the
-ones LangChain creates internally, stay untouched and pay nothing, and the wrapper does
-not stack with peers that patch the classes.
+``create``/``parse``, embeddings ``create``: those the installed SDK has; and
+``copy``/``with_options`` so that copies are instrumented too). Classes are never
+patched: other clients in the process, e.g. the ones LangChain creates internally, stay
+untouched and pay nothing, and the wrapper does not stack with peers that patch the
+classes.
 
 What reaches the caller is exactly what the bare client returns or raises: the same
 response objects, the same ``openai.Stream`` / ``AsyncStream`` objects (their private
 ``_iterator`` is tapped), the same exceptions. Raw-response calls (``with_raw_response``,
 ``with_streaming_response``, which the OpenAI Agents SDK and LangChain's ``ChatOpenAI``
+use) are recorded when the caller parses them.
 
 Layout: this module holds ``wrap_openai`` and the per-call flow (patching, before and
 after each call); ``call`` the call state and identity, ``chat`` / ``responses`` /
@@ -45,6 +47,7 @@ from ..client import GreenflashClient
 from ..core.clientwrap import (
     async_method,
     instrument_copies,
+    log,
     log_once,
     patch,
     record_failure,
@@ -143,24 +146,46 @@ def wrap_openai(
 # -- instrumentation ------------------------------------------------------------------
 
 
+# (api, resource path, methods). Not every SDK release has every one: the Responses API
+# arrived in 1.66; before 1.92 `parse` is only on beta.chat.completions (with no `create`
+# there; before 1.50 it posts through chat.completions.create: recorded once, see
+# core.clientwrap). What a release lacks is simply not patched.
+_ENDPOINTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("chat", ("chat", "completions"), ("create", "parse")),
+    # older code calls client.beta.chat.completions.parse: a separate instance
+    ("chat", ("beta", "chat", "completions"), ("create", "parse")),
+    ("responses", ("responses",), ("create", "parse")),
+    ("embeddings", ("embeddings",), ("create",)),
+)
+_ERRORS = openai.OpenAIError
+
+
 def _instrument(client: Any, cfg: Config) -> None:
     make = async_method if isinstance(client, openai.AsyncOpenAI) else sync_method
     instrument_copies(client, cfg, _instrument)
-    resources: list[tuple[str, Any]] = [("chat", client.chat.completions)]
-    try:
-        # older code calls client.beta.chat.completions.parse: a separate instance
-        resources.append(("chat", client.beta.chat.completions))
-    except Exception:
-        pass
-    resources += [("responses", client.responses), ("embeddings", client.embeddings)]
-    for api, res in resources:
-        begin = functools.partial(_begin, cfg, api)
-        for name in ("create", "parse") if api != "embeddings" else ("create",):
-            patch(
-                res,
-                name,
-                make(getattr(res, name), begin, _finish, _record_api_error, openai.OpenAIError),
-            )
+    for api, path, names in _ENDPOINTS:
+        try:
+            res = _resource(client, path)
+            begin = functools.partial(_begin, cfg, api)
+            for name in names:
+                original = getattr(res, name, None) if res is not None else None
+                if callable(original):
+                    patch(res, name, make(original, begin, _finish, _record_api_error, _ERRORS))
+                else:
+                    log.debug("gf_integrations: this openai has no %s.%s", ".".join(path), name)
+        except Exception as exc:  # the others stay instrumented; the client works as is
+            _log_once("wrapping " + ".".join(path), exc)
+
+
+def _resource(client: Any, path: tuple[str, ...]) -> Any:
+    """``client.<path>``, or None when this SDK release has no such resource."""
+    res = client
+    for name in path:
+        try:
+            res = getattr(res, name)
+        except Exception:  # absent, or a lazy resource whose import fails
+            return None
+    return res
 
 
 # -- one call -------------------------------------------------------------------------
