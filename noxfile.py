@@ -10,8 +10,8 @@ time, so a new upstream release that breaks us fails here first.
 
 The locked suite (``make test``) is separate: it runs every test on the versions in
 ``uv.lock``. Cells exist for what one lock cannot hold: floors, and newest releases whose
-requirements exclude each other (the newest openai is 3.x; the Agents SDK and
-llama-index-llms-openai still cap it below 3).
+requirements exclude each other (the newest openai is 3.x; llama-index-llms-openai and the
+locked openai-agents cap it below 3).
 """
 
 from __future__ import annotations
