@@ -56,6 +56,8 @@ class Cell:
     tests: tuple[str, ...]
     # provider classes and instrumentors the tests drive (their own floors: see README)
     deps: tuple[str, ...] = ()
+    # upper bounds on what the install may pull in; unlike deps, they install nothing
+    constraints: tuple[str, ...] = ()
     # extra pytest arguments (e.g. a test that needs what the cell cannot install)
     pytest_args: tuple[str, ...] = ()
     only: tuple[str, ...] = field(default=("floor", "newest"))
@@ -102,11 +104,19 @@ CELLS: dict[str, Cell] = {
         frameworks=("opentelemetry-api", "opentelemetry-sdk"),
         tests=("tests/otel/test_otel.py",),
         deps=(
+            # at the floor, the lowest releases that accept opentelemetry 1.30: openai-v2
+            # before 2.4 logs messages as events, so its tests skip there (test_otel.py)
             "opentelemetry-instrumentation-openai-v2>=2.0b0",
-            # openai-v2 2.4b0 imports opentelemetry.util.genai.instruments, gone in 1.2
-            "opentelemetry-util-genai>=1.0b0,<1.2",
             "openinference-instrumentation-openai>=0.1.40",
+            # the oldest client openinference-instrumentation-openai instruments
+            "openai>=1.69",
+            # the conventions opentelemetry-sdk 1.30 pins, named so that lowest-direct keeps
+            # them (and with them the SDK) low instead of the newest pulling the SDK up
+            "opentelemetry-semantic-conventions>=0.51b0",
         ),
+        # openai-v2 2.4b0 imports opentelemetry.util.genai.instruments, gone in util-genai
+        # 1.2; a constraint, since openai-v2 before 2.4 (the floor's) does not use it
+        constraints=("opentelemetry-util-genai<1.2",),
     ),
     # Pydantic AI over OTel: its newest release needs the newest openai, which the lock
     # (held below openai 3 by the Agents SDK) cannot have
@@ -158,7 +168,12 @@ def tests(session: nox.Session, integration: str, bound: str) -> None:
     resolution = (
         ["--resolution", "lowest-direct"] if bound == "floor" else ["--upgrade", "--refresh"]
     )
-    session.install(*resolution, "-e", spec, *cell.deps, *TEST_TOOLS)
+    constraints = []
+    if cell.constraints:
+        path = Path(session.create_tmp()) / "constraints.txt"
+        path.write_text("\n".join(cell.constraints) + "\n")
+        constraints = ["--constraint", str(path)]
+    session.install(*resolution, *constraints, "-e", spec, *cell.deps, *TEST_TOOLS)
     floors = _declared_floors() if bound == "floor" else {}
     session.log(f"{integration}-{bound} on Python {session.python}:")
     session.run("python", _CHECK, *[f"{n}={floors.get(n, '')}" for n in cell.frameworks])
