@@ -122,9 +122,11 @@ CELLS: dict[str, Cell] = {
     # (held below openai 3 by the Agents SDK) cannot have
     "pydantic-ai": Cell(
         extras=("otel", "openai"),
-        frameworks=("pydantic-ai-slim",),
+        frameworks=("pydantic-ai-slim", "openai"),
         tests=("tests/otel/test_pydantic_ai.py",),
-        deps=("pydantic-ai-slim[openai]>=1.0",),
+        # the last test runs Pydantic AI over a client instrumented by openai-v2
+        deps=("pydantic-ai-slim[openai]>=1.0", "opentelemetry-instrumentation-openai-v2>=2.4b0"),
+        constraints=("opentelemetry-util-genai<1.2",),  # as in the otel cell
         only=("newest",),
     ),
 }
