@@ -1,10 +1,10 @@
 """gf.rate / gf.track_event / gf.identify_*: from what the caller holds right after a
 call to what a real collector (or loopback server) stored, through the same uploader as
-the messages. The frameworks are the real ones, on their own fakes or a mock OpenAI API."""
+the messages. Without a framework: what a framework's run or response object rates is in
+tests/<integration>/test_feedback_<integration>.py."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -16,189 +16,13 @@ import pytest
 pytest.importorskip("starlette")
 
 import gf_integrations as gf
-from gf_integrations.collector import RunningCollector
-
-PRODUCT = "shop"
+from helpers.feedback import PRODUCT, default_client, rated
 
 
 @pytest.fixture
-def client(collector: RunningCollector) -> Iterator[gf.GreenflashClient]:
-    """The default client, pointed at the collector, with a product id."""
-    import gf_integrations.client as client_mod
-
-    c = gf.GreenflashClient(
-        base_url=collector.base_url, product_id=PRODUCT, flush_interval=0.05, sender="thread"
-    )
-    previous, client_mod._default = client_mod._default, c
-    try:
+def client(collector: Any) -> Iterator[gf.GreenflashClient]:
+    with default_client(collector) as c:
         yield c
-    finally:
-        client_mod._default = previous
-        c.shutdown(timeout=2)
-
-
-def answers(col: RunningCollector, conv: str) -> dict[str, dict[str, Any]]:
-    """The conversation's messages by externalMessageId."""
-    return {m["externalMessageId"]: m for m in col.messages(conv, PRODUCT)}
-
-
-def rated(col: RunningCollector, conv: str) -> list[tuple[str | None, float, str | None]]:
-    """(content of the rated message, or None for the conversation, rating, feedback)."""
-    by_id = {m["id"]: m for m in col.messages(conv, PRODUCT)}
-    return [
-        (by_id[r["messageId"]]["content"] if r["messageId"] else None, r["rating"], r["feedback"])
-        for r in col.ratings(conv, PRODUCT)
-    ]
-
-
-# -- LangChain -------------------------------------------------------------------------
-
-
-def test_langchain_run_id_and_handler_rate_the_answer_they_produced(client, collector):
-    from langchain_core.language_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-    from langchain_core.prompts import ChatPromptTemplate
-
-    from gf_integrations.langchain import GreenflashCallbackHandler
-
-    model = GenericFakeChatModel(messages=iter([AIMessage("Team plan."), AIMessage("Yes, SSO.")]))
-    chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model
-    handler = GreenflashCallbackHandler(external_user_id="u1", external_conversation_id="lc-1")
-    run_id = uuid.uuid4()
-    chain.invoke({"q": "Which plan?"}, config={"callbacks": [handler], "run_id": run_id})
-    assert gf.rate(run_id, 1, rating_min=0, rating_max=1, feedback="spot on")
-    chain.invoke({"q": "With SSO?"}, config={"callbacks": [handler]})
-    assert gf.rate(handler, 2, rating_min=1, rating_max=5)  # its last root run
-    assert gf.rate(str(run_id), 1, rating_min=0, rating_max=1, feedback="still spot on")
-    assert client.flush(10)
-    assert sorted(rated(collector, "lc-1")) == [
-        ("Team plan.", 1.0, "still spot on"),  # the later rating of the same answer wins
-        ("Yes, SSO.", 2.0, None),
-    ]
-
-
-def test_langchain_agent_run_rates_its_final_answer_not_the_tool_call(client, collector):
-    from langchain_core.messages import HumanMessage, ToolMessage
-    from langchain_core.runnables import RunnableConfig, RunnableLambda
-    from test_langchain import ScriptedToolModel
-
-    from gf_integrations.langchain import GreenflashCallbackHandler
-
-    model = ScriptedToolModel()
-
-    def agent(question: str, config: RunnableConfig) -> str:
-        history: list[Any] = [HumanMessage(question)]
-        ask = model.invoke(history, config)
-        history += [ask, ToolMessage("Sunny", tool_call_id=ask.tool_calls[0]["id"])]
-        return str(model.invoke(history, config).content)
-
-    run_id = uuid.uuid4()
-    handler = GreenflashCallbackHandler(external_conversation_id="lc-agent")
-    RunnableLambda(agent).invoke(
-        "weather in Paris?", config={"callbacks": [handler], "run_id": run_id}
-    )
-    assert gf.rate(run_id, 5, rating_min=1, rating_max=5)
-    assert client.flush(10)
-    ((content, score, _),) = rated(collector, "lc-agent")
-    assert (content, score) == ("Answer: Sunny", 5.0)
-    final = [m for m in collector.messages("lc-agent", PRODUCT) if m["content"] == content]
-    assert final[0]["messageType"] == "final_response"
-
-
-def test_a_run_that_ended_without_an_answer_rates_its_conversation(client, collector, caplog):
-    from test_langchain import ScriptedToolModel
-
-    from gf_integrations.langchain import GreenflashCallbackHandler
-
-    run_id = uuid.uuid4()
-    handler = GreenflashCallbackHandler(external_conversation_id="lc-tools-only")
-    ScriptedToolModel().invoke(
-        [("human", "weather in Oslo?")], config={"callbacks": [handler], "run_id": run_id}
-    )
-    with caplog.at_level(logging.WARNING, logger="gf_integrations"):
-        assert gf.rate(run_id, 0, rating_min=0, rating_max=1)
-        assert client.flush(10)
-    assert rated(collector, "lc-tools-only") == [(None, 0.0, None)]
-    assert "goes to its conversation 'lc-tools-only'" in caplog.text
-
-
-# -- OpenAI ----------------------------------------------------------------------------
-
-
-def test_openai_response_objects_and_ids_rate_their_answers(client, collector):
-    from test_openai import MockAPI, make_openai
-
-    from gf_integrations.openai import wrap_openai
-
-    oai = wrap_openai(make_openai(MockAPI()), external_user_id="u2")
-    question = [{"role": "user", "content": "Capital of Italy?"}]
-    with gf.conversation("oai-chat"):
-        chat = oai.chat.completions.create(model="gpt-4o-mini", messages=question)
-    with gf.conversation("oai-responses"):
-        resp = oai.responses.create(model="gpt-4o-mini", input="Capital of Spain?")
-    with gf.conversation("oai-stream"):
-        stream = oai.chat.completions.create(model="gpt-4o-mini", messages=question, stream=True)
-        (chunk_id,) = {chunk.id for chunk in stream}
-    assert gf.rate(chat, 5, rating_min=1, rating_max=5)  # the response object
-    assert gf.rate(resp.id, 4, rating_min=1, rating_max=5, feedback="good")  # its id
-    assert gf.rate(chunk_id, 1, rating_min=1, rating_max=5, feedback="wrong city")
-    assert client.flush(10)
-    assert rated(collector, "oai-chat") == [(chat.choices[0].message.content, 5.0, None)]
-    assert rated(collector, "oai-responses") == [(resp.output_text, 4.0, "good")]
-    ((content, score, feedback),) = rated(collector, "oai-stream")
-    assert (score, feedback) == (1.0, "wrong city")
-    assert [m["messageType"] for m in collector.messages("oai-stream", PRODUCT)] == [
-        "user_message",
-        "assistant_message",
-    ]
-    assert content == collector.messages("oai-stream", PRODUCT)[1]["content"]
-
-
-# -- LlamaIndex ------------------------------------------------------------------------
-
-
-def test_llamaindex_response_agent_output_and_chat_response(client, collector):
-    from llama_index.core import Document, Settings, VectorStoreIndex
-    from llama_index.core.agent.workflow import FunctionAgent
-    from llama_index.core.chat_engine import SimpleChatEngine
-    from llama_index.core.embeddings import MockEmbedding
-    from llama_index.core.llms import MockLLM
-    from llama_index.core.llms.mock import MockFunctionCallingLLM
-    from test_llamaindex import broken, get_weather, scripted_tools
-
-    from gf_integrations.llamaindex import GreenflashInstrumentor
-
-    old = Settings._llm, Settings._embed_model
-    Settings.llm, Settings.embed_model = MockLLM(max_tokens=4), MockEmbedding(embed_dim=8)
-    inst = GreenflashInstrumentor().instrument()
-    try:
-        index = VectorStoreIndex.from_documents([Document(text="Paris is in France.")])
-        with gf.conversation("li-query"):
-            response = index.as_query_engine().query("Where is Paris?")
-        llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
-        agent = FunctionAgent(tools=[get_weather, broken], llm=llm)
-
-        async def run() -> Any:
-            with gf.conversation("li-agent"):
-                return await agent.run("Weather in Paris?")
-
-        output = asyncio.run(run())
-        with gf.conversation("li-chat"):
-            chat = SimpleChatEngine.from_defaults().chat("hello")
-        assert gf.rate(response, 1, rating_min=0, rating_max=1)
-        assert gf.rate(output, 0, rating_min=0, rating_max=1, feedback="no table booked")
-        assert gf.rate(chat, 3, rating_min=1, rating_max=5)
-        assert client.flush(10)
-    finally:
-        inst.uninstrument()
-        Settings._llm, Settings._embed_model = old
-    ((content, score, _),) = rated(collector, "li-query")
-    assert (content, score) == (response.response, 1.0)
-    assert rated(collector, "li-agent") == [
-        ("It is sunny in Paris (turn 1).", 0.0, "no table booked")
-    ]
-    ((content, score, _),) = rated(collector, "li-chat")
-    assert (content, score) == (str(chat), 3.0)
 
 
 # -- scopes, explicit ids, events, profiles ----------------------------------------------
@@ -226,38 +50,6 @@ def _user_turn(scope: Any, text: str, mid: str) -> Any:
 
     conv = gf.get_client().resolve()
     return RawMessage(conv, mid, {"role": "user", "content": text, "external_message_id": mid})
-
-
-def test_track_event_takes_conversation_user_and_org_and_is_idempotent(client, collector):
-    from langchain_core.language_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
-    from gf_integrations.langchain import GreenflashCallbackHandler
-
-    run_id = uuid.uuid4()
-    handler = GreenflashCallbackHandler(
-        external_user_id="u4", external_organization_id="acme", external_conversation_id="ev-1"
-    )
-    GenericFakeChatModel(messages=iter([AIMessage("ok")])).invoke(
-        "upgrade me", config={"callbacks": [handler], "run_id": run_id}
-    )
-    at = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
-    for _ in range(2):  # the same event twice (a retried webhook): stored once
-        assert gf.track_event(
-            "upgrade", 49.5, conversation=run_id, influence="positive", event_at=at
-        )
-    assert gf.track_event("trial", True, conversation=run_id, event_at=at)
-    assert gf.track_event("nps", "9", external_user_id="u5", insert_id="survey-1")
-    assert gf.track_event("nps", "9", external_user_id="u5", insert_id="survey-1")
-    assert client.flush(10)
-    events = {e["eventType"]: e for e in collector.events("ev-1", PRODUCT)}
-    assert set(events) == {"upgrade", "trial"}
-    up = events["upgrade"]
-    assert (up["value"], up["valueType"], up["influence"]) == ("49.5", "numeric", "positive")
-    assert (up["externalUserId"], up["externalOrganizationId"]) == ("u4", "acme")
-    assert up["eventAt"] == "2026-03-01T12:00:00.000000Z"
-    assert (events["trial"]["value"], events["trial"]["valueType"]) == ("true", "boolean")
-    assert collector.counts()["events"] == 3  # upgrade once, trial, nps once
 
 
 def test_identify_is_sent_once_per_change_and_masked(make_client, capture_server):
@@ -350,35 +142,6 @@ def test_a_conversation_rating_follows_messages_recorded_under_another_user(
     assert capture_server.requests[-1]["externalConversationId"] == "scoped"
 
 
-def test_a_sampled_out_conversation_sends_neither_its_messages_nor_its_feedback(
-    collector,
-):
-    from langchain_core.language_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
-    from gf_integrations.langchain import GreenflashCallbackHandler
-
-    c = gf.GreenflashClient(
-        base_url=collector.base_url, product_id=PRODUCT, sample_rate=0.0, sender="thread"
-    )
-    try:
-        run_id = uuid.uuid4()
-        handler = GreenflashCallbackHandler(client=c, external_conversation_id="dropped")
-        GenericFakeChatModel(messages=iter([AIMessage("ok")])).invoke(
-            "hi", config={"callbacks": [handler], "run_id": run_id}
-        )
-        assert gf.rate(run_id, 1, rating_min=0, rating_max=1, client=c)
-        assert gf.track_event("upgrade", 1, conversation=run_id, client=c)
-        assert gf.track_event("signup", 1, conversation=run_id, force_sample=True, client=c)
-        assert c.flush(10)
-        assert c.stats()["sampled_out"] == 3  # the call, its rating, the unforced event
-        assert collector.conversations() == []
-        assert collector.counts()["ratings"] == 0
-        assert collector.counts()["events"] == 1  # forceSample always keeps
-    finally:
-        c.shutdown(timeout=2)
-
-
 def test_rate_only_queues_even_while_the_server_hangs(make_client, capture_server):
     from helpers.capture_server import Reply
 
@@ -427,37 +190,3 @@ def test_without_a_product_id_nothing_is_sent_and_it_says_so(make_client, caplog
         assert gf.track_event("x", 1, client=c) is False
     assert "needs a Greenflash product id" in caplog.text
     assert c.stats()["queued"] == 0
-
-
-def test_feedback_that_cannot_be_delivered_is_spooled_and_resent_after_its_messages(
-    make_client, capture_server, collector, tmp_path
-):
-    from langchain_core.language_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage
-
-    from gf_integrations.langchain import GreenflashCallbackHandler
-    from helpers.capture_server import Reply
-
-    capture_server.default = Reply(503)  # Greenflash is down for the whole first run
-    first = make_client(
-        product_id=PRODUCT, spool_dir=str(tmp_path), retry_budget=0.3, max_backoff=0.05
-    )
-    run_id = uuid.uuid4()
-    handler = GreenflashCallbackHandler(client=first, external_conversation_id="spooled")
-    GenericFakeChatModel(messages=iter([AIMessage("ok")])).invoke(
-        "hi", config={"callbacks": [handler], "run_id": run_id}
-    )
-    assert gf.rate(run_id, 1, rating_min=0, rating_max=1, feedback="kept", client=first)
-    assert gf.track_event("upgrade", 1, conversation=run_id, client=first)
-    assert first.flush(5) is False
-    first.shutdown()
-    spooled = sorted(p.name.partition("~")[2] for p in tmp_path.glob("*.json"))
-    assert spooled == ["", "events.json", "ratings.json"]  # messages carry no path suffix
-    # the next start, now reaching a (real) server: messages first, then their feedback
-    for _ in range(2):  # a second start finds nothing left to send
-        second = gf.GreenflashClient(base_url=collector.base_url, spool_dir=str(tmp_path))
-        assert second.flush(10)
-        second.shutdown()
-    assert rated(collector, "spooled") == [("ok", 1.0, "kept")]
-    assert [e["eventType"] for e in collector.events("spooled", PRODUCT)] == ["upgrade"]
-    assert list(tmp_path.glob("*.json")) == []

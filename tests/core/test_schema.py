@@ -55,13 +55,18 @@ RESPONSE_PAIRS: list[tuple[Any, type[BaseModel]]] = [
 ]
 
 
+# typing.Required is 3.11+; on 3.10 only typing_extensions has it (never compare with None:
+# a plain type's origin is None)
+_REQUIRED = tuple({te.Required, getattr(typing, "Required", te.Required)})
+
+
 def _unwrap(tp: Any) -> tuple[Any, str | None, bool]:
     """Strip Required/NotRequired/Annotated: (inner type, wire alias, required?)."""
     alias = None
     required = False
     while True:
         origin = te.get_origin(tp)
-        if origin in (te.Required, typing.Required if hasattr(typing, "Required") else None):
+        if origin in _REQUIRED:
             required = True
             tp = te.get_args(tp)[0]
         elif origin is te.NotRequired:
