@@ -81,7 +81,17 @@ CELLS: dict[str, Cell] = {
         extras=("langchain", "langgraph", "local"),  # local: the feedback tests' collector
         frameworks=("langchain-core", "langgraph"),
         tests=("tests/langchain",),
-        deps=("langchain>=1.0", "langchain-openai>=1.0", "langchain-anthropic>=1.0"),
+        deps=(
+            "langchain>=1.0",
+            "langchain-openai>=1.0",
+            "langchain-anthropic>=1.0",
+            # langgraph 1.0 allows langgraph-prebuilt <1.1, but prebuilt 1.0.9+ imports
+            # langgraph.runtime.ExecutionInfo (langgraph 1.1): as a direct requirement the
+            # floor cell gets prebuilt 1.0.0, the release that came with langgraph 1.0.0
+            "langgraph-prebuilt>=1.0",
+            # InMemoryVectorStore's cosine similarity (the retrieval test)
+            "numpy>=1.26",
+        ),
     ),
     "llamaindex": Cell(
         extras=("llamaindex", "local"),

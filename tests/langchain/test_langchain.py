@@ -6,6 +6,7 @@ LangGraph agents are in test_langchain_graph.py; shared fakes in this module.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import Iterator
@@ -294,6 +295,28 @@ def test_retriever_documents_and_context(gf_client, capture_server):
     ]
     assert ret["properties"]["retriever"] == "KB"
     assert msgs[2]["context"] == "Paris is in France.\n\nLyon too."
+
+
+class DownKB(BaseRetriever):
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        raise ConnectionError("kb down")
+
+
+def test_failing_branch_of_a_streamed_parallel(gf_client, capture_server):
+    # the failing branch stops the parallel; LangChain leaves the sibling branch's stream
+    # suspended in the exception's traceback (a reference cycle) and ends that run when the
+    # stream is collected, after the root ended: the late end releases it
+    chain = (
+        {"context": DownKB(), "q": RunnablePassthrough()}
+        | ChatPromptTemplate.from_messages([("system", "Use: {context}"), ("human", "{q}")])
+        | NamedFake(messages=iter(["never"]))
+    )
+    config: Any = {"callbacks": [GreenflashCallbackHandler()]}
+    with pytest.raises(ConnectionError, match="kb down"):
+        list(chain.stream("Where is Paris?", config=config))
+    msgs = delivered(capture_server, gf_client)
+    gc.collect()
+    assert kinds(msgs) == ["retrieval"]
 
 
 def test_stream_and_abandoned_stream(gf_client, capture_server):

@@ -20,6 +20,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from ..client import GreenflashClient, get_client
 from ..core.context import current_scope
 from ..core.kit import FixedIdentity, identity_keywords, log_once
+from . import runs as _runs
 from ._dispatch import ASYNC_LLM_START_CODE_IDS, inline_answer
 from .convert import prompts_to_chats, text, to_chat, to_documents
 from .record import (
@@ -40,7 +41,9 @@ from .runs import (
     Run,
     ToolRun,
     active_llm,
+    claim_tool_call,
     release_held,
+    remember_tool_calls,
     runs,
     uuid_str,
 )
@@ -276,6 +279,10 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 info = gen.generation_info
                 if msg is not None:
                     reply = functools.partial(to_chat, msg)
+                    if not _runs.TOOL_IDS_AT_START:
+                        calls = getattr(msg, "tool_calls", None)
+                        if calls:
+                            remember_tool_calls(run.root, calls)
                     usage = getattr(msg, "usage_metadata", None)
                     rm = msg.response_metadata
                     if rm:
@@ -424,7 +431,11 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 return
             run.name = (serialized or {}).get("name") or kwargs.get("name")
             run.input = inputs if inputs is not None else input_str
-            run.tool_call_id = kwargs.get("tool_call_id")
+            if "tool_call_id" in kwargs:
+                run.tool_call_id = kwargs["tool_call_id"]
+                _runs.TOOL_IDS_AT_START = True
+            elif run.root.tool_calls:
+                run.tool_call_id = claim_tool_call(run.root, run.name, inputs)
         except Exception as exc:
             _hook_failed("on_tool_start", exc)
 

@@ -33,7 +33,15 @@ SWEEP_EVERY = 2.0  # seconds between two time-to-live sweeps
 class Root:
     """State shared by all runs of one tree (one root run)."""
 
-    __slots__ = ("client", "conv", "held_retrievals", "llm_seen", "prompt_template", "run_id")
+    __slots__ = (
+        "client",
+        "conv",
+        "held_retrievals",
+        "llm_seen",
+        "prompt_template",
+        "run_id",
+        "tool_calls",
+    )
 
     def __init__(self, client: GreenflashClient, conv: Conv, run_id: UUID) -> None:
         self.client = client
@@ -44,6 +52,9 @@ class Root:
         self.held_retrievals: list[Retrieval] | None = None
         # (serialized ChatPromptTemplate, its inputs) from the tree's last prompt run
         self.prompt_template: tuple[Mapping[str, Any], Any] | None = None
+        # (name, args, id) of the tool calls the tree's models asked for and no tool run
+        # claimed yet: see claim_tool_call
+        self.tool_calls: list[tuple[Any, Any, str]] | None = None
 
 
 class Run:
@@ -148,6 +159,43 @@ def uuid_str(u: UUID) -> str:
 def at(t: float) -> dt.datetime:
     """A ``time.time()`` value as an aware UTC datetime."""
     return dt.datetime.fromtimestamp(t, dt.timezone.utc)
+
+
+# Whether tool runs start with their tool_call_id: langchain-core < 1.2 passes none to
+# on_tool_start (nor to on_tool_error), so a failed tool could not be tied to the model's
+# call. Learned from the first on_tool_start that carries the keyword; until then the
+# models' tool calls are kept per tree and a starting tool run claims its own.
+TOOL_IDS_AT_START = False
+MAX_PENDING_CALLS = 64
+
+
+def remember_tool_calls(root: Root, calls: Any) -> None:
+    """Keep a model reply's tool calls for tool runs that will start without an id."""
+    pending = root.tool_calls
+    if pending is None:
+        pending = root.tool_calls = []
+    for call in calls:
+        if isinstance(call, Mapping) and isinstance(call.get("id"), str):
+            pending.append((call.get("name"), call.get("args"), call["id"]))
+    if len(pending) > MAX_PENDING_CALLS:  # calls no tool ever ran: keep the newest
+        del pending[:-MAX_PENDING_CALLS]
+
+
+def claim_tool_call(root: Root, name: Any, args: Any) -> str | None:
+    """The id of the pending call this tool run executes: same name and arguments, or
+    the only pending call of that name (tools with injected arguments); None if unsure."""
+    pending = root.tool_calls
+    if not pending:
+        return None
+    same_name = [c for c in pending if c[0] == name]
+    exact = [c for c in same_name if c[1] == args]
+    for call in exact or (same_name if len(same_name) == 1 else ()):
+        try:
+            pending.remove(call)  # another thread may have claimed it
+        except ValueError:
+            continue
+        return call[2]
+    return None
 
 
 def release_held(root: Root) -> None:
