@@ -23,7 +23,7 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install -q "uv==$(UV_VERSION)" "nox==$(NOX_VERSION)"
 
 $(STAMP): $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --extra dev --python 3.11
+	$(UV) sync --locked --extra dev --python "$$($(PY) -c 'import sys; print(sys.executable)')"
 	touch $(STAMP)
 
 demo: $(STAMP)  ## record a chat and an agent run into an embedded local collector
@@ -55,7 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 # langchain-core's own unit suite (from its sdist), bare and with instrument() attached;
-# builds .venv-compat with the suite's test dependencies (see tests/compat/run.py)
+# builds .venv-compat-<version> with the suite's test dependencies (see tests/compat/run.py)
 compat: $(STAMP)  ## fail on any framework test that fails only with our instrumentation
 	$(BIN)/python tests/compat/run.py
 
