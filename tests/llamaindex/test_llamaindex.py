@@ -36,6 +36,7 @@ from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.prompts import PromptTemplate
+from llama_index.core.workflow import Workflow
 
 import gf_integrations as gf
 from gf_integrations.core.context import outer_llm_capture_active
@@ -46,15 +47,24 @@ from gf_integrations.schema import MessageCreateRequest
 
 try:
     from llama_index.core.agent.workflow import FunctionAgent
-except ImportError:  # llama-index-core < 0.12.12
+except ImportError:  # llama-index-core < 0.12.12: no agent workflows
     FunctionAgent = None
-HAS_AGENT_WORKFLOW = FunctionAgent is not None
+# an agent that is a workflow itself (0.12.43): before, ``agent.run`` wrapped the agent in
+# an AgentWorkflow (0.12.23) or an agent ran only inside one, and the run's root span is
+# the wrapper's, not the agent's
+HAS_AGENT_WORKFLOW = FunctionAgent is not None and issubclass(FunctionAgent, Workflow)
 # the scripted agent tests drive LlamaIndex's own fake function-calling model (its replies
 # carry ToolCallBlock, which came earlier, in 0.14.5)
 HAS_MOCK_FC_LLM = hasattr(li_mock, "MockFunctionCallingLLM")
+# an agent's ``streaming`` option (0.13.2): the provider tests drive both ways
+HAS_AGENT_STREAMING = HAS_AGENT_WORKFLOW and "streaming" in FunctionAgent.model_fields
 needs_agent_workflow = pytest.mark.skipif(
     not HAS_AGENT_WORKFLOW,
-    reason="llama-index-core < 0.12.12 has no agent workflows (FunctionAgent, AgentWorkflow)",
+    reason="llama-index-core < 0.12.43 has no agents that are workflows themselves",
+)
+needs_agent_streaming = pytest.mark.skipif(
+    not HAS_AGENT_STREAMING,
+    reason="llama-index-core < 0.13.2 has no streaming option on workflow agents",
 )
 needs_scripted_agents = pytest.mark.skipif(
     not (HAS_AGENT_WORKFLOW and HAS_MOCK_FC_LLM),
