@@ -7,7 +7,10 @@ MockEmbedding for every test, agents use MockFunctionCallingLLM with scripted re
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import importlib.metadata
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,14 +20,14 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
+import llama_index.core.base.llms.types as li_types
+import llama_index.core.llms.mock as li_mock
 from llama_index.core import Document, Settings, VectorStoreIndex
-from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import (
     ChatMessage,
     CompletionResponse,
     MessageRole,
     TextBlock,
-    ToolCallBlock,
 )
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.embeddings import MockEmbedding
@@ -32,13 +35,41 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
-from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.prompts import PromptTemplate
+from llama_index.core.workflow import Workflow
 
 import gf_integrations as gf
 from gf_integrations.core.context import outer_llm_capture_active
 from gf_integrations.llamaindex import GreenflashInstrumentor
 from gf_integrations.schema import MessageCreateRequest
+
+# -- what the installed llama-index-core has (feature probes: later tests skip without them) --
+
+try:
+    from llama_index.core.agent.workflow import FunctionAgent
+except ImportError:  # llama-index-core < 0.12.12: no agent workflows
+    FunctionAgent = None
+# an agent that is a workflow itself (0.12.43): before, ``agent.run`` wrapped the agent in
+# an AgentWorkflow (0.12.23) or an agent ran only inside one, and the run's root span is
+# the wrapper's, not the agent's
+HAS_AGENT_WORKFLOW = FunctionAgent is not None and issubclass(FunctionAgent, Workflow)
+# the scripted agent tests drive LlamaIndex's own fake function-calling model (its replies
+# carry ToolCallBlock, which came earlier, in 0.14.5)
+HAS_MOCK_FC_LLM = hasattr(li_mock, "MockFunctionCallingLLM")
+# an agent's ``streaming`` option (0.13.2): the provider tests drive both ways
+HAS_AGENT_STREAMING = HAS_AGENT_WORKFLOW and "streaming" in FunctionAgent.model_fields
+needs_agent_workflow = pytest.mark.skipif(
+    not HAS_AGENT_WORKFLOW,
+    reason="llama-index-core < 0.12.43 has no agents that are workflows themselves",
+)
+needs_agent_streaming = pytest.mark.skipif(
+    not HAS_AGENT_STREAMING,
+    reason="llama-index-core < 0.13.2 has no streaming option on workflow agents",
+)
+needs_scripted_agents = pytest.mark.skipif(
+    not (HAS_AGENT_WORKFLOW and HAS_MOCK_FC_LLM),
+    reason="llama-index-core < 0.14.10 has no MockFunctionCallingLLM to script an agent with",
+)
 
 # -- fixtures and helpers --------------------------------------------------------------------
 
@@ -82,6 +113,10 @@ def conv_requests(server: Any, conv_id: str) -> list[dict[str, Any]]:
 
 def conv_messages(server: Any, conv_id: str) -> list[dict[str, Any]]:
     return [m for r in conv_requests(server, conv_id) for m in r["messages"]]
+
+
+def created_at(msg: dict[str, Any]) -> dt.datetime:
+    return dt.datetime.fromisoformat(msg["createdAt"].replace("Z", "+00:00"))
 
 
 def kinds(msgs: list[dict[str, Any]]) -> list[str]:
@@ -133,12 +168,14 @@ def scripted_tools(messages: Any, **kwargs: Any) -> ChatMessage:
         role="assistant",
         blocks=[
             TextBlock(text="Let me check."),
-            ToolCallBlock(
+            li_types.ToolCallBlock(
                 tool_call_id=f"call_{turn}_1",
                 tool_name="get_weather",
                 tool_kwargs={"city": "Paris"},
             ),
-            ToolCallBlock(tool_call_id=f"call_{turn}_2", tool_name="broken", tool_kwargs={"x": 1}),
+            li_types.ToolCallBlock(
+                tool_call_id=f"call_{turn}_2", tool_name="broken", tool_kwargs={"x": 1}
+            ),
         ],
     )
 
@@ -340,8 +377,9 @@ def test_index_build_sends_one_summary_in_a_conversation_and_nothing_outside(
 # -- agents ------------------------------------------------------------------------------------
 
 
+@needs_scripted_agents
 def test_function_agent_with_working_and_failing_tool(inst, gf_client, capture_server):
-    llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
+    llm = li_mock.MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
     agent = FunctionAgent(
         tools=[get_weather, broken], llm=llm, system_prompt="You are a weather bot."
     )
@@ -384,10 +422,74 @@ def test_function_agent_with_working_and_failing_tool(inst, gf_client, capture_s
     assert_state_empty(inst)
 
 
+@needs_scripted_agents
+def test_parallel_tool_results_follow_the_order_of_the_calls(inst, gf_client, capture_server):
+    """An agent runs a step's tool calls at once; the first one here ends last (it waits
+    until the second's span has ended, ours seen first), yet the results are recorded in
+    the calls' order."""
+    from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+
+    second_ended = threading.Event()
+
+    class SignalFailedToolEnd(BaseSpanHandler[Any]):
+        """Runs after ours: tells the first tool that the second one's span has ended."""
+
+        def new_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def prepare_to_exit_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def prepare_to_drop_span(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def span_exit(self, id_: str, *args: Any, result: Any = None, **kwargs: Any) -> None:
+            if getattr(result, "tool_name", None) == "broken":
+                second_ended.set()
+
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        assert second_ended.wait(30), "the tool calls did not run concurrently"
+        return f"Sunny in {city}"
+
+    llm = li_mock.MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
+    agent = FunctionAgent(tools=[get_weather, broken], llm=llm)
+
+    async def main() -> Any:
+        with gf.conversation("agent-order"):
+            return await agent.run("Weather in Paris?")
+
+    dispatcher = get_dispatcher()
+    signal = SignalFailedToolEnd()
+    dispatcher.span_handlers.append(signal)
+    try:
+        asyncio.run(main())
+    finally:
+        dispatcher.span_handlers.remove(signal)
+    settle(gf_client, capture_server)
+    msgs = conv_messages(capture_server, "agent-order")
+    assert kinds(msgs) == [
+        "user",
+        "thought",
+        "tool_call",
+        "tool_call",
+        "observation",
+        "tool_error",
+        "final_response",
+    ]
+    _, _, call1, call2, obs, err, _ = msgs
+    assert obs["parentExternalMessageId"] == call1["externalMessageId"]
+    assert err["parentExternalMessageId"] == call2["externalMessageId"]
+    # each keeps the time it really ended
+    assert created_at(obs) > created_at(err)
+    assert_state_empty(inst)
+
+
+@needs_scripted_agents
 def test_agent_second_turn_does_not_resend_history(inst, gf_client, capture_server):
     from llama_index.core.memory import Memory
 
-    llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
+    llm = li_mock.MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
     agent = FunctionAgent(
         tools=[get_weather, broken], llm=llm, system_prompt="You are a weather bot."
     )
@@ -416,7 +518,8 @@ def test_agent_second_turn_does_not_resend_history(inst, gf_client, capture_serv
 
 
 def test_chat_engine_plain_and_streaming(inst, gf_client, capture_server):
-    engine = SimpleChatEngine.from_defaults(system_prompt="You are kind.")
+    # StreamingLLM: llama-index-core 0.12's MockLLM streams deltas that do not add up to its text
+    engine = SimpleChatEngine.from_defaults(system_prompt="You are kind.", llm=StreamingLLM())
     with gf.conversation("ce-1"):
         first = engine.chat("hello")
         streamed = engine.stream_chat("how are you")
@@ -431,7 +534,7 @@ def test_chat_engine_plain_and_streaming(inst, gf_client, capture_server):
 
 
 def test_chat_engine_async_streaming(inst, gf_client, capture_server):
-    engine = SimpleChatEngine.from_defaults(system_prompt="You are kind.")
+    engine = SimpleChatEngine.from_defaults(system_prompt="You are kind.", llm=StreamingLLM())
 
     async def main() -> str:
         with gf.conversation("ce-async"):
@@ -495,7 +598,7 @@ def test_threads_without_copied_context_land_by_tags(inst, gf_client, capture_se
 
 
 def test_root_identity_reaches_a_thread_with_copied_context(inst, gf_client, capture_server, index):
-    from llama_index_instrumentation.span_handlers.base import Thread
+    from llama_index.core.types import Thread  # runs its target in a copied context
 
     engine = index.as_query_engine()
     out: list[Any] = []
@@ -539,6 +642,26 @@ def test_instrument_is_idempotent_and_uninstrument_detaches(gf_client, capture_s
         assert again.is_instrumented
     finally:
         again.uninstrument()
+
+
+def test_import_error_names_the_extra_or_the_version_needed(monkeypatch):
+    from gf_integrations.llamaindex import _requires
+
+    _requires.check_framework()  # the installed release is enough
+
+    with monkeypatch.context() as m:  # no llama-index-core at all
+        m.setitem(sys.modules, "llama_index", None)
+        m.setitem(sys.modules, "llama_index.core", None)
+        with pytest.raises(ImportError, match=r"pip install 'gf-integrations\[llamaindex\]'"):
+            _requires.check_framework()
+
+    with monkeypatch.context() as m:  # installed, but older than the floor
+        m.setattr(importlib.metadata, "version", lambda name: "0.11.23")
+        with pytest.raises(ImportError) as too_old:
+            _requires.check_framework()
+    assert str(too_old.value) == (
+        "gf_integrations.llamaindex needs llama-index-core >= 0.12 (installed: 0.11.23)"
+    )
 
 
 def test_handler_errors_are_logged_once_and_never_reach_the_host(
@@ -631,10 +754,11 @@ def react_script(messages: Any, **kwargs: Any) -> ChatMessage:
     )
 
 
+@needs_scripted_agents
 def test_react_agent_turn(inst, gf_client, capture_server):
     from llama_index.core.agent.workflow import ReActAgent
 
-    llm = MockFunctionCallingLLM(response_generator=react_script, is_chat_model=True)
+    llm = li_mock.MockFunctionCallingLLM(response_generator=react_script, is_chat_model=True)
     agent = ReActAgent(tools=[get_weather], llm=llm, system_prompt="Be a weather bot.")
 
     async def main() -> Any:
@@ -666,12 +790,13 @@ def test_react_agent_turn(inst, gf_client, capture_server):
     assert_state_empty(inst)
 
 
+@needs_scripted_agents
 def test_agent_workflow_and_steps(gf_client, capture_server):
     from llama_index.core.agent.workflow import AgentWorkflow
 
     inst = GreenflashInstrumentor(capture_steps=True).instrument()
     try:
-        llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
+        llm = li_mock.MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
         agent = FunctionAgent(
             name="weather",
             description="weather agent",
@@ -732,17 +857,20 @@ def test_context_chat_engine_streaming_and_condense_step(inst, gf_client, captur
     assert_state_empty(inst)
 
 
+@needs_scripted_agents
 def test_query_engine_tool_inside_an_agent(inst, gf_client, capture_server, index):
     from llama_index.core.tools import QueryEngineTool
 
     def script(messages: Any, **kwargs: Any) -> ChatMessage:
         if any(m.role == MessageRole.TOOL for m in messages):
             return ChatMessage(role="assistant", content="Paris.")
-        call = ToolCallBlock(tool_call_id="q1", tool_name="docs", tool_kwargs={"input": "capital"})
+        call = li_types.ToolCallBlock(
+            tool_call_id="q1", tool_name="docs", tool_kwargs={"input": "capital"}
+        )
         return ChatMessage(role="assistant", blocks=[call])
 
     tool = QueryEngineTool.from_defaults(index.as_query_engine(), name="docs", description="docs")
-    llm = MockFunctionCallingLLM(response_generator=script, is_chat_model=True)
+    llm = li_mock.MockFunctionCallingLLM(response_generator=script, is_chat_model=True)
     agent = FunctionAgent(tools=[tool], llm=llm)
 
     async def main() -> None:
@@ -764,6 +892,7 @@ def test_query_engine_tool_inside_an_agent(inst, gf_client, capture_server, inde
     assert_state_empty(inst)
 
 
+@needs_scripted_agents
 def test_capture_probe_inside_an_agents_async_stream(inst, gf_client):
     seen: list[bool] = []
 
@@ -774,7 +903,7 @@ def test_capture_probe_inside_an_agents_async_stream(inst, gf_client):
 
         return agen()
 
-    llm = MockFunctionCallingLLM(response_generator=script, is_chat_model=True)
+    llm = li_mock.MockFunctionCallingLLM(response_generator=script, is_chat_model=True)
     agent = FunctionAgent(tools=[get_weather], llm=llm)
 
     async def main() -> None:

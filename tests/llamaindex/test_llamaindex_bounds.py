@@ -20,14 +20,13 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from llama_index.core.agent.workflow import FunctionAgent
-from llama_index.core.llms.mock import MockFunctionCallingLLM
 from test_llamaindex import (
     assert_state_empty,
     conv_messages,
     get_weather,
     inst,  # noqa: F401 - fixture
     kinds,
+    needs_scripted_agents,
     offline_settings,  # noqa: F401 - fixture
     scripted_tools,
     settle,
@@ -37,14 +36,17 @@ import gf_integrations as gf
 import gf_integrations.llamaindex as li
 
 
-def _agent() -> FunctionAgent:
+def _agent() -> Any:
+    from llama_index.core.agent.workflow import FunctionAgent
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+
     llm = MockFunctionCallingLLM(response_generator=scripted_tools, is_chat_model=True)
     return FunctionAgent(
         name="weather", description="weather", tools=[get_weather], llm=llm, system_prompt="s"
     )
 
 
-def _abandon(agent: FunctionAgent, conv: str, keep: list[Any]) -> None:
+def _abandon(agent: Any, conv: str, keep: list[Any]) -> None:
     """Start an agent run, take its first event, then close its event loop for good.
 
     The run's handler and loop are kept alive (as a test framework or a server that
@@ -63,6 +65,7 @@ def _abandon(agent: FunctionAgent, conv: str, keep: list[Any]) -> None:
     loop.close()
 
 
+@needs_scripted_agents
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_spans_never_closed_are_bounded_in_count_and_time(
     inst,  # noqa: F811

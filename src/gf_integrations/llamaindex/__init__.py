@@ -33,15 +33,9 @@ hot-path rule: docs/DESIGN.md.
 
 from __future__ import annotations
 
-try:
-    import llama_index.core.instrumentation  # noqa: F401
-    import llama_index_instrumentation  # noqa: F401
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "gf_integrations.llamaindex needs llama-index-core: "
-        "pip install 'gf-integrations[llamaindex]'"
-    ) from None
-
+# first: without llama-index-core (or with a too-old one) this raises the ImportError that
+# says what to install, before the modules below fail on their own imports
+from . import _requires  # noqa: F401
 from .engine import _DISPATCH as _DISPATCH
 from .instrumentor import GreenflashInstrumentor
 from .state import _SPAN_TTL as _SPAN_TTL

@@ -88,6 +88,7 @@ class _Engine(_EventHandlers):
                 root.span = span
             cls, meth = _method(id_)
             span.name = meth
+            span.cls = type(instance).__name__ if instance is not None else cls
             if meth == "run" and parent is None and _is_agent(instance):
                 root.agent = True
                 root.react = "ReActAgent" in _mro_names(instance)
@@ -115,6 +116,7 @@ class _Engine(_EventHandlers):
                 if ev is not None and hasattr(ev, "tool_name"):
                     span.tool = ev
                     span.started = now()
+                    self._tool_started(span)
             elif meth in ("call", "acall") and hasattr(
                 getattr(instance, "metadata", None), "fn_schema"
             ):
@@ -131,6 +133,7 @@ class _Engine(_EventHandlers):
                         bound_args.arguments.get("args") or None
                     )
                     span.started = now()
+                    self._tool_started(span)
             if self.capture_steps and tags and "llamaindex.step.input_event" in tags:
                 span.step = True
                 self._record(

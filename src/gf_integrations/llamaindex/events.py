@@ -12,7 +12,6 @@ from ..core.events import (
 )
 from .convert import (
     _documents,
-    _method,
     _model_name,
     _query_text,
 )
@@ -171,7 +170,7 @@ class _EventHandlers(_Recording):
                 span.id,
                 _query_text(ev.str_or_query_bundle),
                 documents=lambda: _documents(nodes),
-                retriever=_method(span.id)[0] or None,
+                retriever=span.cls or None,
             ),
         )
 

@@ -9,9 +9,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+# re-exported (not marked as exported) by releases with llama-index-instrumentation
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
-from llama_index_instrumentation import get_dispatcher
 from pydantic import PrivateAttr
 
 from ..client import GreenflashClient

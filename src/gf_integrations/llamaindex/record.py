@@ -9,7 +9,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from llama_index_instrumentation.dispatcher import active_instrument_tags
+# llama-index-core 0.12 defines it here; later releases re-export it from
+# llama-index-instrumentation without marking it as exported
+from llama_index.core.instrumentation.dispatcher import (  # type: ignore[attr-defined]
+    active_instrument_tags,
+)
 
 from ..client import GreenflashClient, get_client
 from ..core.context import (
@@ -143,6 +147,10 @@ class _Recording:
 
     def _forget_span(self, span_id: str, span: _Span) -> None:
         """A span the registry dropped (over the cap, or idle): it no longer holds its root."""
+        if span.tool is not None:
+            span.tool = None  # no result will come: the siblings after it are not held up
+            if span.parent is not None:
+                self._send_tool_results(span.parent)
         self._release(span.root)
 
     def _abandon_stream(self, owner: str, llm: _LLM) -> None:
@@ -299,6 +307,11 @@ class _Recording:
         if root.query is q:
             root.query = None
             self._release(root)
+        awaiting = self.answers_by_query_text.get(q.text)
+        if awaiting is not None and awaiting[2] is q:
+            # the stream was created inside the query (llama-index-core 0.12) and ended
+            # under it: no later call will come to adopt this answer
+            del self.answers_by_query_text[q.text]
         if llm is None:
             if text is not None:
                 self._record(root, FinalAnswer(root.conv, q.key, str(text)))
@@ -444,19 +457,43 @@ class _Recording:
                 error = exc if isinstance(exc, BaseException) else str(_content(out))
             else:
                 output = _content(out)
-        self._record(
-            root,
-            ToolResult(
-                root.conv,
-                span.id,
-                name,
-                call_id,
-                input=args,
-                output=output,
-                error=error,
-                started_at=span.started,
-            ),
+        event = ToolResult(
+            root.conv,
+            span.id,
+            name,
+            call_id,
+            input=args,
+            output=output,
+            error=error,
+            started_at=span.started,
         )
+        parent = span.parent
+        if parent is None or not parent.tools_open:
+            self._record(root, event)
+            return
+        span.held = event
+        self._send_tool_results(parent)
+
+    def _tool_started(self, span: _Span) -> None:
+        """A tool span opened: its result is sent in this order among its siblings."""
+        parent = span.parent
+        if parent is not None:
+            if parent.tools_open is None:
+                parent.tools_open = collections.deque()
+            parent.tools_open.append(span)
+
+    def _send_tool_results(self, parent: _Span) -> None:
+        """Record the results of ``parent``'s tool calls that are done, in their start order.
+
+        An agent runs a step's tool calls concurrently and they finish in any order; the
+        results follow the order of the calls (the model's), whatever the timing.
+        """
+        waiting = parent.tools_open
+        while waiting and waiting[0].tool is None:  # done (or forgotten)
+            done = waiting.popleft()
+            event, done.held = done.held, None
+            if event is not None:
+                self._record(done.root, event)
 
     # ---- embeddings outside turns -----------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import sys
@@ -15,6 +16,7 @@ from ..core.context import (
     Conv,
 )
 from ..core.events import (
+    ToolResult,
     now,
 )
 from ..core.ids import new_id
@@ -108,6 +110,8 @@ class _Root:
 class _Span:
     __slots__ = (
         "chat_messages",
+        "cls",
+        "held",
         "id",
         "llm",
         "name",
@@ -117,6 +121,7 @@ class _Span:
         "step",
         "tool",
         "tool_input",
+        "tools_open",
     )
 
     def __init__(self, span_id: str, parent: _Span | None, root: _Root) -> None:
@@ -126,8 +131,15 @@ class _Span:
         # the LLM call this span belongs to (inherited: inner complete/chat spans)
         self.llm: _LLM | None = parent.llm if parent is not None else None
         self.name = ""
+        # the instance's class: llama-index-core 0.12 names a span by the class that
+        # defines the method (BaseRetriever.retrieve for every retriever)
+        self.cls = ""
         self.tool: Any = None  # ToolCall event of a call_tool span, or the tool instance
         self.tool_input: Any = None
+        # a tool's result waiting for the results of its siblings that started earlier
+        self.held: ToolResult | None = None
+        # this span's tool children in the order they started (parallel tool calls)
+        self.tools_open: collections.deque[_Span] | None = None
         self.step = False
         self.started: dt.datetime | None = None
         # the messages of an LLM's chat method: a completion-only model (OpenAILike with
