@@ -33,9 +33,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .client import GreenflashClient, get_client
+from .common.bounded import BoundedMap
+from .common.once import warn_once
 from .core.context import ConversationScope, current_scope, resolve_conv
-from .core.feedback import FeedbackEvent, OutcomeEvent, Rating, Traits, warn_once
-from .core.targets import AnswerRef, BoundedMap, ConversationId, MessageId, resolve_target
+from .core.feedback import FeedbackEvent, OutcomeEvent, Rating, Traits
+from .core.targets import MAX_TARGETS, AnswerRef, ConversationId, MessageId, resolve_target
 from .schema import EVENT_INFLUENCES, EVENT_VALUE_TYPES, parse_time
 
 __all__ = [
@@ -345,7 +347,7 @@ def _identify(
     digest = hashlib.sha1(encoded, usedforsecurity=False).hexdigest()
     sent = _profiles.get(gfc)
     if sent is None:
-        sent = _profiles.setdefault(gfc, BoundedMap())
+        sent = _profiles.setdefault(gfc, BoundedMap(MAX_TARGETS))
     key = f"{kind}\x1f{external_id}"
     if sent.get(key) == digest:
         return True  # unchanged since it was last queued: sent once per change

@@ -31,7 +31,7 @@ import anthropic
 import gf_integrations as gf
 from anthropic import Anthropic, AsyncAnthropic
 from gf_integrations.anthropic import wrap_anthropic
-from gf_integrations.core import clientwrap
+from gf_integrations.common import once
 from gf_integrations.core import context as gf_context
 from helpers.capture import delivered, kinds
 from helpers.fake_anthropic import (
@@ -186,6 +186,9 @@ def test_wrapped_methods_keep_signatures_and_bad_arguments_fail_loudly():
         wrap_anthropic(object())
     with pytest.raises(TypeError, match="GreenflashClient"):
         wrap_anthropic(fake.client(), client="not a client")  # type: ignore[arg-type]
+    # the old gf_client= spelling is gone: an unknown keyword, as Python would say
+    with pytest.raises(TypeError, match="unexpected keyword argument 'gf_client'"):
+        wrap_anthropic(fake.client(), gf_client=None)  # type: ignore[call-arg]
 
 
 # -- mapping -----------------------------------------------------------------------------
@@ -639,20 +642,23 @@ def test_async_raw_response_calls_logged_when_parsed(gf_client, capture_server):
 def test_our_own_failure_never_reaches_the_caller(
     gf_client, capture_server, monkeypatch, caplog, flavor
 ):
-    import gf_integrations.anthropic as gfa
+    from gf_integrations.anthropic import flow
 
     def boom(*a: Any, **k: Any) -> None:
         raise RuntimeError("mapper bug")
 
-    monkeypatch.setattr(gfa, "_record_message", boom)
-    monkeypatch.setattr(clientwrap, "_warned", set())
+    monkeypatch.setattr(flow, "record_message", boom)
+    monkeypatch.setattr(once.process, "_keys", set())
     ask = Driver(FakeAnthropic(), flavor, "create", external_conversation_id="bug")
     with caplog.at_level(logging.WARNING, logger="gf_integrations"):
         for _ in range(3):
             r = ask(messages=[user("x")])
             assert r.content[0].text == "Answer 1"
-    warnings = [r for r in caplog.records if "mapper bug" in r.getMessage()]
+    warnings = [r for r in caplog.records if "wrapper failed" in r.getMessage()]
     assert len(warnings) == 1
+    # the exception's type, never its text (it may quote the host's data)
+    assert "RuntimeError" in warnings[0].getMessage()
+    assert "mapper bug" not in caplog.text
     assert "Anthropic" in warnings[0].getMessage()
 
 

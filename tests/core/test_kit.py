@@ -1,4 +1,4 @@
-"""core.kit.read_field without a framework: a converter's guard loses one field, logs once
+"""kit.read_field without a framework: a converter's guard loses one field, logs once
 per framework, field and exception type (never the exception's message), and never raises.
 The LlamaIndex converters' use of it is tested in tests/llamaindex/test_kit_read_field.py."""
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gf_integrations.core import kit
+from gf_integrations import kit
 
 FIELDS = (("fw", "a field", "RuntimeError"), ("fw", "a field", "ValueError"))
 
@@ -58,3 +58,26 @@ def test_a_surprising_field_gives_the_default_and_logs_once_per_exception_type(
 
 def test_read_field_returns_the_value_when_nothing_fails() -> None:
     assert kit.read_field(lambda: 3, 0, framework="x", what="y") == 3
+
+
+def test_identity_keywords_are_validated_once_for_every_entry_point() -> None:
+    from gf_integrations import GreenflashClient
+    from gf_integrations.kit import identity_keywords
+
+    defaults, client = identity_keywords(
+        "wrap_x", {"external_user_id": "u1", "properties": {"plan": "pro"}}
+    )
+    assert (defaults.external_user_id, defaults.properties, client) == ("u1", {"plan": "pro"}, None)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'gf_client'"):
+        identity_keywords("wrap_x", {"gf_client": None})
+    with pytest.raises(TypeError, match=r"wrap_x\(client=...\) expects"):
+        identity_keywords("wrap_x", {"client": object()})
+    with pytest.raises(TypeError, match=r"external_user_id=...\) expects a str"):
+        identity_keywords("wrap_x", {"external_user_id": 42})
+    with pytest.raises(TypeError, match="properties"):
+        identity_keywords("wrap_x", {"properties": ["not", "a", "mapping"]})
+    gfc = GreenflashClient(enabled=False)
+    try:
+        assert identity_keywords("wrap_x", {"client": gfc})[1] is gfc
+    finally:
+        gfc.shutdown(timeout=1)

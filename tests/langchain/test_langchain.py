@@ -506,8 +506,10 @@ def test_hook_failures_never_reach_the_host_and_log_once(
         handler.on_chat_model_start(None, None, run_id=rid)  # type: ignore[arg-type]
         handler.on_llm_end(None, run_id=rid)  # type: ignore[arg-type]
         handler.on_tool_end(object(), run_id=uuid.uuid4())
-    ours = [r for r in caplog.records if "recorder exploded" in r.getMessage()]
+    ours = [r for r in caplog.records if "RuntimeError" in r.getMessage()]
     assert len(ours) == 1
+    # the exception's type, never its text (it may quote the host's data)
+    assert "recorder exploded" not in caplog.text
 
 
 def test_runs_that_never_end_are_swept(gf_client):

@@ -1,4 +1,4 @@
-"""core.kit.read_field: a converter's guard loses one field, logs once, never raises."""
+"""kit.read_field: a converter's guard loses one field, logs once, never raises."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gf_integrations.core import kit
+from gf_integrations import kit
 from gf_integrations.llamaindex.convert import _documents, _to_neutral
 
 

@@ -16,7 +16,7 @@ from opentelemetry.trace import Status, StatusCode
 
 import gf_integrations as gf
 import openai
-from gf_integrations.core.kit import forget_logged
+from gf_integrations.kit import forget_logged
 from gf_integrations.otel import GreenflashSpanProcessor, instrument_otel
 from helpers.otel_spans import (
     WEATHER_TURN,

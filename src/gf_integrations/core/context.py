@@ -1,7 +1,7 @@
 """Conversation identity: the ``conversation(...)`` context and the resolution order.
 
-Resolution, first hit wins: explicit argument > ``conversation(...)`` context >
-framework-native ids > configured defaults > a derived or generated id.
+The order is docs/DESIGN.md section 4; :meth:`GreenflashClient.resolve
+<gf_integrations.GreenflashClient.resolve>` is its one implementation.
 """
 
 from __future__ import annotations

@@ -4,14 +4,14 @@ answered which run (for ``gf.rate``)."""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from ..common.bounded import BoundedMap, BoundedSet
 from .context import Conv
 from .events import SystemPrompt
-from .targets import MAX_TARGETS, BoundedMap
+from .targets import MAX_TARGETS
 
 MAX_SENT_IDS = 50_000  # in total, all conversations together (~4 MB at most)
 MAX_CONVERSATIONS = 2_000
@@ -42,40 +42,6 @@ def batch_key(c: Conv) -> tuple[str | None, str, str, str | None]:
     )
 
 
-class SentIds:
-    """Ids already sent, across all conversations, the newest ``limit`` of them.
-
-    Only an optimisation: the server deduplicates by ``externalMessageId`` anyway, so an
-    evicted id costs at most one resend, never a duplicate. One global bound (instead of a
-    bound per conversation) keeps memory flat however many conversations a process sees.
-    Keys are ``hash((conversation, id))`` ints, in a set plus a FIFO of them: ~4 MB at the
-    cap, where an OrderedDict (a linked node per entry) took ~10 MB.
-    """
-
-    __slots__ = ("_ids", "_order", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self._ids: set[int] = set()
-        self._order: collections.deque[int] = collections.deque()
-        self.limit = limit
-
-    def __contains__(self, key: int) -> bool:
-        return key in self._ids
-
-    def add(self, key: int) -> None:
-        ids = self._ids
-        if key in ids:
-            return
-        ids.add(key)
-        order = self._order
-        order.append(key)
-        if len(order) > self.limit:
-            ids.discard(order.popleft())
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-
 class ConvState:
     __slots__ = (
         "conv",
@@ -89,7 +55,7 @@ class ConvState:
         "turn_has_tools",
     )
 
-    def __init__(self, key: str, sent: SentIds) -> None:
+    def __init__(self, key: str, sent: BoundedSet) -> None:
         self.key = key
         self.conv: Conv | None = None  # the identity its messages were last sent with
         self.sent = sent
@@ -116,8 +82,11 @@ class Conversations:
     __slots__ = ("_answers", "_convs", "_sent")
 
     def __init__(self) -> None:
-        self._convs: collections.OrderedDict[str, ConvState] = collections.OrderedDict()
-        self._sent = SentIds(MAX_SENT_IDS)
+        self._convs: BoundedMap[str, ConvState] = BoundedMap(MAX_CONVERSATIONS, lru=True)
+        # Only an optimisation: the server deduplicates by ``externalMessageId`` anyway, so
+        # an evicted id costs at most one resend, never a duplicate. One global bound
+        # (instead of one per conversation) keeps memory flat however many conversations.
+        self._sent = BoundedSet(MAX_SENT_IDS)
         # (conversation, event key) -> externalMessageId of the answer that event produced,
         # so a rating of "this run / response" finds the message (see core/targets.py)
         self._answers: BoundedMap[int, str] = BoundedMap(MAX_TARGETS)
@@ -126,11 +95,8 @@ class Conversations:
         """The state of conversation ``key``, created (and the oldest evicted) if new."""
         state = self._convs.get(key)
         if state is None:
-            state = self._convs[key] = ConvState(key, self._sent)
-            if len(self._convs) > MAX_CONVERSATIONS:
-                self._convs.popitem(last=False)
-        else:
-            self._convs.move_to_end(key)
+            state = ConvState(key, self._sent)
+            self._convs.put(key, state)
         return state
 
     def recorded_conv(self, conv: Conv) -> Conv:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
+from ..common.once import warn_once
 from ..transport.request import Part
 from .context import Conv
 from .ids import stable_id
@@ -35,18 +36,9 @@ __all__ = [
     "WireRequest",
     "feedback_parts",
     "to_request",
-    "warn_once",
 ]
 
 log = logging.getLogger("gf_integrations")
-_warned: set[str] = set()
-
-
-def warn_once(key: str, message: str, *args: Any) -> None:
-    """Log a warning the first time ``key`` is seen (feedback calls can repeat a lot)."""
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message, *args)
 
 
 @dataclasses.dataclass(slots=True)

@@ -11,11 +11,11 @@ from (conversation, event key) to the id it sent. Integrations register a resolv
 
 from __future__ import annotations
 
-import collections
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from ..common.bounded import BoundedMap
 from .context import Conv
 
 __all__ = [
@@ -60,42 +60,8 @@ class AnswerRef(NamedTuple):
     key: str | None = None
 
 
-class BoundedMap(Generic[K, V]):
-    """A map holding the ``limit`` most recently put entries; safe from any thread.
-
-    It sits on the host's hot path (one ``put`` per recorded answer), so it takes no lock:
-    each OrderedDict operation is atomic, and two racing evictions at worst evict one
-    entry early. (An OrderedDict, not a dict: evicting a dict's first entry over and over
-    scans the holes left by earlier evictions.)
-    """
-
-    __slots__ = ("_data", "_limit")
-
-    def __init__(self, limit: int = MAX_TARGETS) -> None:
-        self._limit = limit
-        self._data: collections.OrderedDict[K, V] = collections.OrderedDict()
-
-    def put(self, key: K, value: V) -> None:
-        """Insert or refresh ``key``; the oldest entry goes beyond the limit."""
-        data = self._data
-        data[key] = value
-        data.move_to_end(key)
-        if len(data) > self._limit:
-            try:
-                data.popitem(last=False)
-            except KeyError:
-                pass  # emptied by another thread meanwhile
-
-    def get(self, key: K) -> V | None:
-        """The value for ``key``, or None."""
-        return self._data.get(key)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class AnswerMap(Generic[K]):
-    """A :class:`BoundedMap` of answers, each kept as one plain tuple of its fields.
+    """A bounded map of answers, each kept as one plain tuple of its fields.
 
     The garbage collector stops tracking a plain tuple of strings the first time it sees
     one (it never does for a class instance or a NamedTuple), so the thousands of answers
@@ -135,7 +101,7 @@ class AnswerMap(Generic[K]):
 
 
 class ObjectMap(Generic[V]):
-    """A :class:`BoundedMap` keyed by object identity, without keeping the objects alive.
+    """A bounded map keyed by object identity, without keeping the objects alive.
 
     Objects that cannot be weakly referenced are not remembered (their ``id`` could be
     reused by another object once they are gone).

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..common.once import OnceLog
 from ..transport.request import Part
 from .context import Conv
 from .masking import MaskFn
@@ -110,7 +111,7 @@ class MessageWire:
         self.max_message_bytes = max_message_bytes
         self.report = report
         self._envelopes: collections.OrderedDict[Any, bytes] = collections.OrderedDict()
-        self._warned: set[str] = set()
+        self._once = OnceLog()  # this wire's warnings, each said once
 
     def parts(self, outgoing: Iterable[Outgoing]) -> list[Part]:
         """Encode each message; an oversize one is shrunk, or dropped and counted."""
@@ -120,7 +121,7 @@ class MessageWire:
                 part = self._part(item)
             except Exception as exc:
                 self.report("failed_mapping", 1)
-                self._warn_once(
+                self._once.warn(
                     f"encode:{type(exc).__name__}",
                     f"gf_integrations: could not encode a message ({type(exc).__name__}); "
                     "it was skipped",
@@ -138,14 +139,14 @@ class MessageWire:
             kind = item.message.get("messageType") or item.message.get("role")
             if len(encoded) > limit:
                 self.report("dropped_oversize", 1)
-                self._warn_once(
+                self._once.warn(
                     "oversize",
                     f"gf_integrations: a message larger than {limit} bytes was dropped "
                     f"(type {kind})",
                 )
                 return None
             self.report("shrunk_oversize", 1)
-            self._warn_once(
+            self._once.warn(
                 "shrunk",
                 f"gf_integrations: a message larger than {limit} bytes was cut down to fit "
                 "(marked '[truncated: ...]')",
@@ -166,11 +167,6 @@ class MessageWire:
             if len(self._envelopes) > _ENVELOPE_CACHE:
                 self._envelopes.popitem(last=False)
         return head
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message)
 
 
 def join_messages(parts: Sequence[Part]) -> bytes:

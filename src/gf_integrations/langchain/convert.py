@@ -2,7 +2,7 @@
 
 Each field is read on its own: a framework object that surprises a converter (a property
 that raises, a provider's odd ``tool_calls`` entry) loses that one field
-(:func:`~gf_integrations.core.kit.read_field`), and the rest is still recorded.
+(:func:`~gf_integrations.kit.read_field`), and the rest is still recorded.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.events import ChatMessage, Document, ToolCallSpec
-from ..core.kit import read_field
+from ..kit import read_field
 
 _ROLES = {
     "human": "user",

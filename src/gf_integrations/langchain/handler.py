@@ -17,9 +17,9 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from ..client import GreenflashClient, get_client
+from ..client import get_client
 from ..core.context import current_scope
-from ..core.kit import FixedIdentity, identity_keywords, log_once
+from ..kit import FixedIdentity, IdentityKwargs, Unpack, identity_keywords, warn_once
 from . import runs as _runs
 from ._dispatch import ASYNC_LLM_START_CODE_IDS, inline_answer
 from .convert import prompts_to_chats, text, to_chat, to_documents
@@ -59,14 +59,12 @@ RunT = TypeVar("RunT", bound=Run)
 
 def _hook_failed(hook: str, exc: BaseException) -> None:
     """A bug of ours in a hook: logged once per (hook, exception type), never raised."""
-    log_once(
-        log,
+    warn_once(
         ("langchain", hook, type(exc).__name__),
-        "gf_integrations: LangChain %s failed (%s: %s); recording continues, "
-        "further errors of this kind are not logged",
+        "gf_integrations: LangChain %s failed; recording continues, further errors of this "
+        "kind are not logged",
         hook,
-        type(exc).__name__,
-        exc,
+        exc=exc,
     )
 
 
@@ -78,13 +76,13 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     serve any number of concurrent runs and conversations.
 
     Args:
-        external_user_id: user for every conversation recorded by this handler.
-        external_conversation_id: fixed conversation id (else see the package docstring).
-        external_organization_id: organization for every conversation.
-        product_id: Greenflash product id (else the client's).
-        properties: conversation-level properties.
-        client: the :class:`~gf_integrations.GreenflashClient` to record through (default:
-            the configured default client, looked up at each root run).
+        **identity: the identity keywords (:class:`~gf_integrations.kit.IdentityKwargs`):
+            ``external_user_id``, ``external_conversation_id``,
+            ``external_organization_id``, ``product_id``, ``properties`` and ``client`` (the
+            :class:`~gf_integrations.GreenflashClient` to record through; default: the
+            configured one, looked up at each root run). Without a
+            conversation id, each root run is its own conversation (see the package
+            docstring for LangChain's and LangGraph's own ids).
         capture_steps: also record chains and LangGraph nodes as ``chain_start`` /
             ``chain_end`` messages (internal runnables are skipped).
         run_ttl: seconds after which a run that never ended is forgotten.
@@ -111,25 +109,12 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
     def __init__(
         self,
         *,
-        external_user_id: str | None = None,
-        external_conversation_id: str | None = None,
-        external_organization_id: str | None = None,
-        product_id: str | None = None,
-        properties: Mapping[str, Any] | None = None,
-        client: GreenflashClient | None = None,
         capture_steps: bool = False,
         run_ttl: float = DEFAULT_TTL,
+        **identity: Unpack[IdentityKwargs],
     ) -> None:
         super().__init__()
-        self.identity, self.client = identity_keywords(
-            "GreenflashCallbackHandler",
-            external_user_id=external_user_id,
-            external_conversation_id=external_conversation_id,
-            external_organization_id=external_organization_id,
-            product_id=product_id,
-            properties=properties,
-            client=client,
-        )
+        self.identity, self.client = identity_keywords("GreenflashCallbackHandler", identity)
         self.capture_steps = capture_steps
         self._fixed = FixedIdentity(self.identity)  # the common root's identity
         self.run_ttl = run_ttl

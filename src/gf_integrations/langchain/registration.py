@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 from langchain_core.tracers.context import register_configure_hook
 
-from ..client import GreenflashClient
 from ..core.targets import AnswerRef, register_target_resolver
+from ..kit import IdentityKwargs, Unpack
 from .handler import GreenflashCallbackHandler
 from .runs import answers
 
@@ -24,13 +23,8 @@ _hook_registered = False
 
 def instrument(
     *,
-    external_user_id: str | None = None,
-    external_conversation_id: str | None = None,
-    external_organization_id: str | None = None,
-    product_id: str | None = None,
-    properties: Mapping[str, Any] | None = None,
-    client: GreenflashClient | None = None,
     capture_steps: bool = False,
+    **identity: Unpack[IdentityKwargs],
 ) -> GreenflashCallbackHandler:
     """Record every LangChain/LangGraph run started in this context, without passing callbacks.
 
@@ -40,21 +34,17 @@ def instrument(
     before or without copying the context does not see it: call :func:`instrument` there
     too, or pass the handler in ``config``. Idempotent: calling it again with the same
     arguments returns the installed handler. Returns the handler.
+
+    Args:
+        capture_steps: as for :class:`GreenflashCallbackHandler`.
+        **identity: the identity keywords, as for :class:`GreenflashCallbackHandler`.
     """
     global _hook_registered
     with _hook_lock:
         if not _hook_registered:
             register_configure_hook(_hook_var, inheritable=True)
             _hook_registered = True
-    handler = GreenflashCallbackHandler(
-        external_user_id=external_user_id,
-        external_conversation_id=external_conversation_id,
-        external_organization_id=external_organization_id,
-        product_id=product_id,
-        properties=properties,
-        client=client,
-        capture_steps=capture_steps,
-    )
+    handler = GreenflashCallbackHandler(capture_steps=capture_steps, **identity)
     current = _hook_var.get()
     if (
         current is not None

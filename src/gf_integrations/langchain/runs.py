@@ -3,7 +3,7 @@
 Keyed by the run id's int (uuid7, unique; hashing an int runs no Python code), shared by
 every handler instance, so a handler attached twice sees a run already claimed and records
 it once. Entries are popped at the run's end or error; the registry's sweep (see
-:class:`~gf_integrations.core.kit.RunRegistry`) forgets runs that never end (abandoned
+:class:`~gf_integrations.kit.RunRegistry`) forgets runs that never end (abandoned
 streams, killed tasks) after the handler's ``run_ttl`` and keeps the count capped.
 Lookups never raise: an unknown parent makes a new root, an unknown run is ignored.
 """
@@ -19,8 +19,8 @@ from uuid import UUID
 
 from ..core.context import Conv
 from ..core.events import Retrieval
-from ..core.kit import RunRegistry, register_capture_probe
 from ..core.targets import AnswerMap
+from ..kit import RunRegistry, register_capture_probe
 
 if TYPE_CHECKING:
     from ..client import GreenflashClient

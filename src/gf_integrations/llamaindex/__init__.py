@@ -9,11 +9,11 @@ Usage::
     with gf_integrations.conversation(external_conversation_id="c1", external_user_id="u1"):
         query_engine.query("What is the capital of France?")
 
-Conversation identity, first hit wins: ``gf.conversation(...)`` scope > LlamaIndex
-``instrument_tags({"gf.conversation_id": ..., "gf.user_id": ..., "gf.organization_id": ...})``
-> the instrumentor's keywords > the client's configured defaults > one id per root span.
-It is captured once, when a root span starts (in the host's context), and kept with the
-root, so work that LlamaIndex moves to other tasks or threads stays in its conversation.
+Conversation identity follows docs/DESIGN.md section 4; LlamaIndex's own ids are
+``instrument_tags({"gf.conversation_id": ..., "gf.user_id": ..., "gf.organization_id": ...})``,
+and without any id each root span is its own conversation. It is captured once, when a
+root span starts (in the host's context), and kept with the root, so work that LlamaIndex
+moves to other tasks or threads stays in its conversation.
 
 What is recorded: LLM chat/completion calls (system prompt once, history, reply, model,
 usage, latency; streams at their end event), query engines (the query as the user's

@@ -14,7 +14,7 @@ from ..core.events import (
     Document,
     ToolCallSpec,
 )
-from ..core.kit import read_field
+from ..kit import read_field
 
 T = TypeVar("T")
 

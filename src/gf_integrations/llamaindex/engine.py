@@ -30,8 +30,8 @@ from ..core.events import (
     UserInput,
     now,
 )
-from ..core.kit import log_once
 from ..core.targets import AnswerRef
+from ..kit import warn_once
 from .convert import (
     _blocks_text,
     _is_agent,
@@ -50,7 +50,6 @@ from .state import (
     _Query,
     _Span,
     _spans_max,
-    log,
 )
 
 
@@ -76,8 +75,7 @@ class _Engine(_EventHandlers):
             # the cap is read per span: assigning the package's _SPANS_MAX tunes it
             self.spans.cap = cap = _spans_max()
             if len(self.spans) >= cap:
-                log_once(
-                    log,
+                warn_once(
                     ("llamaindex", "span cap"),
                     "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
                     cap,

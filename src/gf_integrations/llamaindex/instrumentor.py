@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import inspect
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 # re-exported (not marked as exported) by releases with llama-index-instrumentation
@@ -15,12 +14,11 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from pydantic import PrivateAttr
 
-from ..client import GreenflashClient
 from ..core.context import (
     register_capture_probe,
 )
-from ..core.kit import identity_keywords, log_once
 from ..core.targets import AnswerRef, register_target_resolver
+from ..kit import IdentityKwargs, Unpack, identity_keywords, warn_once
 from .engine import _Engine
 from .state import (
     _answers,
@@ -30,12 +28,11 @@ from .state import (
 
 def _log_handler_error(where: str, exc: BaseException) -> None:
     """Our own failure in a handler: logged once per site, never raised into LlamaIndex."""
-    log_once(
-        log,
+    warn_once(
         ("llamaindex handler", where),
-        "gf_integrations: LlamaIndex handler error in %s (further ones are not logged): %r",
+        "gf_integrations: LlamaIndex handler error in %s (further ones are not logged)",
         where,
-        exc,
+        exc=exc,
     )
 
 
@@ -134,36 +131,23 @@ class GreenflashInstrumentor:
     ``gf_integrations.conversation(...)`` or ``instrument_tags({"gf.conversation_id": ...})``.
 
     Args:
-        external_user_id: user when neither the scope nor the tags name one.
-        external_conversation_id: conversation when neither the scope nor the tags name
-            one (otherwise each root span is its own conversation).
-        external_organization_id: organization default.
-        product_id: Greenflash product id (else the client's configured one).
-        properties: conversation properties added to every conversation.
-        client: a :class:`~gf_integrations.GreenflashClient`; default: the configured client.
         capture_steps: also record workflow steps as ``chain_start``/``chain_end``.
+        **identity: the identity keywords (:class:`~gf_integrations.kit.IdentityKwargs`):
+            ``external_user_id``, ``external_conversation_id``,
+            ``external_organization_id``, ``product_id``, ``properties`` and ``client`` (the
+            :class:`~gf_integrations.GreenflashClient` to record through; default: the
+            configured one). Process-wide: they are defaults, below a
+            ``gf_integrations.conversation(...)`` scope and the ``instrument_tags``; without
+            a conversation id, each root span is its own conversation.
     """
 
     def __init__(
         self,
         *,
-        external_user_id: str | None = None,
-        external_conversation_id: str | None = None,
-        external_organization_id: str | None = None,
-        product_id: str | None = None,
-        properties: Mapping[str, Any] | None = None,
-        client: GreenflashClient | None = None,
         capture_steps: bool = False,
+        **identity: Unpack[IdentityKwargs],
     ) -> None:
-        defaults, gf_client = identity_keywords(
-            "GreenflashInstrumentor",
-            external_user_id=external_user_id,
-            external_conversation_id=external_conversation_id,
-            external_organization_id=external_organization_id,
-            product_id=product_id,
-            properties=properties,
-            client=client,
-        )
+        defaults, gf_client = identity_keywords("GreenflashInstrumentor", identity)
         self._engine = _Engine(defaults, gf_client, capture_steps)
         self._event_handler: _GFEventHandler | None = None
         self._span_handler: _GFSpanHandler | None = None

@@ -30,7 +30,7 @@ from ..core.events import (
     ToolResult,
     UserInput,
 )
-from ..core.kit import RunRegistry
+from ..kit import RunRegistry
 from .convert import (
     _agent_answer,
     _blocks_text,

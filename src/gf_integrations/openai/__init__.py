@@ -24,15 +24,15 @@ response objects, the same ``openai.Stream`` / ``AsyncStream`` objects (their pr
 use) are recorded when the caller parses them.
 
 Layout: this module holds ``wrap_openai`` and the per-call flow (patching, before and
-after each call); ``call`` the call state and identity, ``chat`` / ``responses`` /
-``embeddings`` each API's recording and conversion, ``stream`` the streams. See
-docs/DESIGN.md for the layers and the hot-path rule.
+after each call); ``endpoints`` the table of APIs, one row each; ``call`` the call state
+and identity; ``chat`` / ``responses`` / ``embeddings`` each API's request, response and
+stream reading; ``stream`` the stream tap. See docs/DESIGN.md for the layers.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import logging
 from typing import Any, TypeVar
 
 try:
@@ -43,12 +43,13 @@ except ImportError:  # pragma: no cover - exercised only without the extra
         "gf_integrations.openai needs the OpenAI client: pip install 'gf-integrations[openai]'"
     ) from None
 
-from ..client import GreenflashClient
-from ..core.clientwrap import (
+from ..core.targets import register_target_resolver
+from ..kit import (
+    IdentityKwargs,
+    Unpack,
     async_method,
+    identity_keywords,
     instrument_copies,
-    log,
-    log_once,
     patch,
     record_failure,
     recorder_for,
@@ -56,15 +57,13 @@ from ..core.clientwrap import (
     sync_method,
     tap_async,
     tap_sync,
+    wrapper_failed,
 )
-from ..core.kit import identity_keywords
-from ..core.targets import register_target_resolver
-from .call import Call, Config, rating_target, resolve_call
-from .chat import begin_chat, chat_inputs_fn
-from .chat import record_chat as _record_chat  # a module global: tests replace it here
-from .embeddings import record_embeddings
-from .responses import begin_responses, record_response, responses_inputs_fn
+from .call import Call, Config, rating_target
+from .endpoints import ENDPOINTS, Endpoint
 from .stream import OpenAIStreamTap
+
+log = logging.getLogger("gf_integrations")
 
 __all__ = ["wrap_openai"]
 
@@ -74,7 +73,7 @@ _C = TypeVar("_C")
 
 
 def _log_once(where: str, exc: BaseException) -> None:
-    log_once("OpenAI", where, exc)
+    wrapper_failed("OpenAI", where, exc)
 
 
 # -- public API -----------------------------------------------------------------------
@@ -84,13 +83,8 @@ def wrap_openai(
     openai_client: _C,
     /,
     *,
-    external_user_id: str | None = None,
-    external_conversation_id: str | None = None,
-    external_organization_id: str | None = None,
-    product_id: str | None = None,
-    properties: Mapping[str, Any] | None = None,
-    client: GreenflashClient | None = None,
     stream_usage: bool = False,
+    **identity: Unpack[IdentityKwargs],
 ) -> _C:
     """Log every chat, Responses and embeddings call of an OpenAI client to Greenflash.
 
@@ -101,19 +95,16 @@ def wrap_openai(
     Args:
         openai_client: an ``openai.OpenAI``, ``AsyncOpenAI``, ``AzureOpenAI`` or
             ``AsyncAzureOpenAI`` (positional).
-        external_user_id: default user. Precedence for every identity field, first hit
-            wins: these arguments > ``gf_integrations.conversation(...)`` > the
-            request's ``user`` / ``safety_identifier`` and the Responses
-            ``conversation`` / ``previous_response_id`` chain > configured defaults >
-            a conversation id derived from the user and the opening messages (system
+        **identity: the identity keywords (:class:`~gf_integrations.kit.IdentityKwargs`):
+            ``external_user_id``, ``external_conversation_id``,
+            ``external_organization_id``, ``product_id``, ``properties`` (conversation
+            properties sent with every call) and ``client`` (the
+            :class:`~gf_integrations.GreenflashClient` to record through; default: the
+            configured one). Which identity wins when several apply: docs/DESIGN.md
+            section 4. Without any id, a
+            conversation id is derived from the user and the opening messages (system
             prompt + first user message), so a stateless app that resends its growing
             history lands in one conversation, each message stored once.
-        external_conversation_id: default conversation id.
-        external_organization_id: default organization id.
-        product_id: Greenflash product id.
-        properties: conversation properties sent with every call.
-        client: the :class:`~gf_integrations.GreenflashClient` to record through
-            (default: the configured default client).
         stream_usage: ask chat streams for token usage
             (``stream_options={"include_usage": True}``) when the caller did not; the
             extra usage-only chunk (``choices == []``) is then hidden from the caller.
@@ -121,15 +112,7 @@ def wrap_openai(
     Raises:
         TypeError: when ``openai_client`` is not an OpenAI client instance.
     """
-    defaults, recorder = identity_keywords(
-        "wrap_openai",
-        external_user_id=external_user_id,
-        external_conversation_id=external_conversation_id,
-        external_organization_id=external_organization_id,
-        product_id=product_id,
-        properties=properties,
-        client=client,
-    )
+    defaults, recorder = identity_keywords("wrap_openai", identity)
     target: Any = openai_client
     if not isinstance(target, (openai.OpenAI, openai.AsyncOpenAI)):
         raise TypeError(
@@ -146,35 +129,25 @@ def wrap_openai(
 # -- instrumentation ------------------------------------------------------------------
 
 
-# (api, resource path, methods). Not every SDK release has every one: the Responses API
-# arrived in 1.66; before 1.92 `parse` is only on beta.chat.completions (with no `create`
-# there; before 1.50 it posts through chat.completions.create: recorded once, see
-# core.clientwrap). What a release lacks is simply not patched.
-_ENDPOINTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("chat", ("chat", "completions"), ("create", "parse")),
-    # older code calls client.beta.chat.completions.parse: a separate instance
-    ("chat", ("beta", "chat", "completions"), ("create", "parse")),
-    ("responses", ("responses",), ("create", "parse")),
-    ("embeddings", ("embeddings",), ("create",)),
-)
 _ERRORS = openai.OpenAIError
 
 
 def _instrument(client: Any, cfg: Config) -> None:
     make = async_method if isinstance(client, openai.AsyncOpenAI) else sync_method
     instrument_copies(client, cfg, _instrument)
-    for api, path, names in _ENDPOINTS:
-        try:
-            res = _resource(client, path)
-            begin = functools.partial(_begin, cfg, api)
-            for name in names:
-                original = getattr(res, name, None) if res is not None else None
-                if callable(original):
-                    patch(res, name, make(original, begin, _finish, _record_api_error, _ERRORS))
-                else:
-                    log.debug("gf_integrations: this openai has no %s.%s", ".".join(path), name)
-        except Exception as exc:  # the others stay instrumented; the client works as is
-            _log_once("wrapping " + ".".join(path), exc)
+    for endpoint in ENDPOINTS:
+        begin = functools.partial(_begin, cfg, endpoint)
+        for path in endpoint.resources:
+            try:
+                res = _resource(client, path)
+                for name in endpoint.methods:
+                    original = getattr(res, name, None) if res is not None else None
+                    if callable(original):
+                        patch(res, name, make(original, begin, _finish, _record_api_error, _ERRORS))
+                    else:
+                        log.debug("gf_integrations: this openai has no %s.%s", ".".join(path), name)
+            except Exception as exc:  # the others stay instrumented; the client works as is
+                _log_once("wrapping " + ".".join(path), exc)
 
 
 def _resource(client: Any, path: tuple[str, ...]) -> Any:
@@ -191,19 +164,14 @@ def _resource(client: Any, path: tuple[str, ...]) -> Any:
 # -- one call -------------------------------------------------------------------------
 
 
-def _begin(cfg: Config, api: str, kwargs: dict[str, Any]) -> Call | None:
+def _begin(cfg: Config, endpoint: Endpoint, kwargs: dict[str, Any]) -> Call | None:
     """Decide whether to record and snapshot what we need. None means pass through."""
     try:
         gfc = recorder_for(cfg, kwargs)
         if gfc is None:
             return None
-        call = Call(cfg, gfc, api, kwargs)
-        if api == "chat":
-            begin_chat(call, kwargs)
-        elif api == "responses":
-            begin_responses(call, kwargs)
-        else:
-            call.conv = resolve_call(call, None, None)
+        call = Call(cfg, gfc, endpoint, kwargs)
+        endpoint.begin(call, kwargs)
         return call
     except Exception as exc:
         _log_once("before the call", exc)
@@ -212,8 +180,7 @@ def _begin(cfg: Config, api: str, kwargs: dict[str, Any]) -> Call | None:
 
 def _record_api_error(call: Call, exc: BaseException) -> None:
     """The API raised (the caller gets the same exception): record the failed call."""
-    inputs = chat_inputs_fn(call) if call.api == "chat" else responses_inputs_fn(call, None)
-    record_failure(call, exc, inputs)
+    record_failure(call, exc, call.endpoint.inputs(call))
 
 
 def _finish(call: Call, result: Any) -> Any:
@@ -223,12 +190,8 @@ def _finish(call: Call, result: Any) -> Any:
             tap_sync(result, OpenAIStreamTap(call))
         elif isinstance(result, AsyncStream):
             tap_async(result, OpenAIStreamTap(call))
-        elif call.api == "chat":
-            _record_chat(call, result)
-        elif call.api == "responses":
-            record_response(call, result, None)
         else:
-            record_embeddings(call, result)
+            call.endpoint.record(call, result)
     except Exception as exc:
         _log_once("after the call", exc)
     return result

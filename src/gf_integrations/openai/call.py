@@ -7,12 +7,15 @@ native ids (``user`` / ``safety_identifier``, a Responses conversation or chain)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..client import GreenflashClient
-from ..core.clientwrap import CallState, WrapConfig, resolve_identity
 from ..core.context import IdentityDefaults
 from ..core.targets import AnswerMap, AnswerRef
+from ..kit import CallState, WrapConfig, resolve_identity
+
+if TYPE_CHECKING:
+    from .endpoints import Endpoint
 
 
 class Config(WrapConfig):
@@ -33,11 +36,16 @@ class Config(WrapConfig):
 
 
 class Call(CallState):
-    __slots__ = ("chained", "hide_usage", "inputs", "instructions")
+    """One call in flight; ``endpoint`` is its row in endpoints.py."""
 
-    def __init__(self, cfg: Config, gfc: GreenflashClient, api: str, kwargs: dict[str, Any]):
-        super().__init__(cfg, gfc, api, kwargs)
+    __slots__ = ("chained", "endpoint", "hide_usage", "inputs", "instructions")
+
+    def __init__(
+        self, cfg: Config, gfc: GreenflashClient, endpoint: Endpoint, kwargs: dict[str, Any]
+    ):
+        super().__init__(cfg, gfc, endpoint.api, kwargs)
         self.cfg: Config = cfg
+        self.endpoint = endpoint
         self.hide_usage = False
         self.chained = False
         self.instructions: Any = None

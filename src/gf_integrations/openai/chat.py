@@ -10,10 +10,11 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..core.clientwrap import get_field as _get
-from ..core.clientwrap import is_raw, lazy_usage, snapshot
 from ..core.events import ChatMessage, LLMCall, ToolCallSpec
+from ..kit import get_field as _get
+from ..kit import is_raw, lazy_usage, snapshot
 from .call import Call, remember_answer, resolve_call
+from .stream import OpenAIStreamTap
 
 
 def begin_chat(call: Call, kwargs: dict[str, Any]) -> None:
@@ -287,3 +288,35 @@ def chat_stream_reply(chunks: Sequence[Any]) -> ChatMessage | None:
     if reasoning:
         msg["reasoning"] = "".join(reasoning)
     return msg
+
+
+def record_chat_stream(tap: OpenAIStreamTap, how: str, error: BaseException | None) -> None:
+    """A chat stream that ended: its reply rebuilt from the chunks that arrived."""
+    call, items = tap.call, tap.items
+    first = items[0] if items else None
+    usage = tap.usage
+    finish_reason = None
+    for chunk in reversed(items):
+        if usage is None and getattr(chunk, "usage", None) is not None:
+            usage = chunk.usage
+        if chunk.choices:
+            finish_reason = chunk.choices[0].finish_reason
+            break
+    complete = how == "exhausted" and error is None
+    call.gfc.record(
+        LLMCall(
+            call.conv,
+            call.key,
+            messages=chat_inputs_fn(call),
+            reply=functools.partial(chat_stream_reply, items),
+            model=getattr(first, "model", None) or call.model,
+            usage=lazy_usage(usage),
+            provider=call.cfg.provider,
+            finish_reason=finish_reason,
+            started_at=call.started,
+            error=error,
+            partial=not complete,
+            properties=tap.stream_props(how, getattr(first, "id", None)),
+        )
+    )
+    remember_answer(getattr(first, "id", None), call)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from ..core.clientwrap import lazy_usage
-from ..core.events import Embedding
-from .call import Call
+from ..core.events import ChatMessage, Embedding
+from ..kit import lazy_usage
+from .call import Call, resolve_call
+
+
+def begin_embeddings(call: Call, kwargs: dict[str, Any]) -> None:
+    call.conv = resolve_call(call, None, None)
+
+
+def embeddings_inputs_fn(call: Call) -> Callable[[], list[ChatMessage]]:
+    """A failed embeddings call has no messages to record."""
+    return list
 
 
 def record_embeddings(call: Call, result: Any) -> None:

@@ -6,46 +6,23 @@ A ``previous_response_id`` continues the conversation its response was recorded 
 
 from __future__ import annotations
 
-import collections
 import functools
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..core.clientwrap import get_field as _get
-from ..core.clientwrap import lazy_usage, snapshot
+from ..common.bounded import BoundedMap
 from ..core.events import ChatMessage, LLMCall
+from ..kit import get_field as _get
+from ..kit import lazy_usage, snapshot
 from .call import Call, remember_answer, resolve_call
 from .chat import chat_opening, content_text, custom_input, refusal_of
+from .stream import OpenAIStreamTap
 
 _MAX_CHAINS = 10_000
 
 
-class _Chains:
-    """Bounded LRU: Responses ``response.id`` -> conversation id, for
-    ``previous_response_id`` chains."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._data: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> str | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: str) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            if len(self._data) > self._limit:
-                self._data.popitem(last=False)
-
-
-response_chains = _Chains(_MAX_CHAINS)
+# Responses ``response.id`` -> conversation id, for ``previous_response_id`` chains
+response_chains: BoundedMap[str, str] = BoundedMap(_MAX_CHAINS, lru=True)
 
 
 def begin_responses(call: Call, kwargs: dict[str, Any]) -> None:
@@ -81,7 +58,7 @@ def responses_inputs_fn(call: Call, response_id: str | None) -> Callable[[], lis
     return functools.partial(_responses_inputs, call.instructions, call.inputs, prefix)
 
 
-def record_response(call: Call, response: Any, extra: Mapping[str, Any] | None) -> None:
+def record_response(call: Call, response: Any, extra: Mapping[str, Any] | None = None) -> None:
     rid = getattr(response, "id", None)
     rid = rid if isinstance(rid, str) else None
     conv = call.conv
@@ -302,3 +279,44 @@ def responses_partial_reply(events: Sequence[Any], response_id: str | None) -> C
                 }
             )
     return _merge_reply(_items_to_messages(output), response_id)
+
+
+def record_responses_stream(tap: OpenAIStreamTap, how: str, error: BaseException | None) -> None:
+    """A Responses stream that ended: its final response, or what arrived, marked partial."""
+    call, items = tap.call, tap.items
+    for event in reversed(items):
+        if getattr(event, "type", None) in (
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ):
+            record_response(call, event.response, tap.stream_props(how, None))
+            return
+    # ended before the final event: rebuild what arrived, mark it partial
+    started = next(
+        (e.response for e in items if getattr(e, "type", None) == "response.created"), None
+    )
+    rid = getattr(started, "id", None)
+    rid = rid if isinstance(rid, str) else None
+    if rid:
+        response_chains.put(rid, call.conv.external_conversation_id)
+    if error is None:
+        for event in items:
+            if getattr(event, "type", None) == "error":
+                error_text = getattr(event, "message", None) or "stream error"
+                error = RuntimeError(str(error_text))
+    call.gfc.record(
+        LLMCall(
+            call.conv,
+            call.key,
+            messages=responses_inputs_fn(call, rid),
+            reply=functools.partial(responses_partial_reply, items, rid if call.chained else None),
+            model=getattr(started, "model", None) or call.model,
+            provider=call.cfg.provider,
+            started_at=call.started,
+            error=error,
+            partial=True,
+            properties=tap.stream_props(how, rid),
+        )
+    )
+    remember_answer(rid, call)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping
 from typing import Any
 
 try:
@@ -29,7 +28,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
         "gf_integrations.otel needs the OpenTelemetry SDK: pip install 'gf-integrations[otel]'"
     ) from None
 
-from ..client import GreenflashClient
+from ..kit import IdentityKwargs, Unpack
 from .processor import GreenflashSpanProcessor
 
 __all__ = ["GreenflashSpanProcessor", "instrument_otel"]
@@ -40,13 +39,7 @@ _installed: weakref.WeakKeyDictionary[Any, GreenflashSpanProcessor] = weakref.We
 
 def instrument_otel(
     tracer_provider: Any = None,
-    *,
-    external_user_id: str | None = None,
-    external_conversation_id: str | None = None,
-    external_organization_id: str | None = None,
-    product_id: str | None = None,
-    properties: Mapping[str, Any] | None = None,
-    client: GreenflashClient | None = None,
+    **identity: Unpack[IdentityKwargs],
 ) -> GreenflashSpanProcessor:
     """Add a :class:`GreenflashSpanProcessor` to a tracer provider and return it.
 
@@ -56,8 +49,7 @@ def instrument_otel(
             the global provider (your own exporters can be added to it later). OpenTelemetry
             lets the global provider be set only once, so call this after your own
             OpenTelemetry setup (``logfire.configure()``, ``set_tracer_provider(...)``).
-        external_user_id, external_conversation_id, external_organization_id, product_id,
-        properties, client: as for :class:`GreenflashSpanProcessor`.
+        **identity: the identity keywords, as for :class:`GreenflashSpanProcessor`.
 
     Calling it again for the same provider returns the processor already installed, with
     the new identity keywords.
@@ -82,20 +74,13 @@ def instrument_otel(
             "instrument_otel() expects an opentelemetry.sdk.trace.TracerProvider, "
             f"got {type(provider).__name__}"
         )
-    processor = GreenflashSpanProcessor(
-        external_user_id=external_user_id,
-        external_conversation_id=external_conversation_id,
-        external_organization_id=external_organization_id,
-        product_id=product_id,
-        properties=properties,
-        client=client,
-    )
+    processor = GreenflashSpanProcessor(**identity)
     with _lock:
         existing = _installed.get(provider)
         if existing is not None:
             # once per provider: keep the installed processor, take the newest settings
             existing.defaults = processor.defaults
-            existing.retarget(client)
+            existing.retarget(identity.get("client"))
             return existing
         provider.add_span_processor(processor)
         _installed[provider] = processor

@@ -22,17 +22,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.events import ChatMessage, ToolCallSpec
-from ..core.kit import log_once
+from ..kit import warn_once
 
 log = logging.getLogger("gf_integrations")
 
 
 def bridge_failed(where: str, detail: BaseException | str) -> None:
     """Our own failure or an unreadable span, at ``where``: one warning per site."""
+    # an exception's text may quote the traced program's data: its type only
     if not isinstance(detail, str):
-        detail = f"{type(detail).__name__}: {detail}"
-    log_once(
-        log,
+        detail = type(detail).__name__
+    warn_once(
         ("otel", where),
         "gf_integrations: OpenTelemetry bridge failed in %s (%s); the traced code is "
         "unaffected, further errors here are not logged",

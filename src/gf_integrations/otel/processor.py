@@ -23,7 +23,7 @@ from opentelemetry.trace import StatusCode
 from ..client import GreenflashClient, get_client
 from ..core.context import Conv
 from ..core.events import ChatMessage, LLMCall, ToolResult
-from ..core.kit import identity_keywords
+from ..kit import IdentityKwargs, Unpack, identity_keywords
 from . import convert
 from .convert import bridge_failed
 
@@ -195,39 +195,21 @@ class GreenflashSpanProcessor(SpanProcessor):
     framework resends it), tool calls with parsed arguments, observations parented to
     them, the final answer, model, usage and latency. Other spans are ignored.
 
-    Conversation identity, first hit wins: the ``external_*`` keywords >
-    ``gf_integrations.conversation(...)`` > ``gen_ai.conversation.id`` / ``session.id`` and
-    ``user.id`` / ``enduser.id`` (from any span of the same trace) > the client's configured
-    defaults > one conversation per trace.
+    The spans' own ids take part in the identity: ``gen_ai.conversation.id`` /
+    ``session.id`` and ``user.id`` / ``enduser.id``, from any span of the same trace;
+    without a conversation id, each trace is one conversation.
 
     Args:
-        external_user_id: user for every conversation recorded through this processor.
-        external_conversation_id: one conversation for everything.
-        external_organization_id: organization default.
-        product_id: Greenflash product id (else the client's configured one).
-        properties: conversation properties added to every conversation.
-        client: a :class:`~gf_integrations.GreenflashClient`; default: the configured client.
+        **identity: the identity keywords (:class:`~gf_integrations.kit.IdentityKwargs`):
+            ``external_user_id``, ``external_conversation_id``,
+            ``external_organization_id``, ``product_id``, ``properties`` and ``client`` (the
+            :class:`~gf_integrations.GreenflashClient` to record through; default: the
+            configured one). Process-wide: they are defaults, below a
+            ``gf_integrations.conversation(...)`` scope (docs/DESIGN.md section 4).
     """
 
-    def __init__(
-        self,
-        *,
-        external_user_id: str | None = None,
-        external_conversation_id: str | None = None,
-        external_organization_id: str | None = None,
-        product_id: str | None = None,
-        properties: Mapping[str, Any] | None = None,
-        client: GreenflashClient | None = None,
-    ) -> None:
-        self.defaults, self._client = identity_keywords(
-            "GreenflashSpanProcessor",
-            external_user_id=external_user_id,
-            external_conversation_id=external_conversation_id,
-            external_organization_id=external_organization_id,
-            product_id=product_id,
-            properties=properties,
-            client=client,
-        )
+    def __init__(self, **identity: Unpack[IdentityKwargs]) -> None:
+        self.defaults, self._client = identity_keywords("GreenflashSpanProcessor", identity)
         self._recorded_to: GreenflashClient | None = None  # the client last recorded through
         self._traces = _TraceIdentity(_MAX_TRACES)
         self._stopped = False

@@ -82,7 +82,7 @@ class Uploader(UploaderBase):
         buf = self._buf
         if len(buf) + self._held >= self.settings.max_queue_size:
             self.counters.bump("dropped_queue_full")
-            self._warn_once(
+            self._once.warn(
                 "queue_full",
                 "gf_integrations: upload queue full "
                 f"({self.settings.max_queue_size} items held); dropping new events "
@@ -118,7 +118,7 @@ class Uploader(UploaderBase):
                 self._callers_map = False  # caught up: the worker takes over again
         except Exception as exc:  # never into the host's call; the worker takes over
             self._callers_map = False
-            self._warn_once(
+            self._once.warn(
                 f"help:{type(exc).__name__}",
                 f"gf_integrations: uploader error ({type(exc).__name__}); continuing",
             )
@@ -260,7 +260,7 @@ class Uploader(UploaderBase):
                     if self._step():
                         break
                 except Exception as exc:  # keep the worker alive whatever happens
-                    self._warn_once(
+                    self._once.warn(
                         f"worker:{type(exc).__name__}",
                         f"gf_integrations: uploader error ({type(exc).__name__}); continuing",
                     )
@@ -350,10 +350,10 @@ class Uploader(UploaderBase):
             self.counters.bump("failed_mapping")
             with self._lock:
                 self._failures += 1  # flush() promises delivery: a lost item is a failure
-            self._warn_once(
+            self._once.warn(
                 f"map:{type(exc).__name__}",
                 f"gf_integrations: could not map a {type(item).__name__} event "
-                f"({type(exc).__name__}: {str(exc)[:200]}); it was skipped",
+                f"({type(exc).__name__}); it was skipped",
             )
             if isinstance(exc, KeyboardInterrupt) and self._mapping_here_active():
                 raise

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..common.once import OnceLog
 from .batcher import Batcher
 from .delivery import DeliverySettings
 from .exporters import Exporter, ExportResult
@@ -71,7 +72,7 @@ class UploaderBase:
         self._spool = Spool(Path(settings.spool_dir)) if settings.spool_dir else None
         self._init_runtime()
         self._closed = False
-        self._warned: set[str] = set()
+        self._once = OnceLog()  # this uploader's warnings, each said once
         ref = weakref.WeakMethod(self._after_fork)
         os.register_at_fork(after_in_child=lambda: call_ref(ref))
         register(self)  # one shared, bounded exit flush (see state._shutdown_all_at_exit)
@@ -146,7 +147,7 @@ class UploaderBase:
     def _join_failed(self, count: int, exc: Exception) -> None:
         self._held_in -= count  # the batcher runs under _map_lock
         self.counters.bump("failed_mapping", count)
-        self._warn_once(
+        self._once.warn(
             f"join:{type(exc).__name__}",
             f"gf_integrations: could not build a request ({type(exc).__name__}); skipped",
         )
@@ -284,14 +285,14 @@ class UploaderBase:
             self._spool_files = None
         why = "shutdown deadline" if result is None else (result.status or result.detail)
         if self._spool_write(item):
-            self._warn_once(
+            self._once.warn(
                 "spooled",
                 f"gf_integrations: Greenflash unreachable ({why}); batches are kept in "
                 f"{self._spool.folder if self._spool else None} and resent on next start",
             )
         else:
             self.counters.bump("dropped_retries", item.count)
-            self._warn_once(
+            self._once.warn(
                 "gave_up",
                 f"gf_integrations: could not deliver a batch ({why}); dropped "
                 f"{item.count} message(s). Set spool_dir to keep undelivered batches.",
@@ -306,7 +307,7 @@ class UploaderBase:
         try:
             item.spool_path = self._spool.keep(item.path, item.body, item.spool_path)
         except OSError as exc:
-            self._warn_once(
+            self._once.warn(
                 "spool_error", f"gf_integrations: could not write the spool ({type(exc).__name__})"
             )
             return False
@@ -336,12 +337,6 @@ class UploaderBase:
             self._ready.append(Payload(path, body, count, _SPOOL_KEY, spool_path=claimed))
 
     # -- misc ----------------------------------------------------------------------------------
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        log.warning(message)
 
     def stats(self) -> dict[str, int]:
         """Delivery counters (queued, sent, retried, dropped, dropped_*, spooled, ...)."""

@@ -1,19 +1,13 @@
-"""Shared machinery of the provider client wrappers (``wrap_openai``, ``wrap_anthropic``).
+"""The model-SDK wrappers' per-call machinery (``wrap_openai``, ``wrap_anthropic``, ...).
 
 A wrapper instruments one client *instance*: it replaces a few bound methods on that
 instance (never on the class), keeps copies made with ``with_options`` / ``copy``
-instrumented, and records each call as an
-:class:`~gf_integrations.core.events.LLMCall` built from plain references on the caller's
-thread (conversion happens on the worker). Streams are tapped in place: the SDK's stream
-object keeps its identity, its private ``_iterator`` is replaced by a generator that notes
-each item and records once at the end (exhaustion, error, ``close()``, or discard).
-Raw-response calls (``with_raw_response``, ``with_streaming_response``) are recorded when
-the caller parses them (``.parse()``, the SDK's own type): frameworks such as the OpenAI
-Agents SDK and LangChain's ``ChatOpenAI`` / ``ChatAnthropic`` call the API that way. A raw
-response read only as bytes or lines is not recorded.
-
-Everything here is provider-neutral; the provider modules supply the request snapshot,
-the conversion to neutral messages and the reply/stream recording.
+instrumented, and records each call as an :class:`~gf_integrations.core.events.LLMCall`
+built from plain references on the caller's thread. Raw-response calls
+(``with_raw_response``, ``with_streaming_response``) are recorded when the caller parses
+them (``.parse()``, the SDK's own type): frameworks such as the OpenAI Agents SDK and
+LangChain's ``ChatOpenAI`` / ``ChatAnthropic`` call the API that way. A raw response read
+only as bytes or lines is not recorded. Streams: :mod:`.streams`.
 """
 
 from __future__ import annotations
@@ -22,20 +16,17 @@ import functools
 import hashlib
 import inspect
 import itertools
-import logging
 import time
 import uuid
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from ..client import GreenflashClient, get_client
-from .context import Conv, IdentityDefaults, current_scope, outer_llm_capture_active
-from .events import ChatMessage, LLMCall, now
-from .kit import FixedIdentity
-
-log = logging.getLogger("gf_integrations")
+from ..common.once import warn_once
+from ..core.context import Conv, IdentityDefaults, current_scope, outer_llm_capture_active
+from ..core.events import ChatMessage, LLMCall, now
+from .identity import FixedIdentity
 
 MARKER = "_gf_integrations_config"
 # Bytes of the opening messages that feed a derived conversation id: enough to tell
@@ -44,25 +35,22 @@ DERIVE_CHARS = 4096
 
 _RUN = uuid.uuid4().hex[:12]
 _seq = itertools.count()
-_warned: set[tuple[str, str]] = set()
 # True while a patched method runs: a patched method that the SDK itself calls from inside
 # another one is the same request, recorded once, by the outer call (before openai 1.50,
 # beta.chat.completions.parse posts through chat.completions.create).
 _inside: ContextVar[bool] = ContextVar("gf_integrations_inside_call", default=False)
 
 
-def log_once(label: str, where: str, exc: BaseException) -> None:
-    """Our own failures: one warning per wrapper and site, never raised into the host."""
-    if (label, where) in _warned:
-        return
-    _warned.add((label, where))
-    log.warning(
-        "gf_integrations: %s wrapper failed in %s (%s: %s); the call itself is "
-        "unaffected, further errors here are not logged",
+def wrapper_failed(label: str, where: str, exc: BaseException) -> None:
+    """Our own failure in a wrapper: one warning per wrapper and site, with the exception's
+    type only (its text may quote the host's data), never raised into the host."""
+    warn_once(
+        ("wrapper", label, where),
+        "gf_integrations: %s wrapper failed in %s; the call itself is unaffected, further "
+        "errors here are not logged",
         label,
         where,
-        type(exc).__name__,
-        exc,
+        exc=exc,
     )
 
 
@@ -108,7 +96,7 @@ def instrument_copies(client: Any, cfg: WrapConfig, instrument: Callable[[Any, A
             if MARKER not in new.__dict__:
                 instrument(new, cfg)
         except Exception as exc:
-            log_once(cfg.label, "copy", exc)
+            wrapper_failed(cfg.label, "copy", exc)
         return new
 
     # instance attributes shadow the class methods (`with_options = copy` on the class)
@@ -264,7 +252,7 @@ def record_failure(
             )
         )
     except Exception as err:
-        log_once(call.cfg.label, "recording an error", err)
+        wrapper_failed(call.cfg.label, "recording an error", err)
 
 
 def sync_method(
@@ -364,196 +352,5 @@ def finish_on_parse(call: _C, raw: Any, finish: Callable[[_C, Any], Any]) -> Any
 
             raw.parse = parsed
     except Exception as exc:
-        log_once(call.cfg.label, "hooking a raw response", exc)
+        wrapper_failed(call.cfg.label, "hooking a raw response", exc)
     return raw
-
-
-class LazyUsage(Mapping[str, Any]):
-    """A usage model read as a mapping on the worker (no model_dump on the caller).
-
-    Calling it returns the dict: how the recorder resolves a :data:`~.events.Lazy` usage,
-    one call instead of a mapping protocol call per key.
-    """
-
-    __slots__ = ("_data", "_src")
-
-    def __init__(self, src: Any) -> None:
-        self._src = src
-        self._data: dict[str, Any] | None = None
-
-    def _dict(self) -> dict[str, Any]:
-        if self._data is None:
-            dump = getattr(self._src, "model_dump", None)
-            data = dump(exclude_none=True) if callable(dump) else dict(self._src)
-            self._data = data if isinstance(data, dict) else {}
-        return self._data
-
-    def __call__(self) -> dict[str, Any]:
-        return self._dict()
-
-    def __getitem__(self, key: str) -> Any:
-        return self._dict()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._dict())
-
-    def __len__(self) -> int:
-        return len(self._dict())
-
-
-def lazy_usage(value: Any) -> Mapping[str, Any] | None:
-    """``value`` (a usage model or mapping) as a lazily dumped mapping."""
-    return None if value is None else LazyUsage(value)
-
-
-def get_field(obj: Any, name: str) -> Any:
-    """``obj[name]`` for a mapping (request params), else ``obj.name`` (SDK models)."""
-    if isinstance(obj, dict):  # the common case, ahead of the slower ABC check
-        return obj.get(name)
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
-# -- streams --------------------------------------------------------------------------
-
-
-class StreamTap(Generic[_C]):
-    """Collects a stream's items (references only) and records once at the end.
-
-    The end is whichever comes first: exhaustion, an error, ``close()`` (seen through the
-    HTTP response's close, which the stream's ``close`` and the context managers all
-    reach), or the stream being discarded (collected), read or not. Subclasses implement
-    :meth:`record`.
-    """
-
-    __slots__ = ("call", "done", "first_at", "items", "running")
-
-    def __init__(self, call: _C) -> None:
-        self.call = call
-        self.items: list[Any] = []
-        self.done = False
-        self.running = False
-        self.first_at: float | None = None
-
-    def keep(self, item: Any) -> bool:
-        """Note one stream item; False hides it from the caller."""
-        if not self.items:
-            self.first_at = time.perf_counter()
-        self.items.append(item)
-        return True
-
-    def finish(self, how: str, error: BaseException | None = None) -> None:
-        """Record once; ``how`` is exhausted / error / closed / abandoned."""
-        if self.done:
-            return
-        self.done = True
-        try:
-            self.record(how, error)
-        except Exception as exc:
-            log_once(self.call.cfg.label, "recording a stream", exc)
-
-    def record(self, how: str, error: BaseException | None) -> None:
-        """Record the stream's call from ``self.items``."""
-        raise NotImplementedError
-
-    def stream_props(self, how: str, response_id: Any) -> dict[str, Any]:
-        """Reply properties of a stream: time to first item, and how it ended if early."""
-        props = self.call.properties(response_id)
-        props["stream"] = True
-        if self.first_at is not None:
-            props["timeToFirstTokenMs"] = round((self.first_at - self.call.t0) * 1000, 3)
-        if how != "exhausted":
-            props["streamEnd"] = how
-        return props
-
-
-def finish_when_collected(owner: Any, tap: StreamTap[Any]) -> None:
-    """Finish ``tap`` as abandoned when ``owner`` (what the caller holds) is collected."""
-    # a stream dropped before its generator ever ran gets no GeneratorExit: record it
-    # when the stream object goes (not at interpreter exit, when the uploader is gone)
-    try:
-        weakref.finalize(owner, tap.finish, "abandoned").atexit = False
-    except TypeError:  # not weak-referenceable: the generator's end still records it
-        pass
-
-
-def tap_sync(stream: Any, tap: StreamTap[Any]) -> None:
-    """Route a Stainless ``Stream``'s items through ``tap``; the object stays the same."""
-    inner: Iterator[Any] = stream._iterator
-
-    def tapped() -> Iterator[Any]:
-        tap.running = True
-        try:
-            for item in inner:
-                if not tap.keep(item):
-                    continue
-                tap.running = False
-                yield item
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
-
-    stream._iterator = tapped()
-    watch_close(stream.response, tap)
-    finish_when_collected(stream, tap)
-
-
-def watch_close(response: Any, tap: StreamTap[Any]) -> None:
-    """Finish ``tap`` as closed when the caller closes ``response`` (a sync HTTP response)
-    early: the stream's ``close`` and its context managers all reach it."""
-    close = response.close
-
-    def close_hook() -> None:
-        try:
-            close()
-        finally:
-            if not tap.running:  # a close from inside the stream's own end is not early
-                tap.finish("closed")
-
-    response.close = close_hook
-
-
-def tap_async(stream: Any, tap: StreamTap[Any]) -> None:
-    """The ``AsyncStream`` twin of :func:`tap_sync`."""
-    inner: AsyncIterator[Any] = stream._iterator
-
-    async def tapped() -> AsyncIterator[Any]:
-        tap.running = True
-        try:
-            async for item in inner:
-                if not tap.keep(item):
-                    continue
-                tap.running = False
-                yield item
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
-
-    stream._iterator = tapped()
-    watch_aclose(stream.response, tap)
-    finish_when_collected(stream, tap)
-
-
-def watch_aclose(response: Any, tap: StreamTap[Any]) -> None:
-    """The async twin of :func:`watch_close` (``response.aclose``)."""
-    aclose = response.aclose
-
-    async def aclose_hook() -> None:
-        try:
-            await aclose()
-        finally:
-            if not tap.running:
-                tap.finish("closed")
-
-    response.aclose = aclose_hook
