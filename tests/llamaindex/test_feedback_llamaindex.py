@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("starlette")
 
+from test_llamaindex import needs_scripted_agents
+
 import gf_integrations as gf
 from helpers.feedback import default_client, rated
 
@@ -21,6 +23,7 @@ def client(collector: Any) -> Iterator[gf.GreenflashClient]:
         yield c
 
 
+@needs_scripted_agents
 def test_llamaindex_response_agent_output_and_chat_response(client, collector):
     from llama_index.core import Document, Settings, VectorStoreIndex
     from llama_index.core.agent.workflow import FunctionAgent

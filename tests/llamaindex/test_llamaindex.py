@@ -246,7 +246,7 @@ def test_never_closed_stream_is_swept_after_ttl(inst, gf_client, capture_server)
         next(gen)
     assert inst._state_sizes()["pending"] == 1
     engine = inst._engine
-    with engine.lock:
+    with engine.rec.lock:
         engine._sweep(time.monotonic() + 10_000)
     settle(gf_client, capture_server)
     msgs = conv_messages(capture_server, "stream-lost")
@@ -670,15 +670,15 @@ def test_handler_errors_are_logged_once_and_never_reach_the_host(
     def explode(*args: Any, **kwargs: Any) -> None:
         raise KeyError("bug in our handler")
 
-    monkeypatch.setattr(inst._engine, "on_chat_start", explode, raising=False)
-    import gf_integrations.llamaindex as mod
-
-    monkeypatch.setitem(mod._DISPATCH, "LLMChatStartEvent", lambda self, *a: explode())
+    monkeypatch.setattr(inst._engine.events, "on_chat_start", explode)
     with caplog.at_level(logging.WARNING, logger="gf_integrations"):
         for _ in range(3):
             assert Settings.llm.chat(sys_user("still works")).message.content
     warnings = [r for r in caplog.records if "LLMChatStartEvent" in r.getMessage()]
     assert len(warnings) == 1
+    # the exception's type, never its text (it may quote the host's data)
+    assert "KeyError" in warnings[0].getMessage()
+    assert "bug in our handler" not in caplog.text
 
 
 # -- cross-integration dedup -------------------------------------------------------------------

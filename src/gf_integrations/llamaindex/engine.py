@@ -25,6 +25,8 @@ from llama_index.core.instrumentation.events.query import QueryEndEvent, QuerySt
 from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent
 from llama_index.core.instrumentation.span import active_span_id
 
+from ..client import GreenflashClient
+from ..core.context import IdentityDefaults
 from ..core.events import (
     Step,
     UserInput,
@@ -39,7 +41,8 @@ from .convert import (
     _method,
     _mro_names,
 )
-from .events import _EventHandlers
+from .events import EventHandlers
+from .record import Recording
 from .state import (
     _BUILD_IDLE,
     _CHAT_ENGINE_METHODS,
@@ -53,8 +56,24 @@ from .state import (
 )
 
 
-class _Engine(_EventHandlers):
-    """Span tree, root lifetimes and event routing for one instrumentor."""
+class Engine:
+    """Span tree, root lifetimes and event routing for one instrumentor; what is recorded
+    and the state it needs are ``rec``'s, the per-event handlers ``events``'."""
+
+    def __init__(
+        self, defaults: IdentityDefaults, client: GreenflashClient | None, capture_steps: bool
+    ) -> None:
+        self.rec = Recording(defaults, client, capture_steps)
+        self.events = EventHandlers(self.rec)
+
+    @property
+    def active(self) -> bool:
+        """False once the instrumentor detached: nothing more is recorded."""
+        return self.rec.active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self.rec.active = value
 
     def span_enter(
         self,
@@ -64,24 +83,24 @@ class _Engine(_EventHandlers):
         parent_id: str | None,
         tags: Mapping[str, Any] | None,
     ) -> None:
-        with self.lock:
-            parent = self._lookup(parent_id)
+        with self.rec.lock:
+            parent = self.rec.lookup(parent_id)
             if parent is None:
-                root = self._new_root(id_, tags)
+                root = self.rec.new_root(id_, tags)
             else:
                 root = parent.root
                 root.holders += 1
             span = _Span(id_, parent, root)
             # the cap is read per span: assigning the package's _SPANS_MAX tunes it
-            self.spans.cap = cap = _spans_max()
-            if len(self.spans) >= cap:
+            self.rec.spans.cap = cap = _spans_max()
+            if len(self.rec.spans) >= cap:
                 warn_once(
                     ("llamaindex", "span cap"),
                     "gf_integrations: over %d LlamaIndex spans open; the oldest are forgotten",
                     cap,
                 )
             # past the cap the registry forgets the oldest (each releases its root)
-            self.spans.put(id_, span)
+            self.rec.spans.put(id_, span)
             if parent is None:
                 root.span = span
             cls, meth = _method(id_)
@@ -90,20 +109,20 @@ class _Engine(_EventHandlers):
             if meth == "run" and parent is None and _is_agent(instance):
                 root.agent = True
                 root.react = "ReActAgent" in _mro_names(instance)
-                self._turn_starts(root)
+                self.events.turn_starts(root)
             elif meth == "init_run" and root.react:
                 # ReAct prompts carry the user's words among "Observation:" user turns,
                 # so the turn's input comes from the workflow's start event instead
                 user_msg = getattr(bound_args.arguments.get("ev"), "user_msg", None)
                 text = user_msg if isinstance(user_msg, str) else _blocks_text(user_msg)[0]
                 if text:
-                    self._record(root, UserInput(root.conv, id_, text))
+                    self.rec.record(root, UserInput(root.conv, id_, text))
             elif meth in _CHAT_ENGINE_METHODS and parent is None and _is_chat_engine(instance):
                 root.chat_engine = True
-                self._turn_starts(root)
+                self.events.turn_starts(root)
                 message = bound_args.arguments.get("message")
                 if isinstance(message, str):
-                    self._record(root, UserInput(root.conv, id_, message))
+                    self.rec.record(root, UserInput(root.conv, id_, message))
                     # like a query: the last LLM call is the answer (condense steps are not)
                     root.query = _Query(id_, message)
                     root.holders += 1
@@ -114,7 +133,7 @@ class _Engine(_EventHandlers):
                 if ev is not None and hasattr(ev, "tool_name"):
                     span.tool = ev
                     span.started = now()
-                    self._tool_started(span)
+                    self.rec.tool_started(span)
             elif meth in ("call", "acall") and hasattr(
                 getattr(instance, "metadata", None), "fn_schema"
             ):
@@ -131,10 +150,10 @@ class _Engine(_EventHandlers):
                         bound_args.arguments.get("args") or None
                     )
                     span.started = now()
-                    self._tool_started(span)
-            if self.capture_steps and tags and "llamaindex.step.input_event" in tags:
+                    self.rec.tool_started(span)
+            if self.rec.capture_steps and tags and "llamaindex.step.input_event" in tags:
                 span.step = True
-                self._record(
+                self.rec.record(
                     root,
                     Step(
                         root.conv,
@@ -148,34 +167,34 @@ class _Engine(_EventHandlers):
                 )
             now_m = time.monotonic()
             root.touched = now_m
-            if now_m - self.last_sweep > _SWEEP_EVERY:
-                self.last_sweep = now_m
+            if now_m - self.rec.last_sweep > _SWEEP_EVERY:
+                self.rec.last_sweep = now_m
                 self._sweep(now_m)
 
     def span_exit(self, id_: str, result: Any) -> None:
-        with self.lock:
-            span = self.spans.pop(id_)
+        with self.rec.lock:
+            span = self.rec.spans.pop(id_)
             if span is None:
                 return
-            self._remember(span)
+            self.rec.remember(span)
             root = span.root
             if span.tool is not None:
-                self._tool_done(span, result, None)
+                self.rec.tool_done(span, result, None)
             if span.step:
-                self._record(root, Step(root.conv, id_, span.name, "end", kind="chain"))
+                self.rec.record(root, Step(root.conv, id_, span.name, "end", kind="chain"))
             llm = span.llm
             if llm is not None and llm.owner == id_:
                 llm.exited = True
-                self._maybe_finish(llm)
+                self.rec.maybe_finish(llm)
             if root.react:
                 if span.name == "run_agent_step":
-                    self._react_step(root, id_, result)
+                    self.rec.react_step(root, id_, result)
                 elif span is root.span:
-                    self._react_final(root, result)
+                    self.rec.react_final(root, result)
             q = root.query
             if q is not None and q.span_id == id_ and not q.ended:
                 # QueryEndEvent did not come (custom engine): close the turn with the result
-                self._query_end(root, q, result)
+                self.rec.query_end(root, q, result)
             if span is root.span and result is not None:
                 # the Response / agent result the caller gets: gf.rate(result) rates it
                 # (a workflow's StopEvent: the caller gets its .result, e.g. AgentOutput)
@@ -184,43 +203,45 @@ class _Engine(_EventHandlers):
                 inner = getattr(result, "result", None)
                 if inner is not None:
                     _answers.put(inner, ref)
-            self._release(root)
+            self.rec.release(root)
 
     def span_drop(self, id_: str, err: BaseException | None) -> None:
-        with self.lock:
-            span = self.spans.pop(id_)
+        with self.rec.lock:
+            span = self.rec.spans.pop(id_)
             if span is None:
                 return
-            self._remember(span)
+            self.rec.remember(span)
             root = span.root
             if span.tool is not None:
-                self._tool_done(span, None, err or "error")
+                self.rec.tool_done(span, None, err or "error")
             if span.step:
-                self._record(root, Step(root.conv, id_, span.name, "error", kind="chain", data=err))
+                self.rec.record(
+                    root, Step(root.conv, id_, span.name, "error", kind="chain", data=err)
+                )
             llm = span.llm
             if llm is not None and not llm.finished:
                 if llm.owner == id_:
                     llm.exited = True
                     llm.error = err or "error"
                     llm.unended_starts = 0
-                    self._maybe_finish(llm)
+                    self.rec.maybe_finish(llm)
                 elif llm.unended_starts > 0 and err is not None and llm.error is None:
                     llm.error = err
             q = root.query
             if q is not None and q.span_id == id_ and not q.ended:
                 q.ended = True
-                self._emit_answer(root, q, None)  # an LLM error inside it, if any
-            self._release(root)
+                self.rec.emit_answer(root, q, None)  # an LLM error inside it, if any
+            self.rec.release(root)
 
     def handle(self, event: Any) -> None:
         name = _DISPATCH.get(type(event))
         if name is None:
             return
-        fn = getattr(self, name)
-        with self.lock:
-            span = self._lookup(event.span_id)
+        fn = getattr(self.events, name)
+        with self.rec.lock:
+            span = self.rec.lookup(event.span_id)
             if span is None:
-                llm = self.pending.get(event.span_id or "")
+                llm = self.rec.pending.get(event.span_id or "")
                 if llm is None:
                     return
                 fn(event, None, llm)
@@ -230,51 +251,51 @@ class _Engine(_EventHandlers):
     def _sweep(self, now_m: float) -> None:
         """Close out abandoned streams, expire late-child links, send idle build summaries."""
         # streams nobody finished or closed (the registry's sweep closes each one out)
-        self.pending.sweep(now=now_m)
-        for qtext, (t, root, q) in list(self.answers_by_query_text.items()):
+        self.rec.pending.sweep(now=now_m)
+        for qtext, (t, root, q) in list(self.rec.answers_by_query_text.items()):
             if now_m - t > _PENDING_TTL:
-                self.answers_by_query_text.pop(qtext, None)
-                self._emit_answer(root, q, None)
-        for key, b in list(self.builds.items()):
+                self.rec.answers_by_query_text.pop(qtext, None)
+                self.rec.emit_answer(root, q, None)
+        for key, b in list(self.rec.builds.items()):
             if now_m - b.touched > _BUILD_IDLE:
-                self._flush_build(key)
+                self.rec.flush_build(key)
         # spans never closed, idle for the TTL (the registry's sweep; it releases their roots)
-        self.spans.sweep(now=now_m)
-        for rid, root in list(self.roots.items()):
+        self.rec.spans.sweep(now=now_m)
+        for rid, root in list(self.rec.roots.items()):
             if now_m - root.touched > _PENDING_TTL and now_m - root.started > _PENDING_TTL:
-                if not any(s.root is root for s in self.spans.values()):
-                    self.roots.pop(rid, None)
+                if not any(s.root is root for s in self.rec.spans.values()):
+                    self.rec.roots.pop(rid, None)
 
     def flush_pending(self) -> None:
-        with self.lock:
-            self._flush_build()
+        with self.rec.lock:
+            self.rec.flush_build()
 
     def close_out(self) -> None:
         """At exit: send everything held back (build summaries, streams, answers) now."""
         # bounded: a thread stuck inside a handler must not hold up the exit
-        if not self.lock.acquire(timeout=1.0):
+        if not self.rec.lock.acquire(timeout=1.0):
             return
         try:
             self._sweep(float("inf"))
         finally:
-            self.lock.release()
+            self.rec.lock.release()
 
     def capture_active(self) -> bool:
         """True when the current context is inside an LLM call we record (or its stream)."""
-        if not self.active:
+        if not self.rec.active:
             return False
         sid = active_span_id.get()
-        with self.lock:
+        with self.rec.lock:
             if sid is None:
                 # a top-level stream consumed by the caller's own thread, outside any span
                 me = threading.get_ident()
                 return any(
                     llm.thread == me
-                    and (o := self._lookup(llm.owner)) is not None
+                    and (o := self.rec.lookup(llm.owner)) is not None
                     and o.parent is None
-                    for llm in self.pending.values()
+                    for llm in self.rec.pending.values()
                 )
-            span = self._lookup(sid)
+            span = self.rec.lookup(sid)
             depth = 0
             while span is not None and depth < 64:
                 if span.llm is not None and not span.llm.finished:
@@ -282,27 +303,27 @@ class _Engine(_EventHandlers):
                 span = span.parent
                 depth += 1
             # a stream consumed by the span that started it (agent step, chat engine)
-            for llm in self.pending.values():
-                owner = self._lookup(llm.owner)
+            for llm in self.rec.pending.values():
+                owner = self.rec.lookup(llm.owner)
                 p = owner.parent if owner is not None else None
-                if p is not None and _is_ancestor(p.id, self._lookup(sid)):
+                if p is not None and _is_ancestor(p.id, self.rec.lookup(sid)):
                     return True
         return False
 
     def state_sizes(self) -> dict[str, int]:
         """Sizes of the internal maps (for tests and the memory benchmark)."""
-        with self.lock:
+        with self.rec.lock:
             return {
-                "spans": len(self.spans),
-                "roots": len(self.roots),
-                "pending": len(self.pending),
-                "awaiting": len(self.answers_by_query_text),
-                "builds": len(self.builds),
-                "recent": len(self.recent),
+                "spans": len(self.rec.spans),
+                "roots": len(self.rec.roots),
+                "pending": len(self.rec.pending),
+                "awaiting": len(self.rec.answers_by_query_text),
+                "builds": len(self.rec.builds),
+                "recent": len(self.rec.recent),
             }
 
 
-# Event class -> the _Engine method that handles it. Keyed by the exact class (a subclass
+# Event class -> the EventHandlers method that handles it. Keyed by the exact class (a subclass
 # such as SparseEmbeddingStartEvent is another event, not handled); the value is a method
 # name, looked up on the engine per event.
 _DISPATCH: dict[type[BaseEvent], str] = {

@@ -15,7 +15,7 @@ from .convert import (
     _model_name,
     _query_text,
 )
-from .record import _Recording
+from .record import Recording
 from .state import (
     _LLM,
     _chat_messages_above,
@@ -26,8 +26,11 @@ from .state import (
 )
 
 
-class _EventHandlers(_Recording):
-    """One handler per LlamaIndex instrumentation event type."""
+class EventHandlers:
+    """One handler per LlamaIndex instrumentation event type, recording through ``rec``."""
+
+    def __init__(self, rec: Recording) -> None:
+        self.rec = rec
 
     def _owner(self, span: _Span) -> _LLM:
         """The LLM call an LLM start event belongs to (creating it for an outer span).
@@ -54,12 +57,12 @@ class _EventHandlers(_Recording):
         span.llm = llm
         root.llm_active = llm
         root.holders += 1
-        self._turn_starts(root)
+        self.turn_starts(root)
         return llm
 
-    def _turn_starts(self, root: _Root) -> None:
-        if self.builds:
-            self._flush_build(root.conv.key)
+    def turn_starts(self, root: _Root) -> None:
+        if self.rec.builds:
+            self.rec.flush_build(root.conv.key)
 
     def on_chat_start(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if span is None:
@@ -85,7 +88,7 @@ class _EventHandlers(_Recording):
             llm.response = ev.response
         if llm.messages is None:
             llm.messages = list(ev.messages or ())
-        self._maybe_finish(llm)
+        self.rec.maybe_finish(llm)
 
     def on_completion_start(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if span is None:
@@ -109,7 +112,7 @@ class _EventHandlers(_Recording):
         llm.unended_starts -= 1
         if llm.kind != "chat" and ev.response is not None:
             llm.response = ev.response
-        self._maybe_finish(llm)
+        self.rec.maybe_finish(llm)
 
     def on_predict_start(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if span is None:
@@ -119,7 +122,7 @@ class _EventHandlers(_Recording):
             llm.kind = "predict"
             llm.template = ev.template
             llm.template_args = dict(ev.template_args or {})
-            self._adopt_stream(llm)
+            self.rec.adopt_stream(llm)
 
     def on_predict_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if llm is not None and isinstance(ev.output, str):
@@ -137,7 +140,7 @@ class _EventHandlers(_Recording):
             llm.unended_starts = max(0, llm.unended_starts - 1)
         if llm.unended_starts == 0:
             llm.exited = True
-            self._maybe_finish(llm)
+            self.rec.maybe_finish(llm)
 
     def on_query_start(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if span is None or llm is not None:
@@ -149,21 +152,21 @@ class _EventHandlers(_Recording):
         root.query = q
         root.holders += 1
         if not root.chat_engine:
-            self._record(root, UserInput(root.conv, span.id, q.text))
+            self.rec.record(root, UserInput(root.conv, span.id, q.text))
 
     def on_query_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if span is None:
             return
         q = span.root.query
         if q is not None and q.span_id == span.id and not q.ended:
-            self._query_end(span.root, q, ev.response)
+            self.rec.query_end(span.root, q, ev.response)
 
     def on_retrieval_end(self, ev: Any, span: _Span | None, llm: _LLM | None) -> None:
         if span is None or llm is not None:
             return
         root = span.root
         nodes = list(ev.nodes or ())
-        self._record(
+        self.rec.record(
             root,
             Retrieval(
                 root.conv,
@@ -190,7 +193,7 @@ class _EventHandlers(_Recording):
         if _inside_retrieval(span):
             return  # the query vector of a search: its retrieval message tells the story
         if root.query is not None or root.agent or root.chat_engine:
-            self._record(
+            self.rec.record(
                 root,
                 Embedding(
                     root.conv,
@@ -202,6 +205,6 @@ class _EventHandlers(_Recording):
                 ),
             )
             return
-        self._add_build(root, len(chunks), dims, model)
+        self.rec.add_build(root, len(chunks), dims, model)
 
     # ---- LLM calls ------------------------------------------------------------------------

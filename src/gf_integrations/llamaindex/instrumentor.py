@@ -19,7 +19,7 @@ from ..core.context import (
 )
 from ..core.targets import AnswerRef, register_target_resolver
 from ..kit import IdentityKwargs, Unpack, identity_keywords, warn_once
-from .engine import _Engine
+from .engine import Engine
 from .state import (
     _answers,
     log,
@@ -47,7 +47,7 @@ class _GFEventHandler(BaseEventHandler):
         return "GreenflashEventHandler"
 
     def handle(self, event: Any, **kwargs: Any) -> None:
-        engine: _Engine = self._engine
+        engine: Engine = self._engine
         try:
             engine.handle(event)
         except Exception as exc:
@@ -72,7 +72,7 @@ class _GFSpanHandler(BaseSpanHandler[Any]):
         tags: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        engine: _Engine = self._engine
+        engine: Engine = self._engine
         try:
             engine.span_enter(id_, bound_args, instance, parent_id, tags)
         except Exception as exc:
@@ -86,7 +86,7 @@ class _GFSpanHandler(BaseSpanHandler[Any]):
         result: Any | None = None,
         **kwargs: Any,
     ) -> None:
-        engine: _Engine = self._engine
+        engine: Engine = self._engine
         try:
             engine.span_exit(id_, result)
         except Exception as exc:
@@ -100,7 +100,7 @@ class _GFSpanHandler(BaseSpanHandler[Any]):
         err: BaseException | None = None,
         **kwargs: Any,
     ) -> None:
-        engine: _Engine = self._engine
+        engine: Engine = self._engine
         try:
             engine.span_drop(id_, err)
         except Exception as exc:
@@ -148,7 +148,7 @@ class GreenflashInstrumentor:
         **identity: Unpack[IdentityKwargs],
     ) -> None:
         defaults, gf_client = identity_keywords("GreenflashInstrumentor", identity)
-        self._engine = _Engine(defaults, gf_client, capture_steps)
+        self._engine = Engine(defaults, gf_client, capture_steps)
         self._event_handler: _GFEventHandler | None = None
         self._span_handler: _GFSpanHandler | None = None
 

@@ -65,7 +65,7 @@ from .state import (
 )
 
 
-class _Recording:
+class Recording:
     """Engine state and what it records: identity, LLM calls, answers, agent steps, builds."""
 
     def __init__(
@@ -112,7 +112,7 @@ class _Recording:
 
     # ---- identity -----------------------------------------------------------------------
 
-    def _new_root(self, span_id: str, tags: Mapping[str, Any] | None) -> _Root:
+    def new_root(self, span_id: str, tags: Mapping[str, Any] | None) -> _Root:
         client = self.client or get_client()
         scope = current_scope()
         if not tags:
@@ -137,7 +137,7 @@ class _Recording:
         self.roots[span_id] = root
         return root
 
-    def _lookup(self, span_id: str | None) -> _Span | None:
+    def lookup(self, span_id: str | None) -> _Span | None:
         if span_id is None:
             return None
         span = self.spans.get(span_id)
@@ -151,30 +151,30 @@ class _Recording:
             span.tool = None  # no result will come: the siblings after it are not held up
             if span.parent is not None:
                 self._send_tool_results(span.parent)
-        self._release(span.root)
+        self.release(span.root)
 
     def _abandon_stream(self, owner: str, llm: _LLM) -> None:
         """A stream the registry dropped (idle for the TTL, or over the cap): close it out."""
         llm.partial = True
         llm.error = llm.error or "stream abandoned"
         llm.unended_starts = 0
-        self._maybe_finish(llm)
+        self.maybe_finish(llm)
 
-    def _release(self, root: _Root) -> None:
+    def release(self, root: _Root) -> None:
         root.holders -= 1
         if root.holders <= 0:
             self.roots.pop(root.id, None)
 
     # ---- spans --------------------------------------------------------------------------
 
-    def _remember(self, span: _Span) -> None:
+    def remember(self, span: _Span) -> None:
         self.recent[span.id] = span
         if len(self.recent) > _RECENT_MAX:
             self.recent.popitem(last=False)
 
     # ---- events -------------------------------------------------------------------------
 
-    def _maybe_finish(self, llm: _LLM) -> None:
+    def maybe_finish(self, llm: _LLM) -> None:
         if llm.finished:
             return
         if not llm.exited or llm.unended_starts > 0:
@@ -197,12 +197,12 @@ class _Recording:
                 q.llm_calls += 1
             elif q is not None and q.ended and q.last is None:
                 q.last = llm
-                self._emit_answer(root, q, None)
+                self.emit_answer(root, q, None)
             else:
                 self._emit_llm(root, llm)
                 llm.drop_payload()
         finally:
-            self._release(root)
+            self.release(root)
 
     def _model(self, llm: _LLM) -> str | None:
         # the model that answered (the provider's response names the resolved snapshot,
@@ -247,7 +247,7 @@ class _Recording:
             query = args.get("query_str") or kwargs.get("query_str")
             inputs_are_user = False
             if isinstance(query, str) and not root.chat_engine and not root.agent:
-                self._record(root, UserInput(root.conv, llm.owner, query))
+                self.record(root, UserInput(root.conv, llm.owner, query))
         if root.chat_engine:
             inputs_are_user = False
         messages: Any = ()
@@ -258,7 +258,7 @@ class _Recording:
             messages = ({"role": "user", "content": llm.prompt},)
         native = None if inputs_are_user else llm.owner
         reply, _ = self._reply(llm, native)
-        self._record(
+        self.record(
             root,
             LLMCall(
                 root.conv,
@@ -278,7 +278,7 @@ class _Recording:
 
     # ---- query engines --------------------------------------------------------------------
 
-    def _query_end(self, root: _Root, q: _Query, response: Any) -> None:
+    def query_end(self, root: _Root, q: _Query, response: Any) -> None:
         q.ended = True
         # by type name: reading ``response_gen`` (a property on chat responses) is avoided,
         # a streaming response is never touched
@@ -300,13 +300,13 @@ class _Recording:
                     self.answers_by_query_text.popitem(last=False)
             root.query = q
             return
-        self._emit_answer(root, q, text)
+        self.emit_answer(root, q, text)
 
-    def _emit_answer(self, root: _Root, q: _Query, text: Any) -> None:
+    def emit_answer(self, root: _Root, q: _Query, text: Any) -> None:
         llm = q.last
         if root.query is q:
             root.query = None
-            self._release(root)
+            self.release(root)
         awaiting = self.answers_by_query_text.get(q.text)
         if awaiting is not None and awaiting[2] is q:
             # the stream was created inside the query (llama-index-core 0.12) and ended
@@ -314,7 +314,7 @@ class _Recording:
             del self.answers_by_query_text[q.text]
         if llm is None:
             if text is not None:
-                self._record(root, FinalAnswer(root.conv, q.key, str(text)))
+                self.record(root, FinalAnswer(root.conv, q.key, str(text)))
             return
         reply: Any
         if text is not None:
@@ -329,7 +329,7 @@ class _Recording:
         if prompt is None and llm.kind == "chat" and llm.messages is not None:
             msgs = llm.messages  # for the system prompt only (record_inputs=False)
             messages = lambda: _convert_messages(msgs)  # noqa: E731
-        self._record(
+        self.record(
             root,
             LLMCall(
                 root.conv,
@@ -351,7 +351,7 @@ class _Recording:
         q.last = None
         llm.drop_payload()
 
-    def _adopt_stream(self, llm: _LLM) -> None:
+    def adopt_stream(self, llm: _LLM) -> None:
         """A predict call of a streaming query's answer, started after the query ended."""
         if not self.answers_by_query_text:
             return
@@ -379,7 +379,7 @@ class _Recording:
         llm, root.react_llm = root.react_llm, None
         msgs = llm.messages if llm is not None and llm.messages is not None else []
         resp = llm.response if llm is not None else None
-        self._record(
+        self.record(
             root,
             LLMCall(
                 root.conv,
@@ -397,7 +397,7 @@ class _Recording:
         if llm is not None:
             llm.drop_payload()
 
-    def _react_step(self, root: _Root, key: str, output: Any) -> None:
+    def react_step(self, root: _Root, key: str, output: Any) -> None:
         """``run_agent_step`` of a ReActAgent ended: its parsed tool calls become tool_calls."""
         response = getattr(output, "response", None)
         text = _blocks_text(response)[0] if response is not None else None
@@ -421,7 +421,7 @@ class _Recording:
         }
         self._react_llm_call(root, key, reply, final=False)
 
-    def _react_final(self, root: _Root, result: Any) -> None:
+    def react_final(self, root: _Root, result: Any) -> None:
         raw = root.react_text
         if raw is None and root.react_llm is None:
             return
@@ -436,7 +436,7 @@ class _Recording:
 
     # ---- tools ------------------------------------------------------------------------------
 
-    def _tool_done(self, span: _Span, result: Any, error: BaseException | str | None) -> None:
+    def tool_done(self, span: _Span, result: Any, error: BaseException | str | None) -> None:
         root = span.root
         tool = span.tool
         span.tool = None
@@ -469,12 +469,12 @@ class _Recording:
         )
         parent = span.parent
         if parent is None or not parent.tools_open:
-            self._record(root, event)
+            self.record(root, event)
             return
         span.held = event
         self._send_tool_results(parent)
 
-    def _tool_started(self, span: _Span) -> None:
+    def tool_started(self, span: _Span) -> None:
         """A tool span opened: its result is sent in this order among its siblings."""
         parent = span.parent
         if parent is not None:
@@ -493,11 +493,11 @@ class _Recording:
             done = waiting.popleft()
             event, done.held = done.held, None
             if event is not None:
-                self._record(done.root, event)
+                self.record(done.root, event)
 
     # ---- embeddings outside turns -----------------------------------------------------------
 
-    def _add_build(self, root: _Root, count: int, dims: int | None, model: str | None) -> None:
+    def add_build(self, root: _Root, count: int, dims: int | None, model: str | None) -> None:
         if not root.explicit:
             return  # outside any conversation: an index build is not a conversation
         b = self.builds.get(root.conv.key)
@@ -508,7 +508,7 @@ class _Recording:
         b.model = b.model or model
         b.touched = time.monotonic()
 
-    def _flush_build(self, key: str | None = None) -> None:
+    def flush_build(self, key: str | None = None) -> None:
         keys = [key] if key is not None else list(self.builds)
         for k in keys:
             b = self.builds.pop(k, None) if k is not None else None
@@ -528,7 +528,7 @@ class _Recording:
 
     # ---- housekeeping -----------------------------------------------------------------------
 
-    def _record(self, root: _Root, event: Event) -> None:
+    def record(self, root: _Root, event: Event) -> None:
         root.touched = time.monotonic()
         if isinstance(event, (LLMCall, FinalAnswer)):
             root.answer = event.key
