@@ -102,7 +102,7 @@ class GreenflashClient:
         )
 
     def _prepare(self, event: Event | FeedbackEvent) -> list[Part]:
-        # runs on the uploader's worker thread
+        # runs under the uploader's mapping lock: its worker, or a host thread assisting it
         if isinstance(event, FEEDBACK_EVENTS):
             return feedback_parts(event, self.mapper)
         return self.wire.parts(self.mapper.map(event))

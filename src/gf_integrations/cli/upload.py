@@ -16,9 +16,13 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from ..core.context import Conv
+from ..core.events import LLMCall
 from ..core.ids import stable_id
-from ..core.safejson import tool_arguments
+from ..core.recorder import Mapper
+from ..core.safejson import Limits
 from ..core.settings import DEFAULT_BASE_URL, Settings, is_loopback_url
+from ..kit.openai_format import chat_messages
 from ..schema import MessageCreateRequest, dump_request
 from ..transport.exporters import HTTPExporter
 from ..transport.uploader import backoff_delay
@@ -57,102 +61,61 @@ class _Progress:
 
 
 def _openai_line(obj: dict[str, Any], line_no: int, file_key: str) -> dict[str, Any]:
-    """Turn ``{"messages": [...]}`` (OpenAI chat format) into one API request dict."""
+    """Turn ``{"messages": [...]}`` (OpenAI chat format) into one API request dict.
+
+    The messages are read as the OpenAI wrapper reads them and mapped by the recorder, so
+    an uploaded conversation has the shape a recorded one has (system prompt, tool calls
+    with parsed arguments, observations under their call, deterministic ids).
+    """
     msgs = obj.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise ValueError("messages: a non-empty list is required")
+    for n, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise ValueError(f"messages.{n}: not an object")
+        if m.get("role") not in _CHAT_ROLES:
+            raise ValueError(f"messages.{n}.role: unsupported role {m.get('role')!r}")
     conv_id = (
         obj.get("externalConversationId")
         or obj.get("conversation_id")
         or obj.get("id")
         or stable_id("upload", json.dumps(msgs, sort_keys=True, ensure_ascii=False))
     )
+    conv = Conv(str(conv_id), str(obj.get("externalUserId") or obj.get("user") or "upload"))
+    started = _started_at(obj.get("createdAt") or obj.get("created_at"))
+    out = Mapper(limits=Limits()).map(
+        LLMCall(conv, "upload", messages=chat_messages(msgs), started_at=started, ended_at=started)
+    )
+    if not any(o.message.get("role") or o.message.get("messageType") for o in out):
+        raise ValueError("messages: no user, assistant or tool message")
     req: dict[str, Any] = {
-        "externalConversationId": str(conv_id),
-        "externalUserId": str(obj.get("externalUserId") or obj.get("user") or "upload"),
+        "externalConversationId": conv.external_conversation_id,
+        "externalUserId": conv.external_user_id,
+        "messages": [o.message for o in out],
     }
+    if out and out[0].system_prompt is not None:
+        req["systemPrompt"] = out[0].system_prompt
     if obj.get("model"):
         req["model"] = str(obj["model"])
     if isinstance(obj.get("metadata"), dict):
         req["properties"] = obj["metadata"]
-    out: list[dict[str, Any]] = []
-    tool_call_ids: dict[str, str] = {}
-    system_parts: list[str] = []
-    created = obj.get("createdAt") or obj.get("created_at")
-    for n, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise ValueError(f"messages.{n}: not an object")
-        role = m.get("role")
-        content = m.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(
-                p.get("text", "")
-                for p in content
-                if isinstance(p, dict) and p.get("type") == "text"
-            )
-        if content is not None and not isinstance(content, str):
-            content = json.dumps(content, ensure_ascii=False)
-        mid = f"{conv_id}:{n}"
-        item: dict[str, Any]
-        if role in ("system", "developer"):
-            system_parts.append(content or "")
-            continue
-        if role == "user":
-            item = {"role": "user", "content": content or ""}
-        elif role == "assistant":
-            tcs = m.get("tool_calls") or []
-            if content:
-                item = {"role": "assistant", "content": content}
-                out.append(_stamp(item, mid, created, n))
-            for k, tc in enumerate(tcs):
-                fn = tc.get("function") or {}
-                tid = f"{mid}:tool:{k}"
-                tool_call_ids[str(tc.get("id"))] = tid
-                out.append(
-                    _stamp(
-                        {
-                            "messageType": "tool_call",
-                            "toolName": str(fn.get("name") or "tool"),
-                            "input": tool_arguments(fn.get("arguments")),
-                        },
-                        tid,
-                        created,
-                        n,
-                    )
-                )
-            continue
-        elif role == "tool":
-            item = {"messageType": "observation", "output": {"content": content}}
-            parent = tool_call_ids.get(str(m.get("tool_call_id")))
-            if parent:
-                item["parentExternalMessageId"] = parent
-            if m.get("name"):
-                item["toolName"] = str(m["name"])
-        else:
-            raise ValueError(f"messages.{n}.role: unsupported role {role!r}")
-        out.append(_stamp(item, mid, created, n))
-    if system_parts:
-        req["systemPrompt"] = "\n\n".join(system_parts)
-    if not out:
-        raise ValueError("messages: no user, assistant or tool message")
-    req["messages"] = out
     return req
 
 
-def _stamp(item: dict[str, Any], mid: str, created: Any, n: int) -> dict[str, Any]:
-    item["externalMessageId"] = mid
-    if isinstance(created, (int, float)):  # OpenAI style epoch seconds
-        base = dt.datetime.fromtimestamp(created, dt.timezone.utc)
-        item["createdAt"] = (base + dt.timedelta(milliseconds=n)).isoformat()
-    elif isinstance(created, str):
+_CHAT_ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
+
+
+def _started_at(created: Any) -> dt.datetime:
+    """The line's ``createdAt`` (ISO-8601) or ``created_at`` (epoch seconds), else now."""
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        return dt.datetime.fromtimestamp(created, dt.timezone.utc)
+    if isinstance(created, str):
         try:
             base = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
         except ValueError:
             raise ValueError("createdAt: not an ISO-8601 date-time") from None
-        if base.tzinfo is None:
-            base = base.replace(tzinfo=dt.timezone.utc)
-        item["createdAt"] = (base + dt.timedelta(milliseconds=n)).isoformat()
-    return item
+        return base if base.tzinfo is not None else base.replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def parse_line(raw: str, line_no: int, file_key: str) -> MessageCreateRequest:

@@ -2,7 +2,9 @@
 
 Integrations build these on the host's thread with plain values (or a zero-argument
 callable that produces them later, see :data:`Lazy`), then return. Everything
-expensive (mapping, ids, safe JSON, masking, validation) happens on the worker.
+expensive (mapping, ids, safe JSON, masking, validation) happens later, one event at a
+time: on the uploader's worker, or on a host thread assisting a starved worker
+(docs/DESIGN.md section 3).
 
 Chat messages are :class:`ChatMessage` dicts::
 
@@ -247,7 +249,7 @@ Event = Union[
 
 
 def resolve(value: Lazy[T]) -> T:
-    """Evaluate a :data:`Lazy` value on the worker."""
+    """Evaluate a :data:`Lazy` value (where mapping runs)."""
     if callable(value):
         return value()
     return value

@@ -96,8 +96,8 @@ _ENVELOPE_CACHE = 512  # conversations whose encoded envelope is kept (one per o
 class MessageWire:
     """Turns mapped messages into transport :class:`Part` s for ``POST /messages``.
 
-    Used by the uploader's worker thread only. ``report(counter, n)`` receives
-    ``shrunk_oversize`` / ``dropped_oversize`` / ``failed_mapping`` counts.
+    Used under the uploader's mapping lock (one thread at a time). ``report(counter, n)``
+    receives ``shrunk_oversize`` / ``dropped_oversize`` / ``failed_mapping`` counts.
     """
 
     def __init__(

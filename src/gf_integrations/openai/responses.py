@@ -14,8 +14,8 @@ from ..common.bounded import BoundedMap
 from ..core.events import ChatMessage, LLMCall
 from ..kit import get_field as _get
 from ..kit import lazy_usage, snapshot
+from ..kit.openai_format import chat_opening, content_text, custom_input, refusal_of
 from .call import Call, remember_answer, resolve_call
-from .chat import chat_opening, content_text, custom_input, refusal_of
 from .stream import OpenAIStreamTap
 
 _MAX_CHAINS = 10_000
