@@ -117,6 +117,9 @@ class LLMCall:
     final: bool | None = None
     record_inputs: bool = True
     properties: Mapping[str, Any] | None = None
+    #: the shape ``usage`` is in ("openai_chat", "anthropic", "gemini", "bedrock", ...):
+    #: core/usage.py converts it to the one vocabulary; None keeps it as given
+    usage_kind: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
