@@ -16,6 +16,7 @@ from ..kit import (
     watch_aclose,
     watch_close,
 )
+from ..kit.streams import atap_items, tap_items
 from .call import Call, log_failure
 from .flow import fail, finish
 from .stream import AnthropicStreamTap
@@ -171,33 +172,8 @@ class _Decoder:
         return getattr(self._gf_decoder, name)
 
     def iter_bytes(self, chunks: Iterator[bytes]) -> Iterator[Any]:
-        tap = self._gf_tap
-        tap.running = True
-        try:
-            for sse in self._gf_decoder.iter_bytes(chunks):
-                tap.running = False
-                yield sse
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
+        # the view's client notes each parsed event: here only the end is watched
+        return tap_items(self._gf_decoder.iter_bytes(chunks), self._gf_tap, note=False)
 
-    async def aiter_bytes(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-        tap = self._gf_tap
-        tap.running = True
-        try:
-            async for sse in self._gf_decoder.aiter_bytes(chunks):
-                tap.running = False
-                yield sse
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
+    def aiter_bytes(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        return atap_items(self._gf_decoder.aiter_bytes(chunks), self._gf_tap, note=False)

@@ -74,28 +74,52 @@ def finish_when_collected(owner: Any, tap: StreamTap[Any]) -> None:
         pass
 
 
+def tap_items(inner: Iterator[Any], tap: StreamTap[Any], *, note: bool = True) -> Iterator[Any]:
+    """``inner``'s items, each noted by ``tap`` (``note=False``: something else notes them,
+    and nothing is hidden); ``tap`` finishes once, however the iteration ends."""
+    tap.running = True
+    try:
+        for item in inner:
+            if note and not tap.keep(item):
+                continue
+            tap.running = False
+            yield item
+            tap.running = True
+    except GeneratorExit:
+        tap.finish("abandoned")
+        raise
+    except BaseException as exc:
+        tap.finish("error", exc)
+        raise
+    tap.finish("exhausted")
+
+
+async def atap_items(
+    inner: AsyncIterator[Any], tap: StreamTap[Any], *, note: bool = True
+) -> AsyncIterator[Any]:
+    """The async twin of :func:`tap_items`."""
+    tap.running = True
+    try:
+        async for item in inner:
+            if note and not tap.keep(item):
+                continue
+            tap.running = False
+            yield item
+            tap.running = True
+    except GeneratorExit:
+        tap.finish("abandoned")
+        raise
+    except BaseException as exc:
+        tap.finish("error", exc)
+        raise
+    tap.finish("exhausted")
+
+
 def tap_sync(stream: Any, tap: StreamTap[Any]) -> None:
     """Route a Stainless ``Stream``'s items through ``tap``; the object stays the same."""
     inner: Iterator[Any] = stream._iterator
 
-    def tapped() -> Iterator[Any]:
-        tap.running = True
-        try:
-            for item in inner:
-                if not tap.keep(item):
-                    continue
-                tap.running = False
-                yield item
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
-
-    stream._iterator = tapped()
+    stream._iterator = tap_items(inner, tap)
     watch_close(stream.response, tap)
     finish_when_collected(stream, tap)
 
@@ -119,24 +143,7 @@ def tap_async(stream: Any, tap: StreamTap[Any]) -> None:
     """The ``AsyncStream`` twin of :func:`tap_sync`."""
     inner: AsyncIterator[Any] = stream._iterator
 
-    async def tapped() -> AsyncIterator[Any]:
-        tap.running = True
-        try:
-            async for item in inner:
-                if not tap.keep(item):
-                    continue
-                tap.running = False
-                yield item
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
-
-    stream._iterator = tapped()
+    stream._iterator = atap_items(inner, tap)
     watch_aclose(stream.response, tap)
     finish_when_collected(stream, tap)
 

@@ -12,16 +12,17 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class DeliverySettings:
-    """Caps and timings of one uploader (see docs/DESIGN.md section 6 for the policy)."""
+    """Caps and timings of one uploader (see docs/DESIGN.md section 6 for the policy); the
+    defaults and the checks are ``core.settings.Settings``'s."""
 
-    max_queue_size: int = 10_000
-    max_batch_messages: int = 100
-    max_batch_bytes: int = 1_000_000
-    flush_interval: float = 0.5
-    request_timeout: float = 10.0
-    retry_budget: float = 60.0
-    max_backoff: float = 10.0
-    max_retry_after: float = 60.0
-    shutdown_timeout: float = 5.0
-    max_concurrent_requests: int = 8
-    spool_dir: str | None = None
+    max_queue_size: int
+    max_batch_messages: int
+    max_batch_bytes: int
+    flush_interval: float
+    request_timeout: float
+    retry_budget: float
+    max_backoff: float
+    max_retry_after: float
+    shutdown_timeout: float
+    max_concurrent_requests: int
+    spool_dir: str | None
