@@ -62,7 +62,7 @@ from ..kit import (
 )
 from ..kit.calls import MARKER
 from . import converse, invoke
-from .call import Call, Config, log_failure, rating_target, record_error
+from .call import Call, Config, log_failure, rating_target, record_error, request_id
 from .stream import BedrockStreamTap, tap_event_stream
 
 __all__ = ["wrap_bedrock"]
@@ -162,7 +162,7 @@ def _tapped(
         stream = response.get(key)
         if not isinstance(stream, EventStream):
             raise TypeError(f"no EventStream in the response's {key!r}")
-        tap_event_stream(stream, BedrockStreamTap(call, response, recorder))
+        tap_event_stream(stream, BedrockStreamTap(call, request_id(response), recorder))
 
     return tap
 

@@ -298,7 +298,7 @@ def record_converse_stream(tap: BedrockStreamTap, how: str, error: BaseException
         record_error(call, error, converse_inputs(call))
         return
     stop, _, stopped = stream_end(events)
-    rid = request_id(tap.response)
+    rid = tap.rid
     call.gfc.record(
         LLMCall(
             call.conv,

@@ -195,6 +195,8 @@ class Reading:
                 self._verbatim(chunks)
                 return
             self._stream(objs)
+        elif self.source is None:  # the call failed: only the request is known
+            self.fmt = classify(self.inv.request(), None)
         else:
             body = _json(self.source)
             self.fmt = classify(self.inv.request(), body)
@@ -374,7 +376,7 @@ def record_invoke_stream(tap: BedrockStreamTap, how: str, error: BaseException |
     if not events and error is not None:
         record_error(call, error, invoke_inputs(call))
         return
-    rid = request_id(tap.response)
+    rid = tap.rid
     reading = Reading(call.invocation, list(events), True)
     complete = how == "exhausted" and error is None
     _record(call, reading, rid, tap.stream_props(how, rid), error, not complete)

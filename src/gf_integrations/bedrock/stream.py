@@ -19,16 +19,18 @@ from .call import Call
 class BedrockStreamTap(StreamTap[Call]):
     """Notes a Bedrock event stream's parsed events; ``recorder`` records them at the end."""
 
-    __slots__ = ("recorder", "response")
+    __slots__ = ("recorder", "rid")
 
     def __init__(
         self,
         call: Call,
-        response: Any,
+        rid: str | None,
         recorder: Callable[[BedrockStreamTap, str, BaseException | None], None],
     ) -> None:
         super().__init__(call)
-        self.response = response  # the caller's response dict (its ResponseMetadata)
+        # the AWS request id, not the response: the response holds the stream, which must
+        # stay collectable (an abandoned stream is recorded when it goes)
+        self.rid = rid
         self.recorder = recorder
 
     def record(self, how: str, error: BaseException | None) -> None:
