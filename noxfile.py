@@ -130,7 +130,7 @@ CELLS: dict[str, Cell] = {
     ),
     "bedrock": Cell(
         extras=("bedrock", "local"),
-        frameworks=("boto3",),
+        frameworks=("boto3", "botocore"),
         tests=("tests/bedrock",),
         # boto3 takes the newest botocore of its minor line: named here, the floor cell
         # gets botocore 1.34.116 too, the first with Converse (printed, not checked)

@@ -46,6 +46,17 @@ TOOLS = {
 MODES = ["converse", "converse_stream"]
 
 
+def _members(shape: str) -> set[str]:
+    model = bedrock_client("http://127.0.0.1:9").meta.service_model
+    return set(model.shape_for(shape).members)
+
+
+# what the installed botocore knows (the floor, 1.34.116, has neither): a block it does not
+# know arrives as {"SDK_UNKNOWN_MEMBER": ...}, one it does not know cannot be sent
+HAS_REASONING = "reasoningContent" in _members("ContentBlock")
+HAS_CACHE_POINT = "cachePoint" in _members("SystemContentBlock")
+
+
 def user(*blocks: dict[str, Any]) -> dict[str, Any]:
     return {"role": "user", "content": list(blocks)}
 
@@ -147,7 +158,9 @@ def test_wrap_checks_its_arguments(fake):
 def test_plain_turn(gf_client, capture_server, fake, mode):
     server, base = fake
     client = wrap_bedrock(bedrock_client(base), external_user_id="u1", properties={"a": 1})
-    system = [{"text": SYSTEM}, {"cachePoint": {"type": "default"}}]
+    system: list[Any] = [{"text": SYSTEM}]
+    if HAS_CACHE_POINT:
+        system.append({"cachePoint": {"type": "default"}})
     ask(client, mode, system=system, messages=[user(text("Weather?"))])
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "assistant"]
@@ -162,7 +175,11 @@ def test_plain_turn(gf_client, capture_server, fake, mode):
     assert reply["model"] == MODEL
     assert reply["parentExternalMessageId"] == question["externalMessageId"]
     props = reply["properties"]
-    assert props["usage"] == DEFAULT_USAGE  # the raw Converse usage (usage_kind "bedrock")
+    # the raw Converse usage (usage_kind "bedrock"), as far as the installed botocore
+    # parses it (cache tokens arrived after the floor)
+    known = _members("TokenUsage")
+    assert props["usage"] == {k: v for k, v in DEFAULT_USAGE.items() if k in known}
+    assert ("cacheReadInputTokens" in props["usage"]) is HAS_CACHE_POINT
     assert props["finishReason"] == "end_turn"
     assert props["provider"] == "bedrock"
     assert props["api"] == mode
@@ -182,7 +199,7 @@ def test_tool_loop_maps_thoughts_calls_observations_and_errors(
     server, base = fake
     client = wrap_bedrock(bedrock_client(base), external_conversation_id=f"tools-{mode}")
     server.queue(
-        reasoning("Weather and time, then."),
+        *([reasoning("Weather and time, then.")] if HAS_REASONING else []),
         text("Let me check both."),
         tool_use("get_weather", {"city": "Paris", "units": ["C"]}, "t_a"),
         tool_use("get_time", {"tz": "CET"}, "t_b"),
@@ -205,19 +222,18 @@ def test_tool_loop_maps_thoughts_calls_observations_and_errors(
     )
     ask(client, mode, system=[{"text": SYSTEM}], messages=history, toolConfig=TOOLS)
     msgs = delivered(gf_client, capture_server)
+    expected = ["user", "thought", "tool_call", "tool_call", "observation", "tool_error"]
     assert kinds(msgs) == [
-        "user",
-        "thought",
-        "thought",
-        "tool_call",
-        "tool_call",
-        "observation",
-        "tool_error",
+        *expected[:1],
+        *(["thought"] if HAS_REASONING else []),
+        *expected[1:],
         "final_response",
     ]
-    _, thought, said, call_a, call_b, obs, err, final = msgs
-    assert thought["content"] == "Weather and time, then."
-    assert thought["properties"] == {"kind": "reasoning"}
+    if HAS_REASONING:
+        thought = msgs.pop(1)
+        assert thought["content"] == "Weather and time, then."
+        assert thought["properties"] == {"kind": "reasoning"}
+    _, said, call_a, call_b, obs, err, final = msgs
     assert said["content"] == "Let me check both."
     assert said["properties"]["finishReason"] == "tool_use"
     assert call_a["toolName"] == "get_weather"

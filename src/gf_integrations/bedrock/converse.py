@@ -34,8 +34,11 @@ def _kind(block: Any) -> str | None:
     return str(next(iter(block)))
 
 
-def _unknown(kind: str | None) -> str:
-    # a block this reader does not know: kept visible, never guessed at
+def _unknown(block: Any, kind: str | None) -> str:
+    # a block this reader does not know: kept visible, never guessed at; a block the
+    # installed botocore does not know arrives as {"SDK_UNKNOWN_MEMBER": {"name": ...}}
+    if kind == "SDK_UNKNOWN_MEMBER" and isinstance(block[kind], Mapping):
+        kind = str(block[kind].get("name") or kind)
     return f"[unsupported content block: {kind or 'not a block'}]"
 
 
@@ -58,7 +61,7 @@ def content_text(blocks: Any, sep: str = "\n") -> str | None:
         elif kind in _SKIPPED:
             continue
         else:
-            parts.append(_unknown(kind))
+            parts.append(_unknown(block, kind))
     return sep.join(parts)
 
 
@@ -106,7 +109,7 @@ def assistant_turn(content: Any, tool_names: dict[str, str] | None) -> ChatMessa
         elif kind in _PLACEHOLDERS:
             texts.append(_PLACEHOLDERS[kind])
         else:
-            texts.append(_unknown(kind))
+            texts.append(_unknown(block, kind))
     msg: ChatMessage = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         msg["tool_calls"] = calls
