@@ -128,6 +128,14 @@ CELLS: dict[str, Cell] = {
         # asks boto3>=1.28.57 at 0.40)
         deps=("boto3>=1.28.57",),
     ),
+    "bedrock": Cell(
+        extras=("bedrock", "local"),
+        frameworks=("boto3", "botocore"),
+        tests=("tests/bedrock",),
+        # boto3 takes the newest botocore of its minor line: named here, the floor cell
+        # gets botocore 1.34.116 too, the first with Converse (printed, not checked)
+        deps=("botocore>=1.34.116",),
+    ),
     "otel": Cell(
         extras=("otel", "openai"),
         frameworks=("opentelemetry-api", "opentelemetry-sdk"),

@@ -4,17 +4,16 @@ the caller's stream ends (partial when it ended early)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import Any
 
-from ..core.events import ChatMessage, LLMCall
+from ..core.events import LLMCall
 from ..kit import (
     StreamTap,
     lazy_usage,
     record_failure,
 )
+from ..kit.anthropic_format import inputs, stream_reply
 from .call import Call
-from .messages import TOOL_USE, assistant_reply, inputs
 
 
 class AnthropicStreamTap(StreamTap[Call]):
@@ -72,33 +71,3 @@ class _MergedUsage:
         data = dict(lazy_usage(getattr(self.start, "usage", None)) or {})
         data.update(lazy_usage(getattr(self.delta, "usage", None)) or {})
         return data
-
-
-def stream_reply(events: Sequence[Any]) -> ChatMessage:
-    """The reply rebuilt from the content block events that arrived (all, or up to a cut)."""
-    slots: dict[int, tuple[Any, list[str]]] = {}
-    for event in events:
-        kind = getattr(event, "type", None)
-        if kind == "content_block_start":
-            slots[event.index] = (event.content_block, [])
-        elif kind == "content_block_delta" and event.index in slots:
-            d = event.delta
-            piece = getattr(d, "text", None) or getattr(d, "partial_json", None)
-            piece = piece or getattr(d, "thinking", None)
-            if isinstance(piece, str):
-                slots[event.index][1].append(piece)
-    content: list[Any] = []
-    for _, (block, pieces) in sorted(slots.items()):
-        kind = getattr(block, "type", None)
-        got = "".join(pieces)
-        if kind == "text":
-            content.append({"type": "text", "text": got or getattr(block, "text", "")})
-        elif kind == "thinking":
-            content.append({"type": "thinking", "thinking": got})
-        elif kind in TOOL_USE:
-            # the JSON text as streamed: the recorder parses it (or keeps a cut one raw)
-            args = got if got else getattr(block, "input", None)
-            content.append({"type": kind, "id": block.id, "name": block.name, "input": args})
-        else:
-            content.append(block)
-    return assistant_reply(content, None)

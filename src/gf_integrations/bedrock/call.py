@@ -1,0 +1,99 @@
+"""One Bedrock Runtime call in flight: ``wrap_bedrock``'s settings, the call's state, the
+answers remembered for ``gf.rate``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..client import GreenflashClient
+from ..core.events import ChatMessage, LLMCall
+from ..core.targets import AnswerMap, AnswerRef
+from ..kit import CallState, WrapConfig, wrapper_failed
+
+
+def log_failure(where: str, exc: BaseException) -> None:
+    wrapper_failed("Bedrock", where, exc)
+
+
+class Config(WrapConfig):
+    """``wrap_bedrock``'s settings."""
+
+    __slots__ = ()
+    label = "Bedrock"
+
+
+class Call(CallState):
+    """One call in flight: the request's references, snapshotted on the caller's thread."""
+
+    __slots__ = ("invocation", "messages", "system")
+
+    def __init__(self, cfg: Config, gfc: GreenflashClient, api: str, kwargs: dict[str, Any]):
+        super().__init__(cfg, gfc, api, kwargs)
+        model = kwargs.get("modelId")
+        self.model = model if isinstance(model, str) else None
+        self.messages: Sequence[Any] = ()
+        self.system: Any = None
+        self.invocation: Any = None  # invoke.Invocation for invoke_model calls
+
+
+def request_id(response: Any) -> str | None:
+    """The AWS request id botocore puts in every response (``ResponseMetadata``)."""
+    meta = response.get("ResponseMetadata") if isinstance(response, Mapping) else None
+    rid = meta.get("RequestId") if isinstance(meta, Mapping) else None
+    return rid if isinstance(rid, str) and rid else None
+
+
+def record_error(
+    call: Call, exc: BaseException, messages: Callable[[], Sequence[ChatMessage]]
+) -> None:
+    """Record a call that failed (the caller gets the same exception): a ``ClientError``
+    carries the HTTP status and the AWS error code."""
+    try:
+        props = call.properties()
+        response = getattr(exc, "response", None)
+        if isinstance(response, Mapping):
+            meta = response.get("ResponseMetadata")
+            status = meta.get("HTTPStatusCode") if isinstance(meta, Mapping) else None
+            if isinstance(status, int):
+                props["statusCode"] = status
+            error = response.get("Error")
+            code = error.get("Code") if isinstance(error, Mapping) else None
+            if isinstance(code, str) and code:
+                props["errorCode"] = code
+            rid = request_id(response)
+            if rid:
+                props["responseId"] = rid
+        call.gfc.record(
+            LLMCall(
+                call.conv,
+                call.key,
+                messages=messages,
+                model=call.model,
+                provider=call.cfg.provider,
+                started_at=call.started,
+                error=exc,
+                properties=props,
+            )
+        )
+    except Exception as err:
+        log_failure("recording an error", err)
+
+
+# AWS request id -> the answer it produced, for gf.rate(response) (see core/targets.py)
+answers: AnswerMap[str] = AnswerMap()
+
+
+def remember_answer(rid: str | None, call: Call) -> None:
+    """Remember which answer the request ``rid`` produced (``gf.rate`` of the response)."""
+    if rid:
+        answers.put(rid, call.conv, call.key)
+
+
+def rating_target(target: Any) -> AnswerRef | None:
+    """``gf.rate`` targets: a Bedrock response dict (its ``ResponseMetadata.RequestId``) or
+    the request id itself."""
+    if isinstance(target, str):
+        return answers.get(target)
+    rid = request_id(target)
+    return answers.get(rid) if rid else None
