@@ -33,7 +33,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.M | re.S)
-INTEGRATIONS = re.compile(r"from gf_integrations\.(langchain|openai|anthropic|llamaindex) import")
+INTEGRATIONS = re.compile(
+    r"from gf_integrations\."
+    r"(langchain|openai|anthropic|llamaindex|bedrock|google_genai|litellm) import"
+)
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -99,6 +102,15 @@ def fake_anthropic() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def fake_bedrock() -> Iterator[str]:
+    """The test suite's fake Bedrock Runtime on a loopback port; yields its base URL."""
+    from helpers.fake_bedrock import FakeBedrock
+
+    with FakeBedrock().serve() as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
 def collector() -> Iterator[RunningCollector]:
     with start_collector() as col:
         yield col
@@ -122,13 +134,15 @@ def test_first_screen_keeps_the_two_commands():
 
 
 @pytest.mark.timeout(300)  # one fresh interpreter per block, four at a time
-def test_every_python_block_runs_and_records(collector, fake_openai, fake_anthropic, tmp_path):
+def test_every_python_block_runs_and_records(
+    collector, fake_openai, fake_anthropic, fake_bedrock, tmp_path
+):
     blocks = python_blocks(README.read_text())
     assert len(blocks) >= 7, "the README lost its snippets"
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("GREENFLASH_", "OPENAI_", "ANTHROPIC_"))
+        if not k.startswith(("GREENFLASH_", "OPENAI_", "ANTHROPIC_", "AWS_"))
     }
     env.update(
         GREENFLASH_BASE_URL=collector.base_url,
@@ -136,6 +150,11 @@ def test_every_python_block_runs_and_records(collector, fake_openai, fake_anthro
         OPENAI_API_KEY="sk-test-not-a-real-key",
         ANTHROPIC_BASE_URL=fake_anthropic,
         ANTHROPIC_API_KEY="sk-ant-test-not-a-real-key",
+        # boto3 reads a service's endpoint from AWS_ENDPOINT_URL_<SERVICE>
+        AWS_ENDPOINT_URL_BEDROCK_RUNTIME=fake_bedrock,
+        AWS_ACCESS_KEY_ID="test-not-a-real-key",
+        AWS_SECRET_ACCESS_KEY="test-not-a-real-secret",
+        AWS_DEFAULT_REGION="us-east-1",
         PYTHONUNBUFFERED="1",
     )
 
