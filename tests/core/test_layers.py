@@ -87,7 +87,7 @@ def test_importing_the_package_imports_no_framework() -> None:
     code = (
         "import sys, gf_integrations, gf_integrations.kit\n"
         "bad = [m for m in ('langchain_core', 'llama_index', 'openai', 'anthropic', "
-        'opentelemetry', 'langgraph', 'litellm') if m in sys.modules]\n"
+        "'opentelemetry', 'langgraph', 'litellm') if m in sys.modules]\n"
         "print(bad)"
     )
     out = subprocess.run(
