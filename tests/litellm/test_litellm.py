@@ -261,14 +261,15 @@ def test_failure_raises_what_litellm_raises_and_is_recorded(
     wrapped = _raised(lambda: litellm.completion(**request))
     assert type(wrapped) is type(bare)
     assert str(wrapped) == str(bare)
-    assert getattr(wrapped, "status_code", None) == getattr(bare, "status_code", None) == status
+    # LiteLLM maps the status by release and error type: what counts is that it is the same
+    assert getattr(wrapped, "status_code", None) == getattr(bare, "status_code", None)
     logger.wait(1)
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "llm"]
     error = msgs[-1]["properties"]["error"]
     assert error["type"] == type(bare).__name__
     assert "Invalid value for 'temperature'" in error["message"]
-    assert msgs[-1]["properties"]["statusCode"] == status
+    assert msgs[-1]["properties"]["statusCode"] == bare.status_code
 
 
 def test_async_failure_is_recorded(attach, fake, base_url, gf_client, capture_server):
@@ -281,17 +282,17 @@ def test_async_failure_is_recorded(attach, fake, base_url, gf_client, capture_se
             return exc
         raise AssertionError("the call should fail")
 
-    fake.reply_error(500, "boom")
-    bare = asyncio.run(fail())
-    logger = attach(external_conversation_id="afail")
-
-    async def main() -> BaseException:
-        exc = await fail()
+    async def main() -> tuple[BaseException, BaseException]:
+        # one event loop for both: LiteLLM keeps its async HTTP clients across calls
+        fake.reply_error(500, "boom")
+        bare = await fail()
+        logger = attach(external_conversation_id="afail")
+        fake.reply_error(500, "boom")
+        wrapped = await fail()
         await asyncio.to_thread(logger.wait, 1)
-        return exc
+        return bare, wrapped
 
-    fake.reply_error(500, "boom")
-    wrapped = asyncio.run(main())
+    bare, wrapped = asyncio.run(main())
     assert type(wrapped) is type(bare)
     assert str(wrapped) == str(bare)
     msgs = delivered(gf_client, capture_server)
