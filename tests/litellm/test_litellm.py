@@ -409,3 +409,23 @@ def test_wrapped_openai_client_under_litellm_records_once(
     (direct,) = by_conv.values()
     assert strip(direct) == [("user", "direct"), ("assistant", "Done.")]
     assert len(msgs) == 4
+
+
+def test_wrapped_async_openai_client_under_acompletion_records_once(
+    attach, fake, base_url, gf_client, capture_server
+):
+    openai = pytest.importorskip("openai")
+    from gf_integrations.openai import wrap_openai
+
+    logger = attach(external_conversation_id="adedup")
+
+    async def main() -> None:
+        client = wrap_openai(openai.AsyncOpenAI(base_url=base_url, api_key="sk-test"))
+        response = await litellm.acompletion(**ask(base_url, list(CONVERSATION)), client=client)
+        assert response.choices[0].message.content == "Done."
+        await asyncio.to_thread(logger.wait, 1)
+
+    asyncio.run(main())
+    msgs = delivered(gf_client, capture_server)
+    assert strip(msgs) == [("user", "Say hi"), ("assistant", "Done.")]
+    assert {r["externalConversationId"] for r in capture_server.requests} == {"adedup"}
