@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-litellm = pytest.importorskip("litellm")
+# not `importorskip("litellm")`: without LiteLLM, this very folder imports as a namespace
+pytest.importorskip("litellm.integrations.custom_logger")
 
-import gf_integrations as gf  # noqa: E402
-from gf_integrations.litellm import GreenflashLogger  # noqa: E402
-from helpers.capture import delivered, kinds  # noqa: E402
-from helpers.fake_openai import CHAT_USAGE, FakeOpenAI  # noqa: E402
+import gf_integrations as gf
+import litellm
+from gf_integrations.litellm import GreenflashLogger
+from helpers.capture import delivered, kinds
+from helpers.fake_openai import CHAT_USAGE, FakeOpenAI
 
 WEATHER_TOOL = {
     "type": "function",
