@@ -64,6 +64,8 @@ class Cell:
     constraints: tuple[str, ...] = ()
     # extra pytest arguments (e.g. a test that needs what the cell cannot install)
     pytest_args: tuple[str, ...] = ()
+    # environment variables of the cell's commands
+    env: tuple[tuple[str, str], ...] = ()
     only: tuple[str, ...] = field(default=("floor", "newest"))
 
 
@@ -155,6 +157,15 @@ CELLS: dict[str, Cell] = {
         # 1.2; a constraint, since openai-v2 before 2.4 (the floor's) does not use it
         constraints=("opentelemetry-util-genai<1.2",),
     ),
+    "litellm": Cell(
+        # openai: the test of a wrapped OpenAI client handed to LiteLLM (litellm needs the
+        # SDK anyway); no `local`: the tests send to the capture server, not the collector
+        extras=("litellm", "openai"),
+        frameworks=("litellm",),
+        tests=("tests/litellm",),
+        # LiteLLM fetches its price map from the network at import unless told not to
+        env=(("LITELLM_LOCAL_MODEL_COST_MAP", "True"),),
+    ),
     # Pydantic AI over OTel: its newest release needs the newest openai, which the lock
     # (held below openai 3 by the Agents SDK) cannot have
     "pydantic-ai": Cell(
@@ -215,7 +226,8 @@ def tests(session: nox.Session, integration: str, bound: str) -> None:
     session.install(*resolution, *constraints, "-e", spec, *cell.deps, *TEST_TOOLS)
     floors = _declared_floors() if bound == "floor" else {}
     session.log(f"{integration}-{bound} on Python {session.python}:")
-    session.run("python", _CHECK, *[f"{n}={floors.get(n, '')}" for n in cell.frameworks])
+    env = dict(cell.env)
+    session.run("python", _CHECK, *[f"{n}={floors.get(n, '')}" for n in cell.frameworks], env=env)
     session.run(
         "python",
         "-m",
@@ -226,4 +238,5 @@ def tests(session: nox.Session, integration: str, bound: str) -> None:
         *cell.tests,
         *cell.pytest_args,
         *session.posargs,
+        env=env,
     )
