@@ -148,6 +148,8 @@ def test_every_python_block_runs_and_records(
         GREENFLASH_BASE_URL=collector.base_url,
         OPENAI_BASE_URL=fake_openai,
         OPENAI_API_KEY="sk-test-not-a-real-key",
+        OPENAI_API_BASE=fake_openai,  # LiteLLM's name for it
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # no price-map fetch at import
         ANTHROPIC_BASE_URL=fake_anthropic,
         ANTHROPIC_API_KEY="sk-ant-test-not-a-real-key",
         # boto3 reads a service's endpoint from AWS_ENDPOINT_URL_<SERVICE>
