@@ -128,6 +128,12 @@ CELLS: dict[str, Cell] = {
         # asks boto3>=1.28.57 at 0.40)
         deps=("boto3>=1.28.57",),
     ),
+    "google": Cell(
+        # local: the gf.rate test's collector
+        extras=("google", "local"),
+        frameworks=("google-genai",),
+        tests=("tests/google_genai",),
+    ),
     "otel": Cell(
         extras=("otel", "openai"),
         frameworks=("opentelemetry-api", "opentelemetry-sdk"),

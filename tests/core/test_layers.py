@@ -12,7 +12,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "gf_integrations"
 
 # bottom to top (the side, collector and cli, may use anything)
-INTEGRATIONS = {"langchain", "llamaindex", "openai", "anthropic", "otel"}
+INTEGRATIONS = {"langchain", "llamaindex", "openai", "anthropic", "google_genai", "otel"}
 SIDE = {"collector", "cli"}
 # the wire format and its one reading as a tree share the schema's floor
 WIRE_FORMAT = {"schema", "transcript"}
@@ -87,7 +87,7 @@ def test_importing_the_package_imports_no_framework() -> None:
     code = (
         "import sys, gf_integrations, gf_integrations.kit\n"
         "bad = [m for m in ('langchain_core', 'llama_index', 'openai', 'anthropic', "
-        "'opentelemetry', 'langgraph') if m in sys.modules]\n"
+        "'opentelemetry', 'langgraph', 'google.genai') if m in sys.modules]\n"
         "print(bad)"
     )
     out = subprocess.run(
