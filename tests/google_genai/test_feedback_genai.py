@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("google.genai", reason="the google extra is not installed")
+
 pytest.importorskip("starlette")
 
 from google.genai import types

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+pytest.importorskip("google.genai", reason="the google extra is not installed")
 from google import genai
 from google.genai import types
 
