@@ -138,6 +138,12 @@ CELLS: dict[str, Cell] = {
         # gets botocore 1.34.116 too, the first with Converse (printed, not checked)
         deps=("botocore>=1.34.116",),
     ),
+    "google": Cell(
+        # local: the gf.rate test's collector
+        extras=("google", "local"),
+        frameworks=("google-genai",),
+        tests=("tests/google_genai",),
+    ),
     "otel": Cell(
         extras=("otel", "openai"),
         frameworks=("opentelemetry-api", "opentelemetry-sdk"),

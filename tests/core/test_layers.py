@@ -12,7 +12,16 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "gf_integrations"
 
 # bottom to top (the side, collector and cli, may use anything)
-INTEGRATIONS = {"langchain", "llamaindex", "openai", "anthropic", "bedrock", "otel", "litellm"}
+INTEGRATIONS = {
+    "langchain",
+    "llamaindex",
+    "openai",
+    "anthropic",
+    "bedrock",
+    "google_genai",
+    "litellm",
+    "otel",
+}
 SIDE = {"collector", "cli"}
 # the wire format and its one reading as a tree share the schema's floor
 WIRE_FORMAT = {"schema", "transcript"}
@@ -87,7 +96,8 @@ def test_importing_the_package_imports_no_framework() -> None:
     code = (
         "import sys, gf_integrations, gf_integrations.kit\n"
         "bad = [m for m in ('langchain_core', 'llama_index', 'openai', 'anthropic', "
-        "'opentelemetry', 'langgraph', 'boto3', 'botocore', 'litellm') if m in sys.modules]\n"
+        "'opentelemetry', 'langgraph', 'boto3', 'botocore', 'litellm', 'google.genai') "
+        "if m in sys.modules]\n"
         "print(bad)"
     )
     out = subprocess.run(
