@@ -111,6 +111,34 @@ def fake_bedrock() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def fake_gemini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The test suite's fake Gemini API on a loopback port. google-genai reads no base URL
+    from the environment, so the blocks get a ``sitecustomize`` that defaults
+    ``genai.Client``'s ``http_options`` to it; yields that folder for PYTHONPATH."""
+    pytest.importorskip("google.genai")
+    from helpers.fake_gemini import FakeGemini
+
+    folder = tmp_path_factory.mktemp("gemini-site")
+    (folder / "sitecustomize.py").write_text(
+        "import os\n"
+        "url = os.environ.get('GF_TEST_GEMINI_BASE_URL')\n"
+        "if url:\n"
+        "    from google import genai\n"
+        "    _init = genai.Client.__init__\n"
+        "    def _on_fake(self, *args, **kwargs):\n"
+        "        kwargs.setdefault('http_options', {'base_url': url})\n"
+        "        _init(self, *args, **kwargs)\n"
+        "    genai.Client.__init__ = _on_fake\n"
+    )
+    with FakeGemini().serve() as base_url:
+        os.environ["GF_TEST_GEMINI_BASE_URL"] = base_url
+        try:
+            yield str(folder)
+        finally:
+            os.environ.pop("GF_TEST_GEMINI_BASE_URL", None)
+
+
+@pytest.fixture(scope="module")
 def collector() -> Iterator[RunningCollector]:
     with start_collector() as col:
         yield col
@@ -135,7 +163,7 @@ def test_first_screen_keeps_the_two_commands():
 
 @pytest.mark.timeout(300)  # one fresh interpreter per block, four at a time
 def test_every_python_block_runs_and_records(
-    collector, fake_openai, fake_anthropic, fake_bedrock, tmp_path
+    collector, fake_openai, fake_anthropic, fake_bedrock, fake_gemini, tmp_path
 ):
     blocks = python_blocks(README.read_text())
     assert len(blocks) >= 7, "the README lost its snippets"
@@ -157,6 +185,9 @@ def test_every_python_block_runs_and_records(
         AWS_ACCESS_KEY_ID="test-not-a-real-key",
         AWS_SECRET_ACCESS_KEY="test-not-a-real-secret",
         AWS_DEFAULT_REGION="us-east-1",
+        GEMINI_API_KEY="test-not-a-real-key",
+        GF_TEST_GEMINI_BASE_URL=os.environ["GF_TEST_GEMINI_BASE_URL"],
+        PYTHONPATH=os.pathsep.join(filter(None, [fake_gemini, os.environ.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
     )
 
