@@ -14,13 +14,19 @@ LangChain and vice versa.
   suite's fake Messages API); :func:`anthropic_fake` is that fake server, also served on
   loopback by the README test.
 * LlamaIndex: :func:`fake_llm`, :func:`keyword_embedding`, :func:`fake_agent_llm`.
+* Google Gen AI, Amazon Bedrock, LiteLLM: :func:`fake_gemini_client`,
+  :func:`fake_bedrock_client`, :func:`fake_openai_url` (the test suite's fake Gemini,
+  Bedrock Runtime and OpenAI APIs, served on loopback ports for the rest of the session
+  and answering from the request like the fakes above); :func:`litellm_logged`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -252,6 +258,7 @@ def fake_openai_client() -> Any:
     """A real ``openai.OpenAI`` client whose requests are answered by :func:`openai_reply`
     through ``httpx.MockTransport``: no network, no key."""
     import httpx
+
     from openai import OpenAI
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -384,3 +391,129 @@ def fake_agent_llm(plan: Sequence[tuple[str, dict[str, Any]]], answer: str) -> A
         return ChatMessage(role=MessageRole.ASSISTANT, content=answer)
 
     return MockFunctionCallingLLM(response_generator=respond, is_chat_model=True)
+
+
+# ------------------------------------------- Google Gen AI, Amazon Bedrock, LiteLLM
+
+# The loopback servers of the fakes below: they serve until the kernel exits.
+_SERVING = contextlib.ExitStack()
+
+
+def _test_helpers() -> None:
+    """Make the test suite's ``helpers`` package importable (as the tests import it).
+
+    ``tests/`` goes *last* on ``sys.path``: its folders named after providers must not
+    shadow the installed packages."""
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+
+
+def _gemini_answer(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parts of the fake Gemini's reply: after a ``functionResponse``, ``Good news:
+    <result>``; with functions declared, a ``functionCall`` of the first one for the city
+    named; otherwise a capital, like the OpenAI fake."""
+    from helpers.fake_gemini import function_call, text
+
+    contents = body.get("contents") or []
+    parts = (contents[-1].get("parts") or []) if contents else []
+    results = [p["functionResponse"] for p in parts if "functionResponse" in p]
+    if results:
+        response = results[0].get("response") or {}
+        return [text(f"Good news: {response.get('result', response)}")]
+    said = " ".join(str(p.get("text") or "") for p in parts)
+    declared = [d for t in body.get("tools") or () for d in t.get("functionDeclarations") or ()]
+    if declared:
+        return [function_call(declared[0]["name"], {"city": _city(said)})]
+    return [text(_chat_answer([{"role": "user", "content": said}], None)["content"])]
+
+
+def fake_gemini_client() -> Any:
+    """A real ``google.genai.Client`` on the test suite's fake Gemini API
+    (``tests/helpers/fake_gemini.py``: the REST wire format, SSE included), served on a
+    loopback port and answering from the request (:func:`_gemini_answer`)."""
+    _test_helpers()
+    from helpers.fake_gemini import FakeGemini
+
+    class ScriptedGemini(FakeGemini):
+        def handle(self, request: Any) -> Any:
+            raw = request.read()
+            self.queue(*_gemini_answer(json.loads(raw) if raw else {}))
+            return super().handle(request)
+
+    fake = ScriptedGemini()
+    return fake.client(_SERVING.enter_context(fake.serve()))
+
+
+def _bedrock_answer(body: Any) -> Any:
+    """The fake Bedrock's Converse reply: after a ``toolResult``, ``Good news: <result>``;
+    with tools configured, ``Let me check.`` and a ``toolUse`` of the first tool for the
+    city named; otherwise a capital, like the OpenAI fake."""
+    from helpers.fake_bedrock import Reply, text, tool_use
+
+    messages = (body.get("messages") or []) if isinstance(body, dict) else []
+    content = (messages[-1].get("content") or []) if messages else []
+    results = [b["toolResult"] for b in content if "toolResult" in b]
+    if results:
+        said = " ".join(str(b.get("text") or "") for b in results[0].get("content") or ())
+        return Reply([text(f"Good news: {said}")])
+    said = " ".join(str(b.get("text") or "") for b in content)
+    tools = ((body.get("toolConfig") or {}).get("tools") or []) if isinstance(body, dict) else []
+    if tools:
+        name = tools[0]["toolSpec"]["name"]
+        call_id = f"tooluse_{zlib.crc32(said.encode()) % 10_000:04d}"
+        use = tool_use(name, {"city": _city(said)}, id=call_id)
+        return Reply([text("Let me check."), use], stop="tool_use")
+    return Reply([text(_chat_answer([{"role": "user", "content": said}], None)["content"])])
+
+
+def fake_bedrock_client() -> Any:
+    """A real boto3 ``bedrock-runtime`` client on the test suite's fake Bedrock Runtime
+    (``tests/helpers/fake_bedrock.py``: Converse JSON and the event-stream framing),
+    served on a loopback port and answering from the request (:func:`_bedrock_answer`)."""
+    _test_helpers()
+    from helpers.fake_bedrock import FakeBedrock, bedrock_client
+
+    class ScriptedBedrock(FakeBedrock):
+        def _next(self, request: Any) -> Any:
+            return _bedrock_answer(request)
+
+    return bedrock_client(_SERVING.enter_context(ScriptedBedrock().serve()))
+
+
+def fake_openai_url() -> str:
+    """The base URL (``.../v1``) of the test suite's fake OpenAI API
+    (``tests/helpers/fake_openai.py``) on a loopback port, answering chat completions from
+    the request like :func:`openai_reply`: a tool call when tools are offered, ``Good
+    news: <result>`` after a tool result, otherwise a capital."""
+    _test_helpers()
+    from helpers.fake_openai import FakeOpenAI, Reply, ToolCall
+
+    class ScriptedOpenAI(FakeOpenAI):
+        def __call__(self, request: Any) -> Any:
+            raw = request.read()
+            body = json.loads(raw) if raw else {}
+            msg = _chat_answer(body.get("messages") or [], body.get("tools"))
+            calls = [
+                ToolCall(c["function"]["name"], json.loads(c["function"]["arguments"]), c["id"])
+                for c in msg.get("tool_calls") or ()
+            ]
+            self.reply(Reply(text=msg.get("content"), tool_calls=calls))
+            return super().__call__(request)
+
+    return str(_SERVING.enter_context(ScriptedOpenAI().serve()))
+
+
+def litellm_logged(timeout: float = 30.0) -> None:
+    """Return once LiteLLM has run the callbacks of every call made so far.
+
+    LiteLLM hands a sync call's success callbacks to its pool of logging threads and
+    returns at once; a script need not care, but a notebook that shows what was recorded
+    right away must wait for them. The pool takes tasks in order: once every one of its
+    threads is held by a task queued now, every earlier task has finished."""
+    from litellm.litellm_core_utils.thread_pool_executor import MAX_THREADS, executor
+
+    barrier = threading.Barrier(MAX_THREADS + 1)
+    for _ in range(MAX_THREADS):
+        executor.submit(barrier.wait, timeout)
+    barrier.wait(timeout)

@@ -601,12 +601,217 @@ def otel_notebook() -> list[Any]:
     ]
 
 
+def more_providers_notebook() -> list[Any]:
+    return [
+        md("""
+        # More providers → Greenflash
+
+        Three more ways in, one section each: `wrap_genai` for the Google Gen AI SDK,
+        `wrap_bedrock` for Amazon Bedrock through boto3, and `GreenflashLogger`, a LiteLLM
+        callback. Offline here: each real SDK talks to the test suite's fake of its
+        provider's API (the real wire format, streams included), served on a loopback
+        port, and the conversations go to a local collector. Each section ends with the
+        client to build for the real API.
+
+        **Real Greenflash instead:** set `GREENFLASH_API_KEY` and replace the collector cell with `import gf_integrations as gf; gf.configure()`.
+        """),
+        code(COLLECTOR_CELL),
+        md("""
+        ## 1. Google Gen AI: a call, then a chat that calls a function
+
+        `wrap_genai(client)` instruments a `genai.Client` in place (the Gemini Developer
+        API or Vertex AI). `system_instruction` becomes the system prompt. Given a Python
+        function as a tool, the SDK runs it itself (automatic function calling); both the
+        `functionCall` and its result are recorded, as a `tool_call` and its
+        `observation`. A chat resends its history on every turn; each message is stored
+        once.
+        """),
+        code("""
+        from _helpers import fake_gemini_client
+        from google.genai import types
+
+        from gf_integrations.google_genai import wrap_genai
+
+        client = wrap_genai(fake_gemini_client(), external_user_id="alice")
+
+        with gf.conversation("gemini-geo"):
+            reply = client.models.generate_content(
+                model="gemini-2.5-flash",
+                contents="What is the capital of Portugal?",
+                config=types.GenerateContentConfig(system_instruction="You are a concise geography tutor."),
+            )
+        print(reply.text)
+        """),
+        code("""
+        def get_weather(city: str) -> str:
+            \"\"\"Current weather in a city.\"\"\"
+            return f"Sunny and 24 °C in {city}."
+
+
+        chat = client.chats.create(
+            model="gemini-2.5-flash", config=types.GenerateContentConfig(tools=[get_weather])
+        )
+        with gf.conversation("gemini-weather"):
+            for question in ["Should I pack sunglasses for Rome today?", "And for Tokyo?"]:
+                print(f"> {question}\\n{chat.send_message(question).text}")
+        """),
+        code("""
+        from gf_integrations.notebook import show
+
+        show(collector, "gemini-geo")
+        """),
+        code("""
+        show(collector, "gemini-weather")
+        """),
+        md("""
+        **Real API:** set `GEMINI_API_KEY` and build `genai.Client()` instead of
+        `fake_gemini_client()` (or `genai.Client(vertexai=True, project=..., location=...)`
+        for Vertex AI).
+        """),
+        md("""
+        ## 2. Amazon Bedrock: a Converse tool loop, then a stream
+
+        `wrap_bedrock(client)` instruments a boto3 `bedrock-runtime` client in place:
+        `converse`, `converse_stream`, `invoke_model` and its streaming twin. The model
+        says what it will do and asks for `get_weather`; the app sends a `toolResult` back.
+        Greenflash gets the text beside the `toolUse` as a `thought`, the `tool_call`, its
+        `observation` and the final answer. A `converse_stream` reply is recorded when
+        the stream has been read.
+        """),
+        code("""
+        from _helpers import fake_bedrock_client
+
+        from gf_integrations.bedrock import wrap_bedrock
+
+        bedrock = wrap_bedrock(fake_bedrock_client(), external_user_id="bob")
+        model_id = "amazon.nova-lite-v1:0"
+        tool_config = {"tools": [{"toolSpec": {
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+        }}]}
+        system = [{"text": "You are a travel assistant. Use the tools."}]
+
+        with gf.conversation("bedrock-weather"):
+            messages = [{"role": "user", "content": [{"text": "Should I pack sunglasses for Rome today?"}]}]
+            first = bedrock.converse(modelId=model_id, system=system, messages=messages, toolConfig=tool_config)
+            asked = first["output"]["message"]
+            use = next(block["toolUse"] for block in asked["content"] if "toolUse" in block)
+            messages += [
+                asked,
+                {"role": "user", "content": [{"toolResult": {
+                    "toolUseId": use["toolUseId"],
+                    "content": [{"text": get_weather(**use["input"])}],
+                }}]},
+            ]
+            final = bedrock.converse(modelId=model_id, system=system, messages=messages, toolConfig=tool_config)
+            print(first["stopReason"], "->", final["output"]["message"]["content"][0]["text"])
+        """),
+        code("""
+        with gf.conversation("bedrock-geo"):
+            response = bedrock.converse_stream(
+                modelId=model_id,
+                messages=[{"role": "user", "content": [{"text": "What is the capital of Japan?"}]}],
+            )
+            print("".join(
+                event["contentBlockDelta"]["delta"].get("text", "")
+                for event in response["stream"]
+                if "contentBlockDelta" in event
+            ))
+        """),
+        code("""
+        show(collector, "bedrock-weather")
+        """),
+        code("""
+        show(collector, "bedrock-geo")
+        """),
+        md("""
+        **Real API:** with AWS credentials configured (and access to the model in your
+        region), build `boto3.client("bedrock-runtime", region_name="us-east-1")` instead
+        of `fake_bedrock_client()`.
+        """),
+        md("""
+        ## 3. LiteLLM: a tool loop, then a stream
+
+        `GreenflashLogger` is a LiteLLM callback: every `completion` / `acompletion`,
+        streamed or not, whatever the provider behind it. LiteLLM's own
+        `metadata.session_id` names the conversation. LiteLLM fetches its price map from
+        the network when imported unless `LITELLM_LOCAL_MODEL_COST_MAP` says to use the
+        copy it ships: set it first.
+        """),
+        code("""
+        import os
+
+        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before importing litellm
+
+        from _helpers import fake_openai_url
+
+        import litellm
+        from gf_integrations.litellm import GreenflashLogger
+
+        litellm.callbacks = [GreenflashLogger(external_user_id="carol")]
+        api = {"api_base": fake_openai_url(), "api_key": "sk-test"}  # the fake OpenAI API
+        """),
+        code("""
+        import json
+
+        tools = [{
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }]
+        session = {"session_id": "litellm-weather"}
+        messages = [{"role": "user", "content": "Should I pack sunglasses for Rome today?"}]
+        first = litellm.completion(model="openai/gpt-4o-mini", messages=messages, tools=tools, metadata=session, **api)
+        call = first.choices[0].message.tool_calls[0]
+        messages += [
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": get_weather(**json.loads(call.function.arguments))},
+        ]
+        final = litellm.completion(model="openai/gpt-4o-mini", messages=messages, tools=tools, metadata=session, **api)
+        print(final.choices[0].message.content)
+
+        stream = litellm.completion(
+            model="openai/gpt-4o-mini",
+            messages=[{"role": "user", "content": "What is the capital of Italy?"}],
+            stream=True,
+            metadata={"session_id": "litellm-geo"},
+            **api,
+        )
+        print("".join(chunk.choices[0].delta.content or "" for chunk in stream))
+        """),
+        md("""
+        LiteLLM runs a call's callbacks on its own logging threads, a moment after
+        `completion` returns; `litellm_logged()` waits for them before we look.
+        """),
+        code("""
+        from _helpers import litellm_logged
+
+        litellm_logged()
+        show(collector, "litellm-weather")
+        """),
+        code("""
+        show(collector, "litellm-geo")
+        """),
+        md("""
+        **Real API:** set `OPENAI_API_KEY` (or the key of whichever provider the model
+        names, e.g. `anthropic/claude-sonnet-4-6`) and drop `**api`; LiteLLM builds the
+        client itself. On the LiteLLM proxy, name a `GreenflashLogger` instance under
+        `litellm_settings.callbacks` in its `config.yaml`.
+        """),
+    ]
+
+
 NOTEBOOKS = {
     "01_langchain.ipynb": langchain_notebook,
     "02_openai.ipynb": openai_notebook,
     "03_llamaindex.ipynb": llamaindex_notebook,
     "04_anthropic.ipynb": anthropic_notebook,
     "05_otel.ipynb": otel_notebook,
+    "06_more_providers.ipynb": more_providers_notebook,
 }
 
 

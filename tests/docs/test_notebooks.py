@@ -75,7 +75,7 @@ def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def executed(
     kernel_name: str, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[Any, Path] | BaseException]:
-    """Execute the three committed notebooks concurrently (one kernel each).
+    """Execute the committed notebooks concurrently (one kernel each).
 
     Each kernel gets its own ``GF_NOTEBOOK_DB`` and no ``GREENFLASH_*`` variable: the
     notebooks must not need (or reach) a real account. Maps each notebook to (executed
@@ -411,3 +411,97 @@ def test_otel_notebook(executed):
     assert prompt == "You are a travel assistant. Use the tools."
     assert_transcripts_shown(nb, store, "lisbon-trip")
     assert_committed_outputs_current("05_otel.ipynb", nb)
+
+
+def test_more_providers_notebook(executed):
+    nb, store = run_notebook(executed, "06_more_providers.ipynb")
+    weather = "Should I pack sunglasses for Rome today?"
+    rome = "Good news: Sunny and 24 °C in Rome."
+    tool_loop = ["user_message", "tool_call", "observation", "final_response"]
+
+    # Google Gen AI: a call with a system instruction, then a chat whose function the
+    # SDK ran itself (automatic function calling), each turn and each message once
+    geo = stored(store, "gemini-geo")
+    assert geo["externalUserId"] == "alice"
+    assert kinds(geo) == ["user_message", "assistant_message"]
+    assert [m["content"] for m in geo["messages"]] == [
+        "What is the capital of Portugal?",
+        "The capital you asked about is Lisbon.",
+    ]
+    assert geo["prompt"]["components"][0]["content"] == "You are a concise geography tutor."
+    assert geo["messages"][1]["model"] == "gemini-2.5-flash-001"  # the answering version
+    chat = stored(store, "gemini-weather")
+    assert chat["externalUserId"] == "alice"
+    assert kinds(chat) == tool_loop * 2
+    msgs = chat["messages"]
+    assert [m["content"] for m in msgs if m["messageType"] == "user_message"] == [
+        weather,
+        "And for Tokyo?",
+    ]
+    assert [m["input"] for m in msgs if m["messageType"] == "tool_call"] == [
+        {"city": "Rome"},
+        {"city": "Tokyo"},
+    ]
+    assert tool_results(chat) == [
+        ("observation", "get_weather", "Sunny and 24 °C in Rome."),
+        ("observation", "get_weather", "Sunny and 24 °C in Tokyo."),
+    ]
+    assert [m["content"] for m in msgs if m["messageType"] == "final_response"] == [
+        rome,
+        "Good news: Sunny and 24 °C in Tokyo.",
+    ]
+
+    # Amazon Bedrock: a Converse tool loop (the text beside the toolUse is a thought),
+    # then a converse_stream reply
+    loop = stored(store, "bedrock-weather")
+    assert loop["externalUserId"] == "bob"
+    assert kinds(loop) == [
+        "user_message",
+        "thought",
+        "tool_call",
+        "observation",
+        "final_response",
+    ]
+    msgs = loop["messages"]
+    assert msgs[0]["content"] == weather
+    assert msgs[1]["content"] == "Let me check."
+    assert msgs[1]["properties"]["finishReason"] == "tool_use"
+    assert (msgs[2]["toolName"], msgs[2]["input"]) == ("get_weather", {"city": "Rome"})
+    assert tool_results(loop) == [("observation", "get_weather", "Sunny and 24 °C in Rome.")]
+    assert msgs[-1]["content"] == rome
+    assert msgs[-1]["model"] == "amazon.nova-lite-v1:0"
+    prompt = loop["prompt"]["components"][0]["content"]
+    assert prompt == "You are a travel assistant. Use the tools."
+    streamed = stored(store, "bedrock-geo")
+    assert kinds(streamed) == ["user_message", "assistant_message"]
+    assert streamed["messages"][-1]["content"] == "The capital you asked about is Tokyo."
+
+    # LiteLLM: LiteLLM's session ids name the conversations
+    tools = stored(store, "litellm-weather")
+    assert tools["externalUserId"] == "carol"
+    assert kinds(tools) == tool_loop
+    assert tools["messages"][0]["content"] == weather
+    assert tools["messages"][1]["input"] == {"city": "Rome"}
+    assert tool_results(tools) == [("observation", "get_weather", "Sunny and 24 °C in Rome.")]
+    assert tools["messages"][-1]["content"] == rome
+    assert tools["messages"][-1]["model"] == "gpt-4o-mini-2024-07-18"  # the fake's snapshot
+    stream = stored(store, "litellm-geo")
+    assert stream["externalUserId"] == "carol"
+    assert kinds(stream) == ["user_message", "assistant_message"]
+    assert [m["content"] for m in stream["messages"]] == [
+        "What is the capital of Italy?",
+        "The capital you asked about is Rome.",
+    ]
+    assert stream["messages"][-1]["properties"]["stream"] is True
+
+    assert_transcripts_shown(
+        nb,
+        store,
+        "gemini-geo",
+        "gemini-weather",
+        "bedrock-weather",
+        "bedrock-geo",
+        "litellm-weather",
+        "litellm-geo",
+    )
+    assert_committed_outputs_current("06_more_providers.ipynb", nb)
