@@ -77,6 +77,10 @@ def _n(obj: Any, *names: str) -> int | None:
     return _count(_get(obj, *names)) if obj is not None else None
 
 
+def _first(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
+
+
 def _sum(*parts: int | None) -> int | None:
     """The sum of the known parts; None when the first (the base count) is unknown."""
     if parts[0] is None:
@@ -96,10 +100,11 @@ def _openai_chat(u: Any) -> _Counts:
         OUTPUT: _n(u, "completion_tokens"),
         TOTAL: _n(u, "total_tokens"),
         CACHE_READ: _n(details, "cached_tokens"),
-        # OpenAI-compatible gateways (LiteLLM for Anthropic models) add cache writes
-        CACHE_WRITE: _n(details, "cache_creation_tokens", "cache_write_tokens")
-        if details is not None
-        else _n(u, "cache_creation_input_tokens"),
+        # cache_write_tokens: OpenAI's; cache_creation_input_tokens: gateways speaking the
+        # chat format for Anthropic models (LiteLLM), a part of their prompt_tokens too
+        CACHE_WRITE: _first(
+            _n(details, "cache_write_tokens"), _n(u, "cache_creation_input_tokens")
+        ),
         REASONING: _n(out_details, "reasoning_tokens"),
     }
 
@@ -110,6 +115,7 @@ def _openai_responses(u: Any) -> _Counts:
         OUTPUT: _n(u, "output_tokens"),
         TOTAL: _n(u, "total_tokens"),
         CACHE_READ: _n(_get(u, "input_tokens_details"), "cached_tokens"),
+        CACHE_WRITE: _n(_get(u, "input_tokens_details"), "cache_write_tokens"),
         REASONING: _n(_get(u, "output_tokens_details"), "reasoning_tokens"),
     }
 
@@ -123,6 +129,8 @@ def _anthropic(u: Any) -> _Counts:
         OUTPUT: _n(u, "output_tokens"),
         CACHE_READ: read,
         CACHE_WRITE: write,
+        # thinking is a part of output_tokens
+        REASONING: _n(_get(u, "output_tokens_details"), "thinking_tokens"),
     }
 
 
@@ -131,14 +139,25 @@ def _langchain(u: Any) -> _Counts:
     # add the cache in), output_tokens every output token
     ins = _get(u, "input_token_details")
     outs = _get(u, "output_token_details")
+    write = _n(ins, *_tiered("cache_creation"))
+    if not write:
+        # langchain-anthropic moves cache writes to per-TTL keys (and zeroes the total)
+        write = _sum(_n(ins, "ephemeral_5m_input_tokens"), _n(ins, "ephemeral_1h_input_tokens"))
+        write = write if write is not None else _n(ins, "ephemeral_1h_input_tokens")
+        write = write if write is not None else _n(ins, *_tiered("cache_creation"))
     return {
         INPUT: _n(u, "input_tokens"),
         OUTPUT: _n(u, "output_tokens"),
         TOTAL: _n(u, "total_tokens"),
-        CACHE_READ: _n(ins, "cache_read"),
-        CACHE_WRITE: _n(ins, "cache_creation"),
-        REASONING: _n(outs, "reasoning"),
+        CACHE_READ: _n(ins, *_tiered("cache_read")),
+        CACHE_WRITE: write,
+        REASONING: _n(outs, *_tiered("reasoning")),
     }
+
+
+def _tiered(name: str) -> tuple[str, str, str]:
+    """A UsageMetadata detail key and its service-tier variants (langchain-openai)."""
+    return name, f"priority_{name}", f"flex_{name}"
 
 
 def _gemini(u: Any) -> _Counts:
@@ -229,10 +248,13 @@ def _sniff(u: Mapping[str, Any]) -> Callable[[Any], _Counts] | None:
     """The shape of a usage whose kind is not named, by keys only its shape has."""
     if "prompt_tokens" in u or "completion_tokens" in u:
         return _openai_chat
-    if "input_tokens_details" in u or "output_tokens_details" in u:
-        return _openai_responses
     if "cache_read_input_tokens" in u or "cache_creation_input_tokens" in u:
         return _anthropic
+    if "input_tokens_details" in u:
+        return _openai_responses
+    if "output_tokens_details" in u:
+        thinking = _get(u["output_tokens_details"], "thinking_tokens") is not None
+        return _anthropic if thinking else _openai_responses
     if "input_tokens" in u or "output_tokens" in u:
         # LangChain's UsageMetadata (total and details in it) or a bare Anthropic usage:
         # without cache fields the two read the same
