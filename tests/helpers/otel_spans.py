@@ -9,7 +9,6 @@ import httpx
 
 import openai
 from gf_integrations.schema import MessageCreateRequest
-
 from helpers.fake_openai import CHAT_USAGE
 
 
