@@ -79,8 +79,21 @@ def test_openinference_openai_instrumentation(openinference, gf_client, capture_
     assert summary(msgs) == WEATHER_TURN
     assert reqs[0]["systemPrompt"] == "You are a weather bot."
     assert msgs[3]["model"] == "gpt-4o-mini-2024-07-18"
-    # OpenInference records the cache and reasoning details: the same usage as wrap_openai's
-    assert msgs[3]["properties"]["usage"] == SAME_CALL
+    # OpenInference records the cache and reasoning details: the same usage as wrap_openai's,
+    # less the cache writes its older releases (0.1.40) leave out
+    expected = dict(SAME_CALL)
+    if not _openinference_reports_cache_writes():
+        expected.pop("cacheWriteTokens")
+    assert msgs[3]["properties"]["usage"] == expected
+
+
+def _openinference_reports_cache_writes() -> bool:
+    """A feature probe on the installed instrumentor's source."""
+    import inspect
+
+    from openinference.instrumentation.openai import _response_attributes_extractor as ex
+
+    return "cache_write_tokens" in inspect.getsource(ex)
 
 
 # -- conventions and identity on hand-made spans (the real SDK, no framework) ----------------
