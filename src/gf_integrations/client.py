@@ -89,7 +89,12 @@ class GreenflashClient:
                 s.base_url,
             )
         self.exporter: Exporter = exporter or HTTPExporter(s.base_url, s.api_key)
-        self.mapper = Mapper(limits=s.limits, mask=s.mask, sample_rate=s.sample_rate)
+        self.mapper = Mapper(
+            limits=s.limits,
+            mask=s.mask,
+            sample_rate=s.sample_rate,
+            keep_provider_usage=s.keep_provider_usage,
+        )
         self.wire = MessageWire(
             mask=s.mask, max_message_bytes=s.max_message_bytes, report=self._count
         )

@@ -43,6 +43,7 @@ from helpers.fake_anthropic import (
     thinking,
     tool_use,
 )
+from helpers.usage import SAME_CALL
 
 MODEL = "claude-sonnet-4-6"
 SYSTEM = "You are a weather bot."
@@ -211,9 +212,10 @@ def test_plain_turn(gf_client, capture_server, flavor, mode):
     assert reply["model"] == MODEL + "-20260101"  # the model the API answered with
     assert reply["parentExternalMessageId"] == question["externalMessageId"]
     props = reply["properties"]
-    usage = props["usage"]
-    for key in DEFAULT_USAGE:  # cache read / creation tokens included
-        assert usage[key] == DEFAULT_USAGE[key], key
+    # input_tokens leaves the cache out: the vocabulary's inputTokens holds it
+    assert props["usage"] == SAME_CALL
+    for key in DEFAULT_USAGE:  # the API's own usage, as it came
+        assert props["providerUsage"][key] == DEFAULT_USAGE[key], key
     assert props["finishReason"] == "end_turn"
     assert props["latencyMs"] >= 0
     assert props["provider"] == "anthropic"
@@ -388,8 +390,8 @@ def test_stream_usage_merges_start_and_delta(gf_client, capture_server, flavor):
     assert events[0].message.usage.output_tokens == 1  # message_start: a placeholder
     assert events[-2].usage.output_tokens == 42  # message_delta: the cumulative count
     reply = delivered(gf_client, capture_server)[-1]
-    assert reply["properties"]["usage"]["output_tokens"] == 42
-    assert reply["properties"]["usage"]["cache_read_input_tokens"] == 5
+    assert reply["properties"]["usage"] == {**SAME_CALL, "outputTokens": 42, "totalTokens": 53}
+    assert reply["properties"]["providerUsage"]["output_tokens"] == 42
 
 
 def test_stream_closed_early_is_recorded_once_as_partial(gf_client, capture_server, flavor):
@@ -938,7 +940,7 @@ def test_chat_anthropic_with_a_wrapped_client_and_no_handler_is_logged_by_the_wr
         "user",
         "assistant",
     ]
-    assert msgs[1]["properties"]["usage"]["cache_read_input_tokens"] == 5
+    assert msgs[1]["properties"]["usage"] == SAME_CALL
     assert msgs[4]["input"] == {"city": "Oslo"}
     assert msgs[3]["properties"]["stream"] is True
 
@@ -997,7 +999,7 @@ def test_collector_end_to_end(collector):
     )
     said = root["children"][1]
     assert said["children"][0]["input"] == {"city": "Paris", "units": ["C"]}
-    assert said["properties"]["usage"]["cache_read_input_tokens"] == 5
+    assert said["properties"]["usage"] == SAME_CALL
     assert said["properties"]["stream"] is True
 
 

@@ -68,7 +68,13 @@ def _seed(col, *, hostile: bool = True) -> None:
                     "parentExternalMessageId": "u",
                     "model": "gpt-4o",
                     "properties": {
-                        "usage": {"input_tokens": 120, "output_tokens": 48},
+                        "usage": {
+                            "inputTokens": 120,
+                            "outputTokens": 48,
+                            "totalTokens": 168,
+                            "cacheReadTokens": 100,
+                            "reasoningTokens": 20,
+                        },
                         "latencyMs": 1180.5,
                     },
                 },
@@ -120,6 +126,7 @@ def _seed(col, *, hostile: bool = True) -> None:
                     "externalMessageId": "fa",
                     "parentExternalMessageId": "u",
                     "properties": {
+                        # stored before the one vocabulary: still read
                         "usage": {"input_tokens": 260, "output_tokens": 51},
                         "latencyMs": 1402,
                     },
@@ -199,7 +206,13 @@ def test_viewer_transcript_order_kinds_and_screenshot(browser, tmp_path):
         assert len({colours[0], colours[2], colours[5], colours[6], colours[7]}) == 5
         assert page.locator(".k-tool pre").first.inner_text().count('"city": "Lisbon"') == 1
         assert "Free cancellation 48 h." in page.locator(".k-retrieval .doc-text").inner_text()
-        assert "in 120 · out 48 tok" in page.locator(".k-thought .chip-usage").inner_text()
+        thought_usage = page.locator(".k-thought .chip-usage").inner_text()
+        assert thought_usage == "in 120 · cached 100 · out 48 · reasoning 20 tok"
+        assert page.locator(".k-final .chip-usage").inner_text() == "in 260 · out 51 tok"
+        # the conversation's tokens: its model calls' sum
+        assert page.locator(".conv-usage").inner_text() == (
+            "in 380 · cached 100 · out 99 · reasoning 20 · total 479 tok"
+        )
         assert page.locator(".k-final .chip-latency").inner_text() == "1402 ms"
         # system prompt components with the variables highlighted
         assert page.locator(".prompt .comp").count() == 2

@@ -377,7 +377,7 @@ def test_anthropic_notebook(executed):
     assert msgs[3]["toolName"] == "get_weather"
     assert msgs[3]["input"] == {"city": "Rome"}
     assert msgs[2]["properties"]["finishReason"] == "tool_use"
-    assert msgs[2]["properties"]["usage"]["cache_read_input_tokens"] >= 0
+    assert msgs[2]["properties"]["usage"]["cacheReadTokens"] >= 0
     assert tool_results(tools) == [("observation", "get_weather", "Sunny and 24 °C in Rome.")]
     assert msgs[-1]["content"] == "Good news: Sunny and 24 °C in Rome."
     assert_transcripts_shown(nb, store, "claude-geo", "claude-weather")

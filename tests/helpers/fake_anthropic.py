@@ -69,11 +69,13 @@ __all__ = [
     "tool_use",
 ]
 
+# the same call as fake_openai's: 11 input tokens (input_tokens leaves out the 4 read from
+# the cache and the 3 written to it), 7 output tokens (2 of thinking)
 DEFAULT_USAGE: dict[str, Any] = {
-    "input_tokens": 21,
-    "output_tokens": 9,
+    "input_tokens": 4,
+    "output_tokens": 7,
     "cache_creation_input_tokens": 3,
-    "cache_read_input_tokens": 5,
+    "cache_read_input_tokens": 4,
 }
 
 _ids = itertools.count(1)
@@ -316,7 +318,8 @@ def _message(reply: Reply, model: str) -> dict[str, Any]:
     )
     usage = {
         **DEFAULT_USAGE,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 0},
+        "output_tokens_details": {"thinking_tokens": 2},
         "server_tool_use": None,
         "service_tier": "standard",
         **(reply.usage or {}),
@@ -397,6 +400,7 @@ def _sse_events(message: dict[str, Any], reply: Reply) -> list[bytes]:
             "output_tokens",
             "cache_creation_input_tokens",
             "cache_read_input_tokens",
+            "output_tokens_details",
         )
         if k in usage
     }

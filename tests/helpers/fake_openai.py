@@ -65,19 +65,21 @@ SNAPSHOTS = {
     "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
     "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
 }
+# every reply reports the same call: 11 input tokens (4 read from the prompt cache, 3
+# written to it), 7 output tokens (2 of reasoning), each API in its own way
 CHAT_USAGE = {
-    "prompt_tokens": 12,
-    "completion_tokens": 5,
-    "total_tokens": 17,
-    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    "prompt_tokens": 11,
+    "completion_tokens": 7,
+    "total_tokens": 18,
+    "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 3, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0},
 }
 RESPONSES_USAGE = {
-    "input_tokens": 20,
-    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-    "output_tokens": 8,
-    "output_tokens_details": {"reasoning_tokens": 0},
-    "total_tokens": 28,
+    "input_tokens": 11,
+    "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 3},
+    "output_tokens": 7,
+    "output_tokens_details": {"reasoning_tokens": 2},
+    "total_tokens": 18,
 }
 CREATED = 1764115200
 FINGERPRINT = "fp_44709d6fcb"

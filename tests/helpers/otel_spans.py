@@ -9,6 +9,7 @@ import httpx
 
 import openai
 from gf_integrations.schema import MessageCreateRequest
+from helpers.fake_openai import CHAT_USAGE
 
 
 def requests_of(server: Any, conv_id: str | None = None) -> list[dict[str, Any]]:
@@ -68,7 +69,7 @@ def chat_api(request: httpx.Request) -> httpx.Response:
             "created": 1,
             "model": body["model"] + "-2024-07-18",
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+            "usage": CHAT_USAGE,  # the same call as every fake's (helpers/usage.py)
         },
     )
 

@@ -40,6 +40,7 @@ from gf_integrations.langchain import (
     uninstrument,
 )
 from gf_integrations.schema import MessageCreateRequest
+from helpers.usage import SAME_CALL
 
 # -- fakes -------------------------------------------------------------------------------
 
@@ -72,7 +73,14 @@ class ScriptedToolModel(BaseChatModel):
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
     ) -> ChatResult:
         last = messages[-1]
-        usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+        # LangChain's UsageMetadata for the same call as the fake providers'
+        usage = {
+            "input_tokens": 11,
+            "output_tokens": 7,
+            "total_tokens": 18,
+            "input_token_details": {"cache_read": 4, "cache_creation": 3},
+            "output_token_details": {"reasoning": 2},
+        }
         if last.type == "human":
             q = str(last.content)
             tag = q.split()[-1].strip("?") if q.split() else "x"
@@ -208,7 +216,7 @@ def test_tool_call_usage_and_finish_reason(gf_client, capture_server):
     assert first[1]["toolName"] == "get_weather"
     assert first[1]["input"] == {"city": "Paris"}
     assert first[1]["model"] == "fake-tools-1"
-    assert first[1]["properties"]["usage"]["total_tokens"] == 15
+    assert first[1]["properties"]["usage"] == SAME_CALL
     second = convs["c2"]
     # history resent by the app: user, the earlier tool call and its result, then the answer
     assert kinds(second) == ["user", "tool_call", "observation", "final_response"]

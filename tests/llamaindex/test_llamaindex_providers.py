@@ -41,7 +41,8 @@ from test_llamaindex import (
 
 import gf_integrations as gf
 from gf_integrations.llamaindex import GreenflashInstrumentor
-from helpers.fake_openai import CHAT_USAGE, RESPONSES_USAGE, FakeOpenAI
+from helpers.fake_openai import FakeOpenAI
+from helpers.usage import SAME_CALL
 
 MODEL = "gpt-4o-mini"
 ANSWERED_BY = "gpt-4o-mini-2024-07-18"  # what the API names in its response
@@ -50,14 +51,10 @@ SYSTEM = "You are terse."
 QUESTION = "Weather in Paris?"
 ANSWER = "Sunny in Paris."
 DOC = "Paris is the capital of France."
-# the usage object the API sends, as recorded (no null fields, same as wrap_openai)
-USAGE = {
-    "prompt_tokens": 12,
-    "completion_tokens": 5,
-    "total_tokens": 17,
-    "prompt_tokens_details": CHAT_USAGE["prompt_tokens_details"],
-    "completion_tokens_details": CHAT_USAGE["completion_tokens_details"],
-}
+# the usage the API sends, as recorded: the same as wrap_openai's and LangChain's
+USAGE = SAME_CALL
+# the legacy /completions endpoint reports only the three counts
+COMPLETION_USAGE = {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18}
 
 
 @pytest.fixture
@@ -148,8 +145,10 @@ def by_id(msgs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def props(m: dict[str, Any]) -> dict[str, Any]:
-    """A message's properties without the latency (a measured figure)."""
-    return {k: v for k, v in (m.get("properties") or {}).items() if k != "latencyMs"}
+    """A message's properties without the latency (a measured figure) and the provider's
+    own usage object (kept as it came; ``usage`` is what is compared)."""
+    skip = ("latencyMs", "providerUsage")
+    return {k: v for k, v in (m.get("properties") or {}).items() if k not in skip}
 
 
 # -- plain LLM calls ------------------------------------------------------------------------
@@ -188,7 +187,7 @@ def test_llm_chat_calls(inst, gf_client, capture_server, fake, kind, mode):
     assert user["content"] == "Hi?"
     assert reply["content"] == "Hello."
     assert reply["model"] == ANSWERED_BY
-    usage = USAGE if kind != "completion" else {k: USAGE[k] for k in list(USAGE)[:3]}
+    usage = USAGE if kind != "completion" else COMPLETION_USAGE
     assert props(reply) == {"usage": usage, "finishReason": "stop"}
     assert reply["parentExternalMessageId"] == user["externalMessageId"]
     assert system_prompts(capture_server, "li-llm") == [SYSTEM]
@@ -231,7 +230,7 @@ def test_function_agent(inst, gf_client, capture_server, fake, llm_kind, streami
     if llm_kind == "responses":
         bodies = fake.bodies_for("/responses")
         assert bodies[1]["input"][-1]["type"] == "function_call_output"
-        usage, stop, calls = RESPONSES_USAGE, "completed", "completed"
+        usage, stop, calls = USAGE, "completed", "completed"
     else:
         bodies = fake.bodies_for("/chat/completions")
         assert bodies[1]["messages"][-1]["role"] == "tool"
@@ -253,6 +252,8 @@ def test_function_agent(inst, gf_client, capture_server, fake, llm_kind, streami
     assert final["content"] == ANSWER
     assert final["model"] == ANSWERED_BY
     assert props(final) == {"usage": usage, "finishReason": stop}
+    # one usage per model call: the agent's workflow span that holds both carries none
+    assert [m for m in msgs if "usage" in (m.get("properties") or {})] == [call, final]
     assert final["parentExternalMessageId"] == user["externalMessageId"]
     assert system_prompts(capture_server, "li-turn") == [SYSTEM]
     assert_state_empty(inst)
@@ -486,7 +487,7 @@ def test_query_engine(inst, gf_client, capture_server, fake, index, kind, mode):
     # streams carry no usage unless the caller asks the API for it
     usage = None
     if mode in ("query", "aquery"):
-        usage = USAGE if kind == "openai" else {k: USAGE[k] for k in list(USAGE)[:3]}
+        usage = USAGE if kind == "openai" else COMPLETION_USAGE
     assert_rag_turn(msgs, question, "Paris.", usage=usage)
     (prompt,) = system_prompts(capture_server, "li-rag")
     assert "{{context_str}}" in prompt["components"][0]["content"]

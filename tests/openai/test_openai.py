@@ -15,6 +15,7 @@ import logging
 import struct
 import subprocess
 import sys
+import warnings
 from typing import Any
 
 import httpx
@@ -24,11 +25,14 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
 import gf_integrations as gf
+import gf_integrations.openai as gf_openai
 import openai
 from gf_integrations.common import once
 from gf_integrations.core import context as gf_context
 from gf_integrations.openai import wrap_openai
 from helpers.capture import delivered, kinds
+from helpers.fake_openai import CHAT_USAGE, RESPONSES_USAGE
+from helpers.usage import SAME_CALL
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 
 # -- what the installed SDK has (feature probes: a test of what it lacks skips) ---------
@@ -49,13 +53,7 @@ def chat_helper(client: Any, name: str) -> Any:
 
 # -- a mock OpenAI API ----------------------------------------------------------------
 
-USAGE = {
-    "prompt_tokens": 12,
-    "completion_tokens": 5,
-    "total_tokens": 17,
-    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
-}
+USAGE = CHAT_USAGE  # the same call as every fake provider's (helpers/usage.py)
 DATED = "-2024-07-18"  # the API answers with the dated snapshot of the requested model
 
 
@@ -271,13 +269,7 @@ class MockAPI:
             "tools": [],
             "top_p": 1.0,
             "text": {"format": {"type": "text"}},
-            "usage": {
-                "input_tokens": 10,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": 6,
-                "output_tokens_details": {"reasoning_tokens": 2},
-                "total_tokens": 16,
-            },
+            "usage": RESPONSES_USAGE,
         }
         if not body.get("stream"):
             return httpx.Response(200, json=response)
@@ -500,7 +492,8 @@ def test_plain_chat_turn(gf_client, capture_server):
     assert reply["content"] == "Answer 1"
     assert reply["model"] == "gpt-4o-mini" + DATED
     props = reply["properties"]
-    assert props["usage"]["total_tokens"] == 17
+    assert props["usage"] == SAME_CALL
+    assert props["providerUsage"] == CHAT_USAGE  # the API's own, as it came
     assert props["finishReason"] == "stop"
     assert props["latencyMs"] >= 0
     assert props["provider"] == "openai"
@@ -619,30 +612,37 @@ def test_chat_stream_with_caller_usage(gf_client, capture_server):
     )
     chunks = list(stream)
     assert chunks[-1].choices == []
-    assert chunks[-1].usage.total_tokens == 17
+    assert chunks[-1].usage.total_tokens == 18
     msgs = delivered(gf_client, capture_server)
     assert kinds(msgs) == ["user", "assistant"]
     reply = msgs[1]
     assert reply["content"] == "Answer 1"
     assert reply["model"] == "gpt-4o-mini" + DATED
     props = reply["properties"]
-    assert props["usage"]["total_tokens"] == 17
+    assert props["usage"] == SAME_CALL
+    assert "usageMissing" not in props
     assert props["stream"] is True
     assert props["finishReason"] == "stop"
     assert "partial" not in props
     assert props["timeToFirstTokenMs"] >= 0
 
 
-def test_stream_usage_is_injected_and_the_extra_chunk_hidden(gf_client, capture_server):
+def test_stream_usage_never_changes_the_request(gf_client, capture_server, monkeypatch):
+    # stream_usage is deprecated: it warns once and the request goes out as the caller wrote it
+    monkeypatch.setattr(gf_openai, "_warned_stream_usage", False)
     api = MockAPI()
-    client = wrap_openai(make_openai(api), stream_usage=True, external_conversation_id="s2")
+    with pytest.warns(DeprecationWarning, match="stream_usage"):
+        client = wrap_openai(make_openai(api), stream_usage=True, external_conversation_id="s2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wrap_openai(make_openai(api), stream_usage=True)  # once only
     stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
     )
-    texts = [chunk.choices[0].delta.content for chunk in stream]  # never IndexError
+    texts = [chunk.choices[0].delta.content for chunk in stream]
     assert "".join(t or "" for t in texts) == "Answer 1"
-    assert api.bodies[-1]["stream_options"] == {"include_usage": True}
-    # the SDK's own accumulator also works, and gets no usage-only chunk
+    assert "stream_options" not in api.bodies[-1]
+    # the SDK's own accumulator
     again = [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "Answer 1"},
@@ -651,10 +651,14 @@ def test_stream_usage_is_injected_and_the_extra_chunk_hidden(gf_client, capture_
     with chat_helper(client, "stream")(model="gpt-4o-mini", messages=again) as s:
         final = s.get_final_completion()
     assert final.choices[0].message.content == "Answer 2"
+    assert "stream_options" not in api.bodies[-1]
     msgs = delivered(gf_client, capture_server)
     replies = [m for m in msgs if m.get("role") == "assistant"]
     assert len(replies) == 2
-    assert all(m["properties"]["usage"]["total_tokens"] == 17 for m in replies)
+    # the API sent no usage: said so, nothing made up
+    for m in replies:
+        assert "usage" not in m["properties"]
+        assert m["properties"]["usageMissing"] is True
 
 
 def test_stream_closed_early_is_recorded_once_as_partial(gf_client, capture_server):
@@ -828,7 +832,7 @@ def test_responses_create_maps_instructions_reasoning_and_reply(gf_client, captu
     assert thought["content"] == "The user greets me."
     assert reply["content"] == "Reply 1"
     assert reply["model"] == "gpt-4.1-2025-04-14"
-    assert reply["properties"]["usage"]["total_tokens"] == 16
+    assert reply["properties"]["usage"] == SAME_CALL
     assert reply["properties"]["finishReason"] == "completed"
     assert reply["properties"]["responseId"] == r.id
 
@@ -852,7 +856,7 @@ def test_responses_stream_and_manager_logged_once(gf_client, capture_server):
     assert len(api.bodies) == 2
     replies = [m for m in msgs if m.get("role") == "assistant"]
     assert len(replies) == 2
-    assert all(m["properties"]["usage"]["total_tokens"] == 16 for m in replies)
+    assert all(m["properties"]["usage"] == SAME_CALL for m in replies)
     assert kinds(msgs).count("thought") == 2
 
 
@@ -949,7 +953,7 @@ def test_embeddings_counts_and_dimensions_never_vectors(gf_client, capture_serve
     assert first["output"] == {"count": 3, "dimensions": 8}
     assert second["output"] == {"count": 1, "dimensions": 4}
     assert first["model"] == "text-embedding-3-small"
-    assert first["properties"]["usage"]["total_tokens"] == 12
+    assert first["properties"]["usage"] == {"inputTokens": 12, "totalTokens": 12}
     wire = json.dumps(capture_server.requests)
     assert "0.26" not in wire
     assert r2.data[0].embedding not in wire
@@ -960,14 +964,14 @@ def test_embeddings_counts_and_dimensions_never_vectors(gf_client, capture_serve
 
 def test_raw_response_calls_logged_when_parsed(gf_client, capture_server):
     api = MockAPI()
-    client = wrap_openai(make_openai(api), external_conversation_id="raw", stream_usage=True)
+    client = wrap_openai(make_openai(api), external_conversation_id="raw")
     msgs = [{"role": "user", "content": "hi"}]
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
     assert raw.headers["content-type"].startswith("application/json")
     parsed = raw.parse()
     assert parsed.choices[0].message.content == "Answer 1"
     assert raw.parse() is parsed  # the SDK's cached object; recorded once
-    # read as lines, never parsed: passed through unlogged, no usage chunk added
+    # read as lines, never parsed: passed through unlogged, the request as written
     unparsed = [{"role": "user", "content": "unparsed"}]
     with client.chat.completions.with_streaming_response.create(
         model="gpt-4o-mini", messages=unparsed, stream=True

@@ -81,7 +81,23 @@ def test_pydantic_ai_agent_with_tool_then_resent_history(provider, gf_client, ca
         "You are a weather bot."
     ]
     assert msgs[1]["model"] == msgs[4]["model"] == "fn-model"
-    assert msgs[4]["properties"]["usage"] == {"input_tokens": 58, "output_tokens": 14}
+    assert msgs[4]["properties"]["usage"] == {
+        "inputTokens": 58,
+        "outputTokens": 14,
+        "totalTokens": 72,
+    }
+    # one usage per model call (chat spans): the agent run spans, which carry their calls'
+    # sum (gen_ai.aggregated_usage.* / gen_ai.usage.*), add none
+    spans = provider.exporter.get_finished_spans()
+    per_call = [
+        s.attributes["gen_ai.usage.input_tokens"] for s in spans if s.name.startswith("chat")
+    ]
+    recorded = [
+        m["properties"]["usage"]["inputTokens"]
+        for m in msgs
+        if "usage" in (m.get("properties") or {})
+    ]
+    assert recorded == per_call
     assert msgs[4]["properties"]["provider"] == "function"
     assert msgs[3]["toolName"] == "get_weather"
     assert msgs[3]["output"] == {"result": "sunny in Paris"}

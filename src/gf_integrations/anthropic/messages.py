@@ -24,6 +24,7 @@ def record_message(call: Call, message: Any) -> None:
             reply=functools.partial(assistant_reply, getattr(message, "content", None), None),
             model=getattr(message, "model", None) or call.model,
             usage=lazy_usage(getattr(message, "usage", None)),
+            usage_kind="anthropic",
             provider=call.cfg.provider,
             finish_reason=stop if isinstance(stop, str) else None,
             started_at=call.started,

@@ -47,6 +47,7 @@ class AnthropicStreamTap(StreamTap[Call]):
                 reply=functools.partial(stream_reply, events),
                 model=getattr(started, "model", None) or call.model,
                 usage=lazy_usage(_MergedUsage(started, delta)),
+                usage_kind="anthropic",
                 provider=call.cfg.provider,
                 finish_reason=stop if isinstance(stop, str) else None,
                 started_at=call.started,

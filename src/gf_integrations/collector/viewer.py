@@ -86,6 +86,50 @@ def _highlight(template: str, variables: dict[str, str] | None) -> str:
     return "".join(out)
 
 
+# the usage vocabulary (core/usage.py), and the names stored before it for older data
+_USAGE_KEYS = {
+    "inputTokens": ("inputTokens", "input_tokens", "prompt_tokens"),
+    "outputTokens": ("outputTokens", "output_tokens", "completion_tokens"),
+    "totalTokens": ("totalTokens", "total_tokens"),
+    "cacheReadTokens": ("cacheReadTokens",),
+    "cacheWriteTokens": ("cacheWriteTokens",),
+    "reasoningTokens": ("reasoningTokens",),
+}
+_USAGE_LABELS = (
+    ("inputTokens", "in"),
+    ("cacheReadTokens", "cached"),
+    ("cacheWriteTokens", "cache write"),
+    ("outputTokens", "out"),
+    ("reasoningTokens", "reasoning"),
+)
+
+
+def _usage_counts(usage: dict[str, Any]) -> dict[str, int]:
+    """A stored usage's counts under the vocabulary's names (older names read too)."""
+    out: dict[str, int] = {}
+    for key, names in _USAGE_KEYS.items():
+        for name in names:
+            value = usage.get(name)
+            if type(value) is int:
+                out[key] = value
+                break
+    if "totalTokens" not in out and "inputTokens" in out and "outputTokens" in out:
+        out["totalTokens"] = out["inputTokens"] + out["outputTokens"]
+    return out
+
+
+def _conversation_usage(messages: list[dict[str, Any]]) -> dict[str, int]:
+    """The conversation's token counts: the sum of its messages' (each model call once)."""
+    total: dict[str, int] = {}
+    for m in messages:
+        props = m.get("properties")
+        usage = props.get("usage") if isinstance(props, dict) else None
+        if isinstance(usage, dict):
+            for key, value in _usage_counts(usage).items():
+                total[key] = total.get(key, 0) + value
+    return total
+
+
 def _chips(msg: dict[str, Any]) -> str:
     props = msg.get("properties") or {}
     chips: list[str] = []
@@ -95,16 +139,8 @@ def _chips(msg: dict[str, Any]) -> str:
         chips.append(f'<span class="chip">{esc(msg["model"])}</span>')
     usage = props.get("usage") if isinstance(props, dict) else None
     if isinstance(usage, dict):
-        parts = []
-        for key, label in (
-            ("input_tokens", "in"),
-            ("prompt_tokens", "in"),
-            ("output_tokens", "out"),
-            ("completion_tokens", "out"),
-            ("total_tokens", "total"),
-        ):
-            if key in usage and not isinstance(usage[key], (dict, list)):
-                parts.append(f"{label} {esc(usage[key])}")
+        counts = _usage_counts(usage)
+        parts = [f"{label} {esc(counts[key])}" for key, label in _USAGE_LABELS if key in counts]
         text = " · ".join(parts) if parts else esc(json.dumps(usage)[:80])
         chips.append(f'<span class="chip chip-usage" title="token usage">{text} tok</span>')
     if isinstance(props, dict) and isinstance(props.get("latencyMs"), (int, float)):
@@ -383,6 +419,15 @@ def render_page(store: Store, conversation_id: str | None = None, limit: int = 1
         if conv.get("model"):
             meta.append(f'<span class="chip">{esc(conv["model"])}</span>')
         meta.append(f'<span class="chip">{len(conv["messages"])} messages</span>')
+        used = _conversation_usage(conv["messages"])
+        if used:
+            parts = [f"{label} {esc(used[key])}" for key, label in _USAGE_LABELS if key in used]
+            if "totalTokens" in used:
+                parts.append(f"total {esc(used['totalTokens'])}")
+            meta.append(
+                '<span class="chip chip-usage conv-usage" title="tokens of the conversation">'
+                f"{' · '.join(parts)} tok</span>"
+            )
         meta.append(f'<span class="chip"><code>{esc(conv["id"])}</code></span>')
         ratings = {r["messageId"]: r for r in conv.get("ratings") or ()}
         events = list(conv.get("events") or ())

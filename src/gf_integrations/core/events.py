@@ -118,7 +118,7 @@ class LLMCall:
     record_inputs: bool = True
     properties: Mapping[str, Any] | None = None
     #: the shape ``usage`` is in ("openai_chat", "anthropic", "gemini", "bedrock", ...):
-    #: core/usage.py converts it to the one vocabulary; None keeps it as given
+    #: core/usage.py converts it to the one vocabulary; None: recognised by its keys
     usage_kind: str | None = None
 
 
@@ -181,6 +181,8 @@ class Embedding:
     started_at: dt.datetime | None = None
     at: dt.datetime = dataclasses.field(default_factory=now)
     properties: Mapping[str, Any] | None = None
+    #: the shape ``usage`` is in, as :attr:`LLMCall.usage_kind`
+    usage_kind: str | None = None
 
 
 @dataclasses.dataclass(slots=True)

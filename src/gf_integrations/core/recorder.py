@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..schema import MessageItem
@@ -38,6 +38,7 @@ from .ids import content_digest, sample_fraction, stable_id
 from .masking import MaskFn, apply_mask
 from .safejson import Limits, as_object, to_jsonable, tool_arguments, truncate_text
 from .system_prompts import SystemPrompts
+from .usage import as_dict, normalize
 from .wireform import error_info, iso_utc, wire_text
 
 _CONTEXT_SEPARATOR = "\n\n"
@@ -45,12 +46,20 @@ _CONTEXT_SEPARATOR = "\n\n"
 __all__ = ["Mapper", "Outgoing", "batch_key"]
 
 
-def _usage(usage: Lazy[Mapping[str, Any] | None], limits: Limits) -> Any:
-    """Token usage as wire data (None or empty when there is none)."""
-    data = resolve(usage)
+def _usage(
+    usage: Lazy[Any], kind: str | None, limits: Limits, keep_provider: bool
+) -> tuple[dict[str, int] | None, Any]:
+    """Token usage in the one vocabulary (core/usage.py) and the provider's own, as wire
+    data; (None, None) when there is none. A usage that fails to read is left out."""
+    try:
+        data = as_dict(resolve(usage))
+    except Exception:  # a provider object that surprises us loses the usage, not the event
+        return None, None
     if not data:
-        return None
-    return to_jsonable(data if type(data) is dict else dict(data), limits)
+        return None, None
+    counts = normalize(kind, data) or None
+    provider = to_jsonable(data, limits) if keep_provider and kind != "greenflash" else None
+    return counts, provider
 
 
 class Mapper:
@@ -62,8 +71,10 @@ class Mapper:
         limits: Limits,
         mask: MaskFn | None = None,
         sample_rate: float = 1.0,
+        keep_provider_usage: bool = True,
     ) -> None:
         self.limits = limits
+        self.keep_provider_usage = keep_provider_usage
         self.mask = mask
         self.sample_rate = sample_rate
         self.sampled_out = 0
@@ -168,9 +179,7 @@ class Mapper:
 
     def _llm_properties(self, ev: LLMCall) -> dict[str, Any]:
         props: dict[str, Any] = {}
-        usage = _usage(ev.usage, self.limits)
-        if usage:
-            props["usage"] = usage
+        self._put_usage(props, ev.usage, ev.usage_kind)
         if ev.started_at is not None:
             props["latencyMs"] = round((ev.ended_at - ev.started_at).total_seconds() * 1000, 3)
         if ev.finish_reason:
@@ -183,7 +192,18 @@ class Mapper:
                 props["error"] = error_info(ev.error)
         if ev.properties:
             props.update(to_jsonable(dict(ev.properties), self.limits))
+            if props.get("stream") is True and "usage" not in props:
+                # the API sent no usage for this stream (OpenAI: only when asked with
+                # stream_options={"include_usage": True}); we never ask for the host
+                props["usageMissing"] = True
         return props
+
+    def _put_usage(self, props: dict[str, Any], usage: Lazy[Any], kind: str | None) -> None:
+        counts, provider = _usage(usage, kind, self.limits, self.keep_provider_usage)
+        if counts:
+            props["usage"] = counts
+        if provider:
+            props["providerUsage"] = provider
 
     def _history_message(
         self,
@@ -464,9 +484,7 @@ class Mapper:
         props: dict[str, Any] = (
             dict(to_jsonable(dict(ev.properties), self.limits)) if ev.properties else {}
         )
-        usage = _usage(ev.usage, self.limits)
-        if usage:
-            props["usage"] = usage
+        self._put_usage(props, ev.usage, ev.usage_kind)
         if ev.started_at is not None:
             props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
         self._emit(

@@ -21,6 +21,7 @@ ENV_SAMPLE_RATE = "GREENFLASH_SAMPLE_RATE"
 ENV_ENABLED = "GREENFLASH_ENABLED"
 ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
 ENV_USER_ID = "GREENFLASH_EXTERNAL_USER_ID"
+ENV_KEEP_PROVIDER_USAGE = "GREENFLASH_KEEP_PROVIDER_USAGE"
 
 
 class ConfigurationError(ValueError):
@@ -62,7 +63,14 @@ def _env_float(name: str) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Resolved, validated configuration of one :class:`~gf_integrations.GreenflashClient`."""
+    """Resolved, validated configuration of one :class:`~gf_integrations.GreenflashClient`.
+
+    ``keep_provider_usage`` (env ``GREENFLASH_KEEP_PROVIDER_USAGE``, default true): a model
+    call's ``properties.usage`` is always in the one vocabulary (``inputTokens``,
+    ``outputTokens``, ``totalTokens``, ``cacheReadTokens``, ``cacheWriteTokens``,
+    ``reasoningTokens``: see core/usage.py); when true, the provider's own usage object is
+    kept beside it as ``properties.providerUsage``, when false it is dropped.
+    """
 
     api_key: str | None = dataclasses.field(default=None, repr=False)
     base_url: str = DEFAULT_BASE_URL
@@ -86,6 +94,7 @@ class Settings:
     max_concurrent_requests: int = 8
     sender: str = "process"
     spool_dir: str | None = None
+    keep_provider_usage: bool = True
 
     def __post_init__(self) -> None:
         url = self.base_url.rstrip("/")
@@ -116,6 +125,10 @@ class Settings:
                 raise ConfigurationError(f"{name} must be > 0, not {value}")
         if self.sender not in ("process", "thread"):
             raise ConfigurationError(f"sender must be 'process' or 'thread', not {self.sender!r}")
+        if not isinstance(self.keep_provider_usage, bool):
+            raise ConfigurationError(
+                f"keep_provider_usage must be True or False, not {self.keep_provider_usage!r}"
+            )
         if self.retry_budget < 0:
             raise ConfigurationError("retry_budget must be >= 0")
         if self.max_batch_messages > self.max_queue_size:
@@ -158,6 +171,7 @@ def build_settings(**kwargs: Any) -> Settings:
         "sample_rate": _env_float(ENV_SAMPLE_RATE),
         "enabled": _env_bool(ENV_ENABLED),
         "spool_dir": os.environ.get(ENV_SPOOL_DIR) or None,
+        "keep_provider_usage": _env_bool(ENV_KEEP_PROVIDER_USAGE),
     }
     merged = {k: v for k, v in env.items() if v is not None}
     merged.update({k: v for k, v in kwargs.items() if v is not None})

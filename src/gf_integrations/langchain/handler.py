@@ -280,6 +280,8 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 if info:
                     finish = finish or info.get("finish_reason")
                     model = model or info.get("model_name")
+            # UsageMetadata is LangChain's own shape; llm_output holds the provider's
+            usage_kind = "langchain" if usage is not None else None
             out = response.llm_output
             if out:
                 if usage is None:
@@ -287,7 +289,7 @@ class GreenflashCallbackHandler(BaseCallbackHandler):
                 model = model or out.get("model_name") or out.get("model")
             if not (model.__class__ is str and model):
                 model = run.model
-            record_llm(run, run_id.hex, model, reply, usage, finish, None)
+            record_llm(run, run_id.hex, model, reply, usage, finish, None, usage_kind)
         except Exception as exc:
             _hook_failed("on_llm_end", exc)
 

@@ -84,6 +84,7 @@ def record_llm(
     usage: Any,
     finish: Any,
     error: BaseException | None,
+    usage_kind: str | None = None,
 ) -> None:
     """Record a model call; retrievals the tree held are sent between its history and reply."""
     root = run.root
@@ -117,6 +118,7 @@ def record_llm(
             reply=reply,
             model=model if model.__class__ is str else None,
             usage=usage if usage is not None and isinstance(usage, Mapping) else None,
+            usage_kind=usage_kind,
             provider=run.provider,
             finish_reason=finish if finish.__class__ is str else None,
             started_at=at(run.t0),

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from typing import Any, TypeVar
 
 try:
@@ -83,7 +84,7 @@ def wrap_openai(
     openai_client: _C,
     /,
     *,
-    stream_usage: bool = False,
+    stream_usage: bool | None = None,
     **identity: Unpack[IdentityKwargs],
 ) -> _C:
     """Log every chat, Responses and embeddings call of an OpenAI client to Greenflash.
@@ -105,13 +106,16 @@ def wrap_openai(
             conversation id is derived from the user and the opening messages (system
             prompt + first user message), so a stateless app that resends its growing
             history lands in one conversation, each message stored once.
-        stream_usage: ask chat streams for token usage
-            (``stream_options={"include_usage": True}``) when the caller did not; the
-            extra usage-only chunk (``choices == []``) is then hidden from the caller.
+        stream_usage: deprecated, does nothing (warns once): the caller's request is
+            never changed. A chat stream carries token usage only when the caller asks for
+            it with ``stream_options={"include_usage": True}``; without it the recorded
+            reply has ``properties.usageMissing``.
 
     Raises:
         TypeError: when ``openai_client`` is not an OpenAI client instance.
     """
+    if stream_usage is not None:
+        _stream_usage_deprecated()
     defaults, recorder = identity_keywords("wrap_openai", identity)
     target: Any = openai_client
     if not isinstance(target, (openai.OpenAI, openai.AsyncOpenAI)):
@@ -120,10 +124,27 @@ def wrap_openai(
             f"AsyncAzureOpenAI instance, got {type(target).__name__}"
         )
     azure = isinstance(target, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
-    cfg = Config(defaults, recorder, stream_usage, "azure" if azure else "openai")
+    cfg = Config(defaults, recorder, "azure" if azure else "openai")
     if not rewrap(target, cfg):
         _instrument(target, cfg)
     return openai_client
+
+
+_warned_stream_usage = False
+
+
+def _stream_usage_deprecated() -> None:
+    global _warned_stream_usage
+    if _warned_stream_usage:
+        return
+    _warned_stream_usage = True
+    warnings.warn(
+        "wrap_openai(stream_usage=...) is deprecated and does nothing: the request is never "
+        "changed. Ask for stream usage yourself with "
+        'stream_options={"include_usage": True}.',
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 # -- instrumentation ------------------------------------------------------------------

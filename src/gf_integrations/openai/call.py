@@ -19,26 +19,21 @@ if TYPE_CHECKING:
 
 
 class Config(WrapConfig):
-    """``wrap_openai``'s settings: the shared identity settings and ``stream_usage``."""
+    """``wrap_openai``'s settings: the shared identity settings."""
 
-    __slots__ = ("stream_usage",)
+    __slots__ = ()
     label = "OpenAI"
 
     def __init__(
-        self,
-        defaults: IdentityDefaults,
-        gf_client: GreenflashClient | None,
-        stream_usage: bool,
-        provider: str,
+        self, defaults: IdentityDefaults, gf_client: GreenflashClient | None, provider: str
     ) -> None:
         super().__init__(defaults, gf_client, provider)
-        self.stream_usage = stream_usage
 
 
 class Call(CallState):
     """One call in flight; ``endpoint`` is its row in endpoints.py."""
 
-    __slots__ = ("chained", "endpoint", "hide_usage", "inputs", "instructions")
+    __slots__ = ("chained", "endpoint", "inputs", "instructions")
 
     def __init__(
         self, cfg: Config, gfc: GreenflashClient, endpoint: Endpoint, kwargs: dict[str, Any]
@@ -46,7 +41,6 @@ class Call(CallState):
         super().__init__(cfg, gfc, endpoint.api, kwargs)
         self.cfg: Config = cfg
         self.endpoint = endpoint
-        self.hide_usage = False
         self.chained = False
         self.instructions: Any = None
         self.inputs: Sequence[Any] = ()

@@ -7,11 +7,11 @@ chat format itself is ``kit.openai_format``'s, shared with the Responses API and
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core.events import ChatMessage, LLMCall
-from ..kit import is_raw, lazy_usage, snapshot
+from ..kit import lazy_usage, snapshot
 from ..kit.openai_format import (
     chat_message,
     chat_messages,
@@ -25,17 +25,6 @@ from .stream import OpenAIStreamTap
 def begin_chat(call: Call, kwargs: dict[str, Any]) -> None:
     msgs = snapshot(call, kwargs, "messages")
     call.inputs = msgs
-    # a raw stream is read by the caller as it came: never add the usage chunk to it
-    if (
-        call.cfg.stream_usage
-        and kwargs.get("stream") is True
-        and not is_raw(kwargs.get("extra_headers"))
-    ):
-        options = kwargs.get("stream_options")
-        options = options if isinstance(options, Mapping) else {}
-        if "include_usage" not in options:
-            call.kwargs = {**call.kwargs, "stream_options": {**options, "include_usage": True}}
-            call.hide_usage = True
     call.conv = resolve_call(call, None, lambda: chat_opening(msgs))
 
 
@@ -58,6 +47,7 @@ def record_chat(call: Call, completion: Any) -> None:
             reply=functools.partial(_chat_reply, first),
             model=getattr(completion, "model", None) or call.model,
             usage=lazy_usage(getattr(completion, "usage", None)),
+            usage_kind="openai_chat",
             provider=call.cfg.provider,
             finish_reason=getattr(first, "finish_reason", None),
             started_at=call.started,
@@ -130,7 +120,7 @@ def record_chat_stream(tap: OpenAIStreamTap, how: str, error: BaseException | No
     """A chat stream that ended: its reply rebuilt from the chunks that arrived."""
     call, items = tap.call, tap.items
     first = items[0] if items else None
-    usage = tap.usage
+    usage = None
     finish_reason = None
     for chunk in reversed(items):
         if usage is None and getattr(chunk, "usage", None) is not None:
@@ -147,6 +137,7 @@ def record_chat_stream(tap: OpenAIStreamTap, how: str, error: BaseException | No
             reply=functools.partial(chat_stream_reply, items),
             model=getattr(first, "model", None) or call.model,
             usage=lazy_usage(usage),
+            usage_kind="openai_chat",
             provider=call.cfg.provider,
             finish_reason=finish_reason,
             started_at=call.started,

@@ -36,6 +36,7 @@ def record_embeddings(call: Call, result: Any) -> None:
             count=len(data),
             dimensions=dims,
             usage=lazy_usage(getattr(result, "usage", None)),
+            usage_kind="openai_embeddings",
             started_at=call.started,
             properties=call.properties(),
         )

@@ -79,6 +79,7 @@ def record_response(call: Call, response: Any, extra: Mapping[str, Any] | None =
             reply=functools.partial(_responses_reply, response, rid if call.chained else None),
             model=getattr(response, "model", None) or call.model,
             usage=lazy_usage(getattr(response, "usage", None)),
+            usage_kind="openai_responses",
             provider=call.cfg.provider,
             finish_reason=reason if isinstance(reason, str) else None,
             started_at=call.started,

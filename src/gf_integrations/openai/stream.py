@@ -6,26 +6,14 @@ row (endpoints.py) records what arrived, as partial when the stream ended early.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..kit import StreamTap
 from .call import Call
 
 
 class OpenAIStreamTap(StreamTap[Call]):
-    """A chat or Responses stream; hides the usage-only chunk we asked for."""
+    """A chat or Responses stream, every chunk as the caller sees it."""
 
-    __slots__ = ("usage",)
-
-    def __init__(self, call: Call) -> None:
-        super().__init__(call)
-        self.usage: Any = None
-
-    def keep(self, item: Any) -> bool:
-        if self.call.hide_usage and not item.choices:
-            self.usage = item.usage  # the usage chunk we asked for: not the caller's
-            return False
-        return super().keep(item)
+    __slots__ = ()
 
     def record(self, how: str, error: BaseException | None) -> None:
         self.call.endpoint.record_stream(self, how, error)

@@ -122,21 +122,14 @@ def _error(span: ReadableSpan) -> str | None:
     return "error"
 
 
-def _usage(attrs: Mapping[str, Any], oi: bool) -> dict[str, Any] | None:
-    pairs: tuple[tuple[str, str], ...]
-    if oi:
-        pairs = (
-            ("input_tokens", "llm.token_count.prompt"),
-            ("output_tokens", "llm.token_count.completion"),
-            ("total_tokens", "llm.token_count.total"),
-        )
-    else:
-        pairs = (
-            ("input_tokens", "gen_ai.usage.input_tokens"),
-            ("output_tokens", "gen_ai.usage.output_tokens"),
-        )
-    usage = {name: attrs[key] for name, key in pairs if key in attrs}
+def _usage(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The span's token counts under their own attribute names (GenAI or OpenInference);
+    core/usage.py reads them (usage_kind "otel")."""
+    usage = {k: v for k, v in attrs.items() if k.startswith(_USAGE_PREFIXES)}
     return usage or None
+
+
+_USAGE_PREFIXES = ("gen_ai.usage.", "llm.token_count.")
 
 
 # -- worker-side conversion (Lazy fields) ---------------------------------------------------
@@ -344,7 +337,8 @@ class GreenflashSpanProcessor(SpanProcessor):
             messages=messages,
             reply=reply,
             model=str(model) if model else None,
-            usage=_usage(attrs, oi),
+            usage=functools.partial(_usage, attrs),
+            usage_kind="otel",
             provider=str(provider) if provider else None,
             finish_reason=str(finish) if finish else None,
             started_at=_time(span.start_time),
