@@ -21,6 +21,7 @@ import gf_integrations as gf
 from gf_integrations.bedrock import wrap_bedrock
 from gf_integrations.core.events import LLMCall
 from gf_integrations.core.targets import resolve_target
+from gf_integrations.core.usage import normalize
 from helpers.capture import delivered, kinds
 from helpers.fake_bedrock import (
     DEFAULT_USAGE,
@@ -178,8 +179,13 @@ def test_plain_turn(gf_client, capture_server, fake, mode):
     # the raw Converse usage (usage_kind "bedrock"), as far as the installed botocore
     # parses it (cache tokens arrived after the floor)
     known = _members("TokenUsage")
-    assert props["usage"] == {k: v for k, v in DEFAULT_USAGE.items() if k in known}
-    assert ("cacheReadInputTokens" in props["usage"]) is HAS_CACHE_POINT
+    raw = {k: v for k, v in DEFAULT_USAGE.items() if k in known}
+    assert props["providerUsage"] == raw
+    assert ("cacheReadInputTokens" in props["providerUsage"]) is HAS_CACHE_POINT
+    # in the one vocabulary: Bedrock's inputTokens leaves the cache out, ours counts it
+    assert props["usage"] == normalize("bedrock", raw)
+    cached = raw.get("cacheReadInputTokens", 0) + raw.get("cacheWriteInputTokens", 0)
+    assert props["usage"]["inputTokens"] == raw["inputTokens"] + cached
     assert props["finishReason"] == "end_turn"
     assert props["provider"] == "bedrock"
     assert props["api"] == mode
@@ -409,7 +415,9 @@ def test_invoke_body_formats(gf_client, capture_server, fake, monkeypatch, name,
     assert reply["model"] == model
     props = reply["properties"]
     assert props["bodyFormat"] == name
-    assert props["usage"] == usage
+    assert props["providerUsage"] == usage
+    assert props["usage"] == normalize(usage_kind, usage)
+    assert props["usage"]["totalTokens"] > 0
     assert props["finishReason"] == ("stop" if name == "llama" else "end_turn")
     assert props["api"] == ("invoke_model_with_response_stream" if streamed else "invoke_model")
     if name != "llama":

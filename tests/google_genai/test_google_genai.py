@@ -18,6 +18,7 @@ pytest.importorskip("google.genai", reason="the google extra is not installed")
 from google import genai
 from google.genai import types
 
+from gf_integrations.core.usage import normalize
 from gf_integrations.google_genai import wrap_genai
 from helpers.capture import delivered, kinds
 from helpers.fake_gemini import DEFAULT_USAGE, FakeGemini, function_call, text, thought
@@ -166,10 +167,15 @@ def test_plain_turn(gf_client, capture_server, fake, flavor, mode):
     assert reply["parentExternalMessageId"] == question["externalMessageId"]
     assert reply["model"] == MODEL + "-001"  # the model that answered (modelVersion)
     props = reply["properties"]
-    usage = props["usage"]
-    assert usage["prompt_token_count"] == DEFAULT_USAGE["promptTokenCount"]
-    assert usage["candidates_token_count"] == DEFAULT_USAGE["candidatesTokenCount"]
-    assert usage["total_token_count"] == DEFAULT_USAGE["totalTokenCount"]
+    raw = props["providerUsage"]  # the SDK's usage_metadata, as it came
+    assert raw["prompt_token_count"] == DEFAULT_USAGE["promptTokenCount"]
+    assert raw["candidates_token_count"] == DEFAULT_USAGE["candidatesTokenCount"]
+    assert raw["total_token_count"] == DEFAULT_USAGE["totalTokenCount"]
+    # in the one vocabulary: Gemini's thoughts are output tokens too
+    assert props["usage"] == normalize("gemini", raw)
+    assert props["usage"]["outputTokens"] == DEFAULT_USAGE["candidatesTokenCount"] + (
+        DEFAULT_USAGE.get("thoughtsTokenCount") or 0
+    )
     assert props["finishReason"] == "STOP"
     assert props["provider"] == "gemini"
     assert props["api"] == f"generate_content{'_stream' if mode == 'stream' else ''}"

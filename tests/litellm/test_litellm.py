@@ -21,6 +21,7 @@ import litellm
 from gf_integrations.litellm import GreenflashLogger
 from helpers.capture import delivered, kinds
 from helpers.fake_openai import CHAT_USAGE, FakeOpenAI
+from helpers.usage import SAME_CALL
 
 WEATHER_TOOL = {
     "type": "function",
@@ -153,7 +154,9 @@ def test_completion_records_the_turn(attach, fake, base_url, gf_client, capture_
     assert props["finishReason"] == "stop"
     assert props["responseId"] == response.id
     assert props["litellmCallId"]
-    assert props["usage"]["prompt_tokens"] == CHAT_USAGE["prompt_tokens"]
+    assert props["providerUsage"]["prompt_tokens"] == CHAT_USAGE["prompt_tokens"]
+    # the same vocabulary as wrap_openai's for the same call
+    assert props["usage"] == SAME_CALL
     body = capture_server.requests[0]
     assert body["externalUserId"] == "u-1"
     assert body["systemPrompt"] == "You are terse."
