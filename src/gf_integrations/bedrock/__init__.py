@@ -55,6 +55,7 @@ from ..kit import (
     Unpack,
     identity_keywords,
     patch,
+    record_failure,
     recorder_for,
     resolve_identity,
     rewrap,
@@ -62,7 +63,7 @@ from ..kit import (
 )
 from ..kit.calls import MARKER
 from . import converse, invoke
-from .call import Call, Config, log_failure, rating_target, record_error, request_id
+from .call import Call, Config, log_failure, rating_target, request_id
 from .stream import BedrockStreamTap, tap_event_stream
 
 __all__ = ["wrap_bedrock"]
@@ -168,11 +169,11 @@ def _tapped(
 
 
 def _converse_failed(call: Call, exc: BaseException) -> None:
-    record_error(call, exc, converse.converse_inputs(call))
+    record_failure(call, exc, converse.converse_inputs(call))
 
 
 def _invoke_failed(call: Call, exc: BaseException) -> None:
-    record_error(call, exc, invoke.invoke_inputs(call))
+    record_failure(call, exc, invoke.invoke_inputs(call))
 
 
 # one row per API: snapshot the request, record the response, record a failure

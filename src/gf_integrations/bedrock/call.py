@@ -3,11 +3,10 @@ answers remembered for ``gf.rate``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..client import GreenflashClient
-from ..core.events import ChatMessage, LLMCall
 from ..core.targets import AnswerMap, AnswerRef
 from ..kit import CallState, WrapConfig, wrapper_failed
 
@@ -36,21 +35,10 @@ class Call(CallState):
         self.system: Any = None
         self.invocation: Any = None  # invoke.Invocation for invoke_model calls
 
-
-def request_id(response: Any) -> str | None:
-    """The AWS request id botocore puts in every response (``ResponseMetadata``)."""
-    meta = response.get("ResponseMetadata") if isinstance(response, Mapping) else None
-    rid = meta.get("RequestId") if isinstance(meta, Mapping) else None
-    return rid if isinstance(rid, str) and rid else None
-
-
-def record_error(
-    call: Call, exc: BaseException, messages: Callable[[], Sequence[ChatMessage]]
-) -> None:
-    """Record a call that failed (the caller gets the same exception): a ``ClientError``
-    carries the HTTP status and the AWS error code."""
-    try:
-        props = call.properties()
+    def error_properties(self, exc: BaseException) -> dict[str, Any]:
+        """A botocore ``ClientError`` carries the HTTP status, the AWS error code and the
+        request id in its ``response``."""
+        props: dict[str, Any] = {}
         response = getattr(exc, "response", None)
         if isinstance(response, Mapping):
             meta = response.get("ResponseMetadata")
@@ -64,20 +52,14 @@ def record_error(
             rid = request_id(response)
             if rid:
                 props["responseId"] = rid
-        call.gfc.record(
-            LLMCall(
-                call.conv,
-                call.key,
-                messages=messages,
-                model=call.model,
-                provider=call.cfg.provider,
-                started_at=call.started,
-                error=exc,
-                properties=props,
-            )
-        )
-    except Exception as err:
-        log_failure("recording an error", err)
+        return props
+
+
+def request_id(response: Any) -> str | None:
+    """The AWS request id botocore puts in every response (``ResponseMetadata``)."""
+    meta = response.get("ResponseMetadata") if isinstance(response, Mapping) else None
+    rid = meta.get("RequestId") if isinstance(meta, Mapping) else None
+    return rid if isinstance(rid, str) and rid else None
 
 
 # AWS request id -> the answer it produced, for gf.rate(response) (see core/targets.py)

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.events import ChatMessage, LLMCall, ToolCallSpec
-from ..kit import snapshot
-from .call import Call, record_error, remember_answer, request_id
+from ..kit import record_failure, snapshot
+from .call import Call, remember_answer, request_id
 from .stream import BedrockStreamTap
 
 _PLACEHOLDERS = {
@@ -298,7 +298,7 @@ def _usage_of(events: Sequence[Any]) -> Any:
 def record_converse_stream(tap: BedrockStreamTap, how: str, error: BaseException | None) -> None:
     call, events = tap.call, tap.items
     if not events and error is not None:
-        record_error(call, error, converse_inputs(call))
+        record_failure(call, error, converse_inputs(call))
         return
     stop, _, stopped = stream_end(events)
     rid = tap.rid

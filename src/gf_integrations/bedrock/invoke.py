@@ -25,8 +25,9 @@ from botocore.response import StreamingBody
 
 from ..core.events import ChatMessage, LLMCall
 from ..kit import anthropic_format as claude
+from ..kit import record_failure
 from . import converse
-from .call import Call, log_failure, record_error, remember_answer, request_id
+from .call import Call, log_failure, remember_answer, request_id
 from .stream import BedrockStreamTap
 
 CLAUDE, NOVA, LLAMA = "claude", "nova", "llama"
@@ -336,7 +337,7 @@ def record_invoke(call: Call, response: Any) -> None:
         data = body.read()
     except Exception as exc:
         response["body"] = StreamingBody(_Failed(exc), None)
-        record_error(call, exc, invoke_inputs(call))
+        record_failure(call, exc, invoke_inputs(call))
         return
     response["body"] = StreamingBody(io.BytesIO(data), len(data))
     rid = request_id(response)
@@ -374,7 +375,7 @@ def _record(
 def record_invoke_stream(tap: BedrockStreamTap, how: str, error: BaseException | None) -> None:
     call, events = tap.call, tap.items
     if not events and error is not None:
-        record_error(call, error, invoke_inputs(call))
+        record_failure(call, error, invoke_inputs(call))
         return
     rid = tap.rid
     reading = Reading(call.invocation, list(events), True)

@@ -29,6 +29,11 @@ class Call(CallState):
         self.contents: Any = None
         self.system: Any = None
 
+    def error_properties(self, exc: BaseException) -> dict[str, Any]:
+        """google-genai's ``APIError`` carries the HTTP status as ``code``."""
+        code = getattr(exc, "code", None)
+        return {"statusCode": code} if isinstance(code, int) else {}
+
 
 # response id -> the answer it produced, for gf.rate(response) (see core/targets.py)
 answers: AnswerMap[str] = AnswerMap()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.events import ChatMessage, LLMCall
-from ..kit import recorder_for, resolve_identity, snapshot
+from ..kit import record_failure, recorder_for, resolve_identity, snapshot
 from .call import Call, Config, log_failure, remember_answer
 from .contents import field, opening, request_messages
 
@@ -43,25 +43,7 @@ def begin(cfg: Config, api: str, kwargs: dict[str, Any]) -> Call | None:
 
 def fail(call: Call, exc: BaseException) -> None:
     """The call raised (the caller gets the same exception): record the failed call."""
-    try:
-        props = call.properties()
-        code = getattr(exc, "code", None)
-        if isinstance(code, int):
-            props["statusCode"] = code
-        call.gfc.record(
-            LLMCall(
-                call.conv,
-                call.key,
-                messages=lambda: request_messages(call.system, call.contents)[0],
-                model=call.model,
-                provider=call.cfg.provider,
-                started_at=call.started,
-                error=exc,
-                properties=props,
-            )
-        )
-    except Exception as err:
-        log_failure("recording an error", err)
+    record_failure(call, exc, lambda: request_messages(call.system, call.contents)[0])
 
 
 class Conversion:
@@ -151,9 +133,32 @@ def record_response(call: Call, response: Any) -> None:
     parts = candidate_parts(response)
     finish = finish_reason(response)
     conversion = Conversion(call.system, contents, parts, refusal_of(response, finish, parts))
-    usage = getattr(response, "usage_metadata", None)
     rid = getattr(response, "response_id", None)
-    model = getattr(response, "model_version", None)
+    record_reply(
+        call,
+        conversion,
+        model=getattr(response, "model_version", None),
+        usage=getattr(response, "usage_metadata", None),
+        finish=finish,
+        response_id=rid,
+        properties=call.properties(rid),
+    )
+
+
+def record_reply(
+    call: Call,
+    conversion: Conversion,
+    *,
+    model: Any,
+    usage: Any,
+    finish: str | None,
+    response_id: Any,
+    properties: dict[str, Any],
+    error: BaseException | None = None,
+    partial: bool = False,
+) -> None:
+    """Record one answered call (a response, or a stream's chunks) and remember its
+    answer for ``gf.rate``."""
     call.gfc.record(
         LLMCall(
             call.conv,
@@ -166,10 +171,12 @@ def record_response(call: Call, response: Any) -> None:
             provider=call.cfg.provider,
             finish_reason=finish,
             started_at=call.started,
-            properties=call.properties(rid),
+            error=error,
+            partial=partial,
+            properties=properties,
         )
     )
-    remember_answer(rid, call)
+    remember_answer(response_id, call)
 
 
 def finish(call: Call, response: Any) -> Any:

@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ..core.events import LLMCall
 from ..kit import StreamTap
-from .call import Call, log_failure, remember_answer
+from .call import Call, log_failure
 from .flow import (
     Conversion,
-    Usage,
     candidate_parts,
     fail,
     finish_reason,
+    record_reply,
     refusal_of,
 )
 
@@ -75,24 +74,17 @@ class GeminiStreamTap(StreamTap[Call]):
             rid = rid or getattr(chunk, "response_id", None)
         complete = how == "exhausted" and error is None and finish is not None
         conversion = Conversion(call.system, contents, parts, refusal_of(mine[-1], finish, parts))
-        call.gfc.record(
-            LLMCall(
-                call.conv,
-                call.key,
-                messages=conversion.messages,
-                reply=conversion.reply,
-                model=model if isinstance(model, str) and model else call.model,
-                usage=Usage(usage) if usage is not None else None,
-                usage_kind="gemini",
-                provider=call.cfg.provider,
-                finish_reason=finish,
-                started_at=call.started,
-                error=error,
-                partial=not complete,
-                properties=self.stream_props(how, rid),
-            )
+        record_reply(
+            call,
+            conversion,
+            model=model,
+            usage=usage,
+            finish=finish,
+            response_id=rid,
+            properties=self.stream_props(how, rid),
+            error=error,
+            partial=not complete,
         )
-        remember_answer(rid, call)
 
 
 def tap_generator(stream: Iterator[Any], call: Call) -> Iterator[Any]:

@@ -138,6 +138,12 @@ class CallState:
         self.started = now()
         self.t0 = time.perf_counter()
 
+    def error_properties(self, exc: BaseException) -> dict[str, Any]:
+        """What a failed call's error says beyond its type and message (an SDK's
+        ``status_code``); a wrapper whose SDK says more overrides this."""
+        status = getattr(exc, "status_code", None)
+        return {"statusCode": status} if isinstance(status, int) else {}
+
     def properties(self, response_id: Any = None) -> dict[str, Any]:
         """Reply properties every call carries."""
         props: dict[str, Any] = {"api": self.api}
@@ -235,10 +241,7 @@ def record_failure(
 ) -> None:
     """Record a call the provider answered with an error (the caller still gets it)."""
     try:
-        props = call.properties()
-        status = getattr(exc, "status_code", None)
-        if isinstance(status, int):
-            props["statusCode"] = status
+        props = {**call.properties(), **call.error_properties(exc)}
         call.gfc.record(
             LLMCall(
                 call.conv,
