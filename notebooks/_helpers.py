@@ -267,7 +267,7 @@ def fake_openai_client() -> Any:
 
     return OpenAI(
         api_key="sk-fake",
-        base_url="https://api.openai.com/v1",
+        base_url="http://api.openai.invalid/v1",  # answered by the MockTransport: never sent
         http_client=httpx.Client(transport=httpx.MockTransport(handler)),
     )
 

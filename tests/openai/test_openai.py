@@ -1112,7 +1112,7 @@ def test_azure_logs_the_real_model_not_the_deployment(gf_client, capture_server)
     raw = AzureOpenAI(
         api_key="k",
         api_version="2024-10-21",
-        azure_endpoint="https://example.openai.azure.com",
+        azure_endpoint="https://example.openai.invalid",
         http_client=httpx.Client(transport=httpx.MockTransport(api)),
     )
     client = wrap_openai(raw, external_conversation_id="az")
@@ -1144,7 +1144,7 @@ def test_async_azure_is_wrapped_in_place():
     raw = AsyncAzureOpenAI(
         api_key="k",
         api_version="2024-10-21",
-        azure_endpoint="https://example.openai.azure.com",
+        azure_endpoint="https://example.openai.invalid",
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(api)),
     )
     assert wrap_openai(raw) is raw
