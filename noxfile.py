@@ -172,6 +172,14 @@ CELLS: dict[str, Cell] = {
         # LiteLLM fetches its price map from the network at import unless told not to
         env=(("LITELLM_LOCAL_MODEL_COST_MAP", "True"),),
     ),
+    # cost estimates: the price table at its floor (Python 3.10 takes genai-prices 0.1.x
+    # at most; 0.2 needs 3.11) and newest, through the wrappers over their fake servers
+    # into the local collector
+    "prices": Cell(
+        extras=("prices", "openai", "anthropic", "local"),
+        frameworks=("genai-prices",),
+        tests=("tests/prices",),
+    ),
     # Pydantic AI over OTel: its newest release needs the newest openai, which the lock
     # (held below openai 3 by the Agents SDK) cannot have
     "pydantic-ai": Cell(

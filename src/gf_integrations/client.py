@@ -94,7 +94,11 @@ class GreenflashClient:
             mask=s.mask,
             sample_rate=s.sample_rate,
             keep_provider_usage=s.keep_provider_usage,
+            estimate_cost=s.estimate_cost,
         )
+        if self.active:
+            # the price table's import, here on the constructing thread (core/pricing.py)
+            self.mapper.pricing.preload()
         self.wire = MessageWire(
             mask=s.mask, max_message_bytes=s.max_message_bytes, report=self._count
         )
@@ -179,9 +183,12 @@ class GreenflashClient:
         self.uploader.shutdown(timeout)
 
     def stats(self) -> dict[str, int]:
-        """Delivery counters: queued, sent, retried, dropped_*, spooled, sampled_out..."""
+        """Delivery counters: queued, sent, retried, dropped_*, spooled, sampled_out...;
+        ``cost_unknown_model``: answers with usage that got no cost because the price
+        table does not know their model (core/pricing.py)."""
         stats = self.uploader.stats()
         stats["sampled_out"] = self.mapper.sampled_out
+        stats["cost_unknown_model"] = self.mapper.pricing.unknown_model
         return stats
 
 

@@ -53,7 +53,7 @@ def test_import_pulls_in_no_framework():
         "import gf_integrations.core.recorder\n"
         "bad = ('langchain', 'langchain_core', 'langgraph', 'llama_index', 'openai', "
         "'starlette', 'uvicorn', 'fastapi', 'greenflash')\n"
-        "bad += ('opentelemetry', 'openinference', 'pydantic_ai')\n"
+        "bad += ('opentelemetry', 'openinference', 'pydantic_ai', 'genai_prices')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))\n"
     )
     src = str(Path(__file__).parents[2] / "src")

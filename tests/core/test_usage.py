@@ -9,6 +9,7 @@ written to it; 7 output tokens, of which 2 spent on reasoning.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from typing import Any
 
 import pydantic
@@ -320,17 +321,59 @@ def test_keep_provider_usage_false_drops_the_provider_object() -> None:
     assert "providerUsage" not in props
 
 
-def test_keep_provider_usage_setting_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert build_settings().keep_provider_usage is True
-    assert build_settings(keep_provider_usage=False).keep_provider_usage is False
-    monkeypatch.setenv("GREENFLASH_KEEP_PROVIDER_USAGE", "false")
-    assert build_settings().keep_provider_usage is False
-    monkeypatch.setenv("GREENFLASH_KEEP_PROVIDER_USAGE", "maybe")
-    with pytest.raises(ConfigurationError, match="GREENFLASH_KEEP_PROVIDER_USAGE"):
+@pytest.mark.parametrize(
+    ("name", "env"),
+    [
+        ("keep_provider_usage", "GREENFLASH_KEEP_PROVIDER_USAGE"),
+        ("estimate_cost", "GREENFLASH_ESTIMATE_COST"),
+    ],
+)
+def test_usage_switches_from_arguments_and_environment(
+    monkeypatch: pytest.MonkeyPatch, name: str, env: str
+) -> None:
+    assert getattr(build_settings(), name) is True
+    assert getattr(build_settings(**{name: False}), name) is False
+    monkeypatch.setenv(env, "false")
+    assert getattr(build_settings(), name) is False
+    monkeypatch.setenv(env, "maybe")
+    with pytest.raises(ConfigurationError, match=env):
         build_settings()
-    monkeypatch.delenv("GREENFLASH_KEEP_PROVIDER_USAGE")
-    with pytest.raises(ConfigurationError, match="keep_provider_usage"):
-        build_settings(keep_provider_usage="yes")
+    monkeypatch.delenv(env)
+    with pytest.raises(ConfigurationError, match=name):
+        build_settings(**{name: "yes"})
+
+
+def test_without_the_prices_extra_an_answer_keeps_its_usage_and_has_no_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # genai-prices not installed (None in sys.modules: its import raises ImportError), as in
+    # the core matrix cell; the locked suite has it installed
+    monkeypatch.setitem(sys.modules, "genai_prices", None)
+    m = Mapper(limits=Limits())
+    m.pricing.preload()  # what the client does: no error
+    for key in ("r1", "r2"):
+        props = _reply_props(
+            m,
+            key=key,
+            model="gpt-4o",
+            provider="openai",
+            usage=OPENAI_CHAT,
+            usage_kind="openai_chat",
+        )
+        assert props["usage"] == SAME_CALL
+        assert "costUsd" not in props
+        assert "pricing" not in props
+    assert m.pricing.unknown_model == 0  # not unknown: not priced at all
+    assert m.pricing.enabled is False  # the import is not tried again
+
+
+def test_estimate_cost_off_prices_nothing() -> None:
+    m = Mapper(limits=Limits(), estimate_cost=False)
+    props = _reply_props(
+        m, model="gpt-4o", provider="openai", usage=OPENAI_CHAT, usage_kind="openai_chat"
+    )
+    assert props["usage"] == SAME_CALL
+    assert "costUsd" not in props
 
 
 def test_a_usage_that_fails_to_read_loses_the_usage_not_the_reply() -> None:

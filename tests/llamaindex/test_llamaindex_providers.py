@@ -145,9 +145,10 @@ def by_id(msgs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def props(m: dict[str, Any]) -> dict[str, Any]:
-    """A message's properties without the latency (a measured figure) and the provider's
-    own usage object (kept as it came; ``usage`` is what is compared)."""
-    skip = ("latencyMs", "providerUsage")
+    """A message's properties without the latency (a measured figure), the provider's
+    own usage object (kept as it came; ``usage`` is what is compared) and the cost
+    estimate (there only with the prices extra: tests/prices)."""
+    skip = ("latencyMs", "providerUsage", "costUsd", "pricing")
     return {k: v for k, v in (m.get("properties") or {}).items() if k not in skip}
 
 

@@ -36,6 +36,7 @@ from .events import (
 )
 from .ids import content_digest, sample_fraction, stable_id
 from .masking import MaskFn, apply_mask
+from .pricing import Pricing
 from .safejson import Limits, as_object, to_jsonable, tool_arguments, truncate_text
 from .system_prompts import SystemPrompts
 from .usage import as_dict, normalize
@@ -72,9 +73,12 @@ class Mapper:
         mask: MaskFn | None = None,
         sample_rate: float = 1.0,
         keep_provider_usage: bool = True,
+        estimate_cost: bool = True,
     ) -> None:
         self.limits = limits
         self.keep_provider_usage = keep_provider_usage
+        # costUsd from the usage when genai-prices is installed (core/pricing.py)
+        self.pricing = Pricing(estimate_cost)
         self.mask = mask
         self.sample_rate = sample_rate
         self.sampled_out = 0
@@ -179,7 +183,7 @@ class Mapper:
 
     def _llm_properties(self, ev: LLMCall) -> dict[str, Any]:
         props: dict[str, Any] = {}
-        self._put_usage(props, ev.usage, ev.usage_kind)
+        self._put_usage(props, ev.usage, ev.usage_kind, ev.model, ev.provider, ev.ended_at)
         if ev.started_at is not None:
             props["latencyMs"] = round((ev.ended_at - ev.started_at).total_seconds() * 1000, 3)
         if ev.finish_reason:
@@ -198,12 +202,23 @@ class Mapper:
                 props["usageMissing"] = True
         return props
 
-    def _put_usage(self, props: dict[str, Any], usage: Lazy[Any], kind: str | None) -> None:
-        counts, provider = _usage(usage, kind, self.limits, self.keep_provider_usage)
+    def _put_usage(
+        self,
+        props: dict[str, Any],
+        usage: Lazy[Any],
+        kind: str | None,
+        model: str | None,
+        provider: str | None,
+        at: dt.datetime,
+    ) -> None:
+        counts, provider_usage = _usage(usage, kind, self.limits, self.keep_provider_usage)
         if counts:
             props["usage"] = counts
-        if provider:
-            props["providerUsage"] = provider
+            cost = self.pricing.price(counts, model, provider, at)
+            if cost:
+                props.update(cost)
+        if provider_usage:
+            props["providerUsage"] = provider_usage
 
     def _history_message(
         self,
@@ -484,7 +499,7 @@ class Mapper:
         props: dict[str, Any] = (
             dict(to_jsonable(dict(ev.properties), self.limits)) if ev.properties else {}
         )
-        self._put_usage(props, ev.usage, ev.usage_kind)
+        self._put_usage(props, ev.usage, ev.usage_kind, ev.model, None, ev.at)
         if ev.started_at is not None:
             props["latencyMs"] = round((ev.at - ev.started_at).total_seconds() * 1000, 3)
         self._emit(

@@ -22,6 +22,7 @@ ENV_ENABLED = "GREENFLASH_ENABLED"
 ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
 ENV_USER_ID = "GREENFLASH_EXTERNAL_USER_ID"
 ENV_KEEP_PROVIDER_USAGE = "GREENFLASH_KEEP_PROVIDER_USAGE"
+ENV_ESTIMATE_COST = "GREENFLASH_ESTIMATE_COST"
 
 
 class ConfigurationError(ValueError):
@@ -70,6 +71,11 @@ class Settings:
     ``outputTokens``, ``totalTokens``, ``cacheReadTokens``, ``cacheWriteTokens``,
     ``reasoningTokens``: see core/usage.py); when true, the provider's own usage object is
     kept beside it as ``properties.providerUsage``, when false it is dropped.
+
+    ``estimate_cost`` (env ``GREENFLASH_ESTIMATE_COST``, default true): with the ``prices``
+    extra installed, each model answer with usage gets ``properties.costUsd`` and
+    ``properties.pricing`` from genai-prices' bundled table (core/pricing.py); false turns
+    it off. Without the extra it does nothing.
     """
 
     api_key: str | None = dataclasses.field(default=None, repr=False)
@@ -95,6 +101,7 @@ class Settings:
     sender: str = "process"
     spool_dir: str | None = None
     keep_provider_usage: bool = True
+    estimate_cost: bool = True
 
     def __post_init__(self) -> None:
         url = self.base_url.rstrip("/")
@@ -125,10 +132,11 @@ class Settings:
                 raise ConfigurationError(f"{name} must be > 0, not {value}")
         if self.sender not in ("process", "thread"):
             raise ConfigurationError(f"sender must be 'process' or 'thread', not {self.sender!r}")
-        if not isinstance(self.keep_provider_usage, bool):
-            raise ConfigurationError(
-                f"keep_provider_usage must be True or False, not {self.keep_provider_usage!r}"
-            )
+        for flag in ("keep_provider_usage", "estimate_cost"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(
+                    f"{flag} must be True or False, not {getattr(self, flag)!r}"
+                )
         if self.retry_budget < 0:
             raise ConfigurationError("retry_budget must be >= 0")
         if self.max_batch_messages > self.max_queue_size:
@@ -172,6 +180,7 @@ def build_settings(**kwargs: Any) -> Settings:
         "enabled": _env_bool(ENV_ENABLED),
         "spool_dir": os.environ.get(ENV_SPOOL_DIR) or None,
         "keep_provider_usage": _env_bool(ENV_KEEP_PROVIDER_USAGE),
+        "estimate_cost": _env_bool(ENV_ESTIMATE_COST),
     }
     merged = {k: v for k, v in env.items() if v is not None}
     merged.update({k: v for k, v in kwargs.items() if v is not None})
