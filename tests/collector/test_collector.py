@@ -625,3 +625,72 @@ def test_restart_mid_stream_loses_nothing(tmp_path):
     finally:
         client.shutdown(1)
         col.stop()
+
+
+def test_viewer_shows_each_answers_cost_and_the_conversations_total_escaped(collector):
+    import re
+
+    hostile = '<script>window.__pwned = 1</script>"'
+    priced = {"table": "genai-prices", "version": "0.2.5"}
+    r = post(
+        collector,
+        body(
+            "costs",
+            {"role": "user", "content": "hi", "externalMessageId": "u"},
+            {
+                "role": "assistant",
+                "content": "one",
+                "externalMessageId": "a1",
+                "properties": {
+                    "usage": {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18},
+                    "costUsd": 0.0000925,
+                    "pricing": priced,
+                },
+            },
+            {
+                "role": "assistant",
+                "content": "two",
+                "externalMessageId": "a2",
+                "properties": {
+                    "usage": {"inputTokens": 1000, "outputTokens": 500, "totalTokens": 1500},
+                    "costUsd": 0.0075,
+                    "pricing": {"table": hostile, "version": hostile},
+                },
+            },
+            {  # a model the table does not know: usage, no cost
+                "role": "assistant",
+                "content": "three",
+                "externalMessageId": "a3",
+                "properties": {"usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10}},
+            },
+            {  # not a number: not shown, not summed
+                "role": "assistant",
+                "content": "four",
+                "externalMessageId": "a4",
+                "properties": {"costUsd": "<b>9</b>"},
+            },
+        ),
+    )
+    assert r.status_code == 200, r.text
+    page = httpx.get(collector.url + "/?c=costs", timeout=30).text
+    chips = re.findall(r'<span class="chip chip-cost" title="([^"]*)">([^<]*)</span>', page)
+    assert chips == [
+        ("estimated cost (genai-prices 0.2.5)", "$0.0000925"),
+        (
+            "estimated cost (&lt;script&gt;window.__pwned = 1&lt;/script&gt;&quot; "
+            "&lt;script&gt;window.__pwned = 1&lt;/script&gt;&quot;)",
+            "$0.0075",
+        ),
+    ]
+    # the conversation: every token, the priced calls' cost, and the unpriced one said
+    total = re.search(r'<span class="chip chip-cost conv-cost"[^>]*>([^<]*)</span>', page)
+    assert total is not None
+    assert total.group(1) == "$0.00759 + 1 unpriced"
+    usage = re.search(r'<span class="chip chip-usage conv-usage"[^>]*>([^<]*)</span>', page)
+    assert usage is not None
+    assert usage.group(1) == "in 1016 · out 512 · total 1528 tok"
+    assert "<script>" not in page
+    assert "<b>9</b>" not in page
+    # a shown cost is not repeated under properties; one that is not a number stays there
+    assert page.count("costUsd") == 1
+    assert "&quot;costUsd&quot;: &quot;&lt;b&gt;9&lt;/b&gt;&quot;" in page

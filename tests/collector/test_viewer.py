@@ -75,6 +75,8 @@ def _seed(col, *, hostile: bool = True) -> None:
                             "cacheReadTokens": 100,
                             "reasoningTokens": 20,
                         },
+                        "costUsd": 0.000655,
+                        "pricing": {"table": "genai-prices", "version": "0.2.5"},
                         "latencyMs": 1180.5,
                     },
                 },
@@ -147,7 +149,11 @@ def _seed(col, *, hostile: bool = True) -> None:
                 {
                     "role": "assistant",
                     "content": "second",
-                    "properties": {"x": XSS},
+                    "properties": {
+                        "x": XSS,
+                        "costUsd": 0.01,
+                        "pricing": {"table": XSS, "version": XSS},
+                    },
                     "input": {XSS: XSS},
                 },
                 {"role": "user", "content": "third"},
@@ -209,10 +215,16 @@ def test_viewer_transcript_order_kinds_and_screenshot(browser, tmp_path):
         thought_usage = page.locator(".k-thought .chip-usage").inner_text()
         assert thought_usage == "in 120 · cached 100 · out 48 · reasoning 20 tok"
         assert page.locator(".k-final .chip-usage").inner_text() == "in 260 · out 51 tok"
-        # the conversation's tokens: its model calls' sum
+        # the cost next to the tokens; an answer stored without one (older data) has none
+        cost = page.locator(".k-thought .chip-cost")
+        assert cost.inner_text() == "$0.000655"
+        assert cost.get_attribute("title") == "estimated cost (genai-prices 0.2.5)"
+        assert page.locator(".k-final .chip-cost").count() == 0
+        # the conversation's tokens and cost: its model calls' sums
         assert page.locator(".conv-usage").inner_text() == (
             "in 380 · cached 100 · out 99 · reasoning 20 · total 479 tok"
         )
+        assert page.locator(".conv-cost").inner_text() == "$0.000655 + 1 unpriced"
         assert page.locator(".k-final .chip-latency").inner_text() == "1402 ms"
         # system prompt components with the variables highlighted
         assert page.locator(".prompt .comp").count() == 2
@@ -246,6 +258,9 @@ def test_injected_script_never_runs_and_shows_as_text(browser):
         contents = page.locator(".msg .content").all_inner_texts()
         assert contents == ["first " + XSS, "second", "third"]
         assert json.dumps(XSS) in page.locator(".k-assistant pre").first.inner_text()
+        cost = page.locator(".k-assistant .chip-cost")
+        assert cost.get_attribute("title") == f"estimated cost ({XSS} {XSS})"
+        assert page.locator(".conv-cost").inner_text() == "$0.01"
         assert "<script>window.__pwned = 3</script>" in page.locator(".prompt").inner_text()
         # the list links to both conversations and navigation works
         page.click("nav a.conv >> text=support-42")

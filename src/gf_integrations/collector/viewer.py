@@ -1,5 +1,6 @@
 """Server-rendered HTML viewer: conversation list and a threaded transcript, with ratings
-on the rated messages (or the conversation) and business events on its timeline.
+on the rated messages (or the conversation) and business events on its timeline; tokens
+and estimated cost per model answer and per conversation.
 
 No JavaScript and no build step. Every stored value goes through :func:`esc` (or
 :func:`pretty_json`, which escapes too) before it reaches the page, so message content
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from typing import Any
 
@@ -130,6 +132,46 @@ def _conversation_usage(messages: list[dict[str, Any]]) -> dict[str, int]:
     return total
 
 
+def _cost(props: Any) -> float | None:
+    """A message's ``costUsd`` (core/pricing.py), or None when it has no usable one."""
+    value = props.get("costUsd") if isinstance(props, dict) else None
+    if type(value) is int or type(value) is float:  # not a bool, not a string
+        return float(value) if math.isfinite(value) and value >= 0 else None
+    return None
+
+
+def _usd(value: float) -> str:
+    """Dollars to three significant digits, to the cent at least, no trailing zero past
+    it: $0.0000925, $0.0075, $0.01, $1.50, $1234.57."""
+    if value == 0:
+        return "$0"
+    decimals = min(max(2, 2 - math.floor(math.log10(value))), 12)
+    whole, _, cents = f"{value:.{decimals}f}".partition(".")
+    return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
+
+
+def _conversation_cost(messages: list[dict[str, Any]]) -> tuple[float, int, int]:
+    """(the sum of the messages' costs, how many had one, how many had usage but none)."""
+    total, priced, unpriced = 0.0, 0, 0
+    for m in messages:
+        props = m.get("properties")
+        cost = _cost(props)
+        if cost is not None:
+            total += cost
+            priced += 1
+        elif isinstance(props, dict) and isinstance(props.get("usage"), dict):
+            unpriced += 1
+    return total, priced, unpriced
+
+
+def _pricing_title(props: dict[str, Any]) -> str:
+    pricing = props.get("pricing")
+    if isinstance(pricing, dict) and pricing.get("table"):
+        version = f" {pricing['version']}" if pricing.get("version") else ""
+        return f"estimated cost ({pricing['table']}{version})"
+    return "estimated cost"
+
+
 def _chips(msg: dict[str, Any]) -> str:
     props = msg.get("properties") or {}
     chips: list[str] = []
@@ -143,6 +185,12 @@ def _chips(msg: dict[str, Any]) -> str:
         parts = [f"{label} {esc(counts[key])}" for key, label in _USAGE_LABELS if key in counts]
         text = " · ".join(parts) if parts else esc(json.dumps(usage)[:80])
         chips.append(f'<span class="chip chip-usage" title="token usage">{text} tok</span>')
+    cost = _cost(props)
+    if cost is not None:
+        chips.append(
+            f'<span class="chip chip-cost" title="{esc(_pricing_title(props))}">'
+            f"{esc(_usd(cost))}</span>"
+        )
     if isinstance(props, dict) and isinstance(props.get("latencyMs"), (int, float)):
         chips.append(f'<span class="chip chip-latency">{esc(round(props["latencyMs"]))} ms</span>')
     if isinstance(props, dict) and props.get("finishReason"):
@@ -251,11 +299,10 @@ def _message(depth: int, msg: dict[str, Any], rating: dict[str, Any] | None = No
             f'<details class="ctx"><summary>context ({len(msg["context"])} chars)</summary>'
             f'<div class="content">{esc(msg["context"])}</div></details>'
         )
-    props = {
-        k: v
-        for k, v in (msg.get("properties") or {}).items()
-        if k not in ("usage", "latencyMs", "finishReason")
-    }
+    in_chips: tuple[str, ...] = ("usage", "latencyMs", "finishReason")
+    if _cost(msg.get("properties")) is not None:
+        in_chips += ("costUsd", "pricing")
+    props = {k: v for k, v in (msg.get("properties") or {}).items() if k not in in_chips}
     if props:
         body.append(
             f'<details class="props"><summary>properties</summary>'
@@ -322,6 +369,7 @@ margin-left:6px;white-space:nowrap}
 .meta .chip{margin-left:0}
 .chip-tool{background:#fff3dc;color:#8a5300;font-family:ui-monospace,Menlo,Consolas,monospace}
 .chip-usage{background:#e7f6ee;color:#17663b}.chip-latency{background:#eef2ff;color:#3446a8}
+.chip-cost{background:#fdf3e1;color:#7a4b00}
 .chip-dyn{background:#fdecef;color:#a1284a}
 .prompt{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px;margin-bottom:18px}
 .prompt h3{margin:0 0 8px;font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted)}
@@ -427,6 +475,15 @@ def render_page(store: Store, conversation_id: str | None = None, limit: int = 1
             meta.append(
                 '<span class="chip chip-usage conv-usage" title="tokens of the conversation">'
                 f"{' · '.join(parts)} tok</span>"
+            )
+        cost, priced, unpriced = _conversation_cost(conv["messages"])
+        if priced:
+            # a model call without a price (a model the table does not know, older data)
+            # is left out of the sum, and said so
+            more = f" + {unpriced} unpriced" if unpriced else ""
+            meta.append(
+                '<span class="chip chip-cost conv-cost" title="estimated cost of the priced '
+                f'model calls">{esc(_usd(cost))}{esc(more)}</span>'
             )
         meta.append(f'<span class="chip"><code>{esc(conv["id"])}</code></span>')
         ratings = {r["messageId"]: r for r in conv.get("ratings") or ()}
