@@ -13,6 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "gf_integrations"
 
 # bottom to top (the side, collector and cli, may use anything)
 INTEGRATIONS = {
+    "faas",
     "langchain",
     "llamaindex",
     "openai",

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from ..transport.delivery import DeliverySettings
 from .masking import MaskFn, resolve_mask
+from .platform import default_spool_dir, detect_platform
 from .safejson import Limits
 
 DEFAULT_BASE_URL = "https://www.greenflash.ai/api/v1"
@@ -22,6 +23,7 @@ ENV_ENABLED = "GREENFLASH_ENABLED"
 ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
 ENV_USER_ID = "GREENFLASH_EXTERNAL_USER_ID"
 ENV_KEEP_PROVIDER_USAGE = "GREENFLASH_KEEP_PROVIDER_USAGE"
+ENV_SERVERLESS = "GREENFLASH_SERVERLESS"
 
 
 class ConfigurationError(ValueError):
@@ -70,6 +72,13 @@ class Settings:
     ``outputTokens``, ``totalTokens``, ``cacheReadTokens``, ``cacheWriteTokens``,
     ``reasoningTokens``: see core/usage.py); when true, the provider's own usage object is
     kept beside it as ``properties.providerUsage``, when false it is dropped.
+
+    ``serverless`` (env ``GREENFLASH_SERVERLESS``; default: true when
+    :func:`~.platform.detect_platform` finds AWS Lambda, Cloud Run or Vercel): the process
+    may be frozen between invocations. Sending then stays in this process (``sender``
+    defaults to ``"thread"``), and on a detected platform ``spool_dir`` defaults to
+    ``$TMPDIR/greenflash-spool`` (``/tmp``). The invocation-end delivery itself is
+    :mod:`gf_integrations.faas`'s (docs/DESIGN.md section 6b).
     """
 
     api_key: str | None = dataclasses.field(default=None, repr=False)
@@ -95,6 +104,7 @@ class Settings:
     sender: str = "process"
     spool_dir: str | None = None
     keep_provider_usage: bool = True
+    serverless: bool = False
 
     def __post_init__(self) -> None:
         url = self.base_url.rstrip("/")
@@ -125,10 +135,11 @@ class Settings:
                 raise ConfigurationError(f"{name} must be > 0, not {value}")
         if self.sender not in ("process", "thread"):
             raise ConfigurationError(f"sender must be 'process' or 'thread', not {self.sender!r}")
-        if not isinstance(self.keep_provider_usage, bool):
-            raise ConfigurationError(
-                f"keep_provider_usage must be True or False, not {self.keep_provider_usage!r}"
-            )
+        for flag in ("keep_provider_usage", "serverless"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(
+                    f"{flag} must be True or False, not {getattr(self, flag)!r}"
+                )
         if self.retry_budget < 0:
             raise ConfigurationError("retry_budget must be >= 0")
         if self.max_batch_messages > self.max_queue_size:
@@ -161,6 +172,20 @@ class Settings:
         )
 
 
+def _serverless_defaults(merged: dict[str, Any]) -> None:
+    """Defaults for a process that a platform freezes between invocations (in place)."""
+    platform = detect_platform()
+    serverless = merged.setdefault("serverless", platform is not None)
+    if serverless is not True:
+        return
+    # no sender child: it would add an interpreter's start to the cold start, and a
+    # process that waits for its flush at every invocation's end gains nothing from it
+    merged.setdefault("sender", "thread")
+    if platform is not None:
+        # a detected platform's /tmp is private to its sandbox; a forced one's may be shared
+        merged.setdefault("spool_dir", default_spool_dir())
+
+
 def build_settings(**kwargs: Any) -> Settings:
     """Merge explicit keyword arguments (non-None wins) with the environment."""
     env: dict[str, Any] = {
@@ -172,9 +197,11 @@ def build_settings(**kwargs: Any) -> Settings:
         "enabled": _env_bool(ENV_ENABLED),
         "spool_dir": os.environ.get(ENV_SPOOL_DIR) or None,
         "keep_provider_usage": _env_bool(ENV_KEEP_PROVIDER_USAGE),
+        "serverless": _env_bool(ENV_SERVERLESS),
     }
     merged = {k: v for k, v in env.items() if v is not None}
     merged.update({k: v for k, v in kwargs.items() if v is not None})
+    _serverless_defaults(merged)
     if "mask" in merged:
         try:
             merged["mask"] = resolve_mask(merged["mask"])
