@@ -97,7 +97,8 @@ def test_importing_the_package_imports_no_framework() -> None:
     code = (
         "import sys, gf_integrations, gf_integrations.kit\n"
         "bad = [m for m in ('langchain_core', 'llama_index', 'openai', 'anthropic', "
-        "'opentelemetry', 'langgraph', 'boto3', 'botocore', 'litellm', 'google.genai') "
+        "'opentelemetry', 'langgraph', 'boto3', 'botocore', 'litellm', 'google.genai', "
+        "'awslambdaric', 'runtime_client', 'gf_integrations.faas') "
         "if m in sys.modules]\n"
         "print(bad)"
     )

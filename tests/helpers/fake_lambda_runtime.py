@@ -61,6 +61,7 @@ class Outcome:
     snapshot: Any = None  # on_response's value at the moment the outcome arrived
     received: float = 0.0  # time.monotonic() when it arrived
     received_ms: int = 0  # epoch milliseconds when it arrived
+    served: float = 0.0  # time.monotonic() when the runtime was handed the event
     deadline_ms: int = 0  # the invocation's Lambda-Runtime-Deadline-Ms
 
     @property
@@ -80,6 +81,7 @@ class _Event:
 class _State:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     deadlines: dict[str, int] = field(default_factory=dict)  # request id -> deadline (ms)
+    served: dict[str, float] = field(default_factory=dict)  # request id -> monotonic time
     init_errors: list[Any] = field(default_factory=list)
     next_calls: list[float] = field(default_factory=list)  # time.monotonic() of each GET next
 
@@ -155,6 +157,8 @@ class FakeLambdaRuntime:
                     except queue.Empty:
                         if runtime._closed.is_set():
                             return
+                with runtime.cond:
+                    runtime.state.served[event.request_id] = time.monotonic()
                 self._send(
                     200,
                     event.payload,
@@ -194,6 +198,7 @@ class FakeLambdaRuntime:
                 outcome.received = time.monotonic()
                 outcome.received_ms = int(time.time() * 1000)
                 outcome.deadline_ms = runtime.state.deadlines.get(outcome.request_id, 0)
+                outcome.served = runtime.state.served.get(outcome.request_id, 0.0)
                 if runtime.on_response is not None:
                     outcome.snapshot = runtime.on_response()
                 # Lambda freezes the sandbox once the outcome is posted: nothing of the

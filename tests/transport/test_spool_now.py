@@ -87,3 +87,29 @@ def test_resend_spool_with_nothing_spooled_is_a_no_op(make_client, capture_serve
     assert make_client().resend_spool() is False  # no spool at all
     assert wait_until(lambda: client.flush(1.0), 5)
     assert capture_server.attempts == []
+
+
+def test_a_resend_asked_again_while_one_is_in_flight_sends_nothing_twice(
+    make_client, capture_server, tmp_path
+):
+    capture_server.default = Reply(503, delay=30)
+    client = make_client(spool_dir=str(tmp_path), **FAST)
+    c = Conv("c1", "u1")
+    client.record(UserInput(c, "k1", "spooled"))
+    client.flush(0.01)
+    assert capture_server.wait_for(lambda s: len(s.attempts) == 1, 10)
+    assert client.spool_pending(timeout=5) == 1
+
+    # the resend is held by the server; meanwhile a new invocation asks again, and another
+    # delivery succeeds (which also asks for a resend of what was spooled)
+    capture_server.default = Reply()
+    capture_server.script = [Reply(delay=30)]
+    assert client.resend_spool() is True
+    assert capture_server.wait_for(lambda s: len(s.attempts) == 2, 10)
+    client.resend_spool()
+    client.record(UserInput(Conv("c2", "u1"), "k2", "other"))
+    assert client.flush(0.5) is False  # the resend is still held
+    capture_server.release.set()
+    assert client.flush(10) is True
+    assert sorted(m["content"] for m in capture_server.messages) == ["other", "spooled"]
+    assert len(capture_server.attempts) == 3  # the held first try, one resend, "other"

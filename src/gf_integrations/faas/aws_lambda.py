@@ -82,14 +82,14 @@ _WRAPPERS = {
 
 def install() -> bool:
     """Patch the loaded runtime client (idempotent); False when awslambdaric is not loaded
-    or has none of the methods (awslambdaric 2.0 and later have them)."""
+    or has none of the methods (every release since 1.1 has them)."""
     module = sys.modules.get(_MODULE)
     if module is None:
         return False
     found = False
     with _lock:
         # the class that defines a method is patched (4.x: BaseLambdaRuntimeClient, under
-        # both the standard and the multi-concurrent client; 2.x, 3.x: LambdaRuntimeClient)
+        # both the standard and the multi-concurrent client; 1.x to 3.x: LambdaRuntimeClient)
         for cls in list(vars(module).values()):
             if not isinstance(cls, type) or cls.__module__ != module.__name__:
                 continue
