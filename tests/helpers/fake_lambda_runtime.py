@@ -22,6 +22,7 @@ Every step is an event the test waits on (no sleeps)::
     outcome.kind          # "response" or "error"
     outcome.body          # the posted JSON
     outcome.snapshot      # what on_response returned when the outcome arrived
+    runtime.wait_init_error()  # or: the error a failed initialisation posted
     runtime.close()       # SIGCONT + SIGKILL of the group, stop the server
 
 ``invoke`` returns once the runtime's process group is stopped (confirmed by ``waitpid``
@@ -270,6 +271,14 @@ class FakeLambdaRuntime:
         if not ok:
             raise AssertionError(f"no request for event {count}:\n{self.log()}")
         return self.state.next_calls[count - 1]
+
+    def wait_init_error(self, timeout: float = 30.0) -> Any:
+        """Wait for the runtime to report a failed initialisation; the error it posted."""
+        with self.cond:
+            ok = self.cond.wait_for(lambda: bool(self.state.init_errors), timeout)
+        if not ok:
+            raise AssertionError(f"no init error:\n{self.log()}")
+        return self.state.init_errors[0]
 
     def invoke(self, event: Any, *, timeout_ms: int = 30_000, wait: float = 60.0) -> Outcome:
         """Thaw the runtime, hand it ``event`` and return its outcome once it is frozen."""

@@ -234,3 +234,12 @@ def test_a_cold_start_resends_what_the_previous_process_spooled(
     assert outcome.snapshot["lost-with-the-sandbox"] == ANSWERED
     assert outcome.snapshot["fresh"] == ANSWERED
     assert spool_files(tmp_path) == []
+
+
+def test_a_failed_initialisation_is_reported_as_the_function_raised_it(start_runtime: Start):
+    runtime = start_runtime("broken.handler")
+    error = runtime.wait_init_error()
+    assert error["errorType"] in ("LookupError", "Runtime.ImportModuleError")  # 4.x, older
+    assert "no such table: settings" in error["errorMessage"]
+    assert runtime.proc is not None
+    assert runtime.proc.wait(30) != 0  # the runtime exits, as it does without us
