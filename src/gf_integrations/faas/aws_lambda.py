@@ -41,9 +41,12 @@ def _clients() -> list[GreenflashClient]:
 
 
 def _began(request: Any) -> None:
-    raw = getattr(request, "deadline_time_in_ms", None)
-    _deadline[0] = int(raw) / 1000.0 if raw else None
-    begin(_clients())
+    _deadline[0] = None  # never the previous invocation's
+    try:
+        raw = getattr(request, "deadline_time_in_ms", None)
+        _deadline[0] = int(raw) / 1000.0 if raw else None
+    finally:
+        begin(_clients())
 
 
 def _wrap_next(original: Callable[..., Any]) -> Callable[..., Any]:
