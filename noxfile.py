@@ -180,6 +180,14 @@ CELLS: dict[str, Cell] = {
         frameworks=("genai-prices",),
         tests=("tests/prices",),
     ),
+    # the real AWS Lambda runtime interface client (Linux wheels only) running a function
+    # with a wrapped OpenAI client, frozen after each response; the decorator and the
+    # uploader's spool-now calls need nothing more
+    "serverless": Cell(
+        extras=("lambda", "openai"),
+        frameworks=("awslambdaric",),
+        tests=("tests/serverless", "tests/transport/test_spool_now.py"),
+    ),
     # Pydantic AI over OTel: its newest release needs the newest openai, which the lock
     # (held below openai 3 by the Agents SDK) cannot have
     "pydantic-ai": Cell(

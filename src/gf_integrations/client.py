@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +30,11 @@ from .transport.uploader import Uploader
 
 log = logging.getLogger("gf_integrations")
 
-__all__ = ["GreenflashClient", "configure", "flush", "get_client", "shutdown"]
+__all__ = ["GreenflashClient", "configure", "flush", "get_client", "live_clients", "shutdown"]
+
+# every client that can send, held weakly: what a serverless invocation's end delivers
+_live: weakref.WeakSet[GreenflashClient] = weakref.WeakSet()
+_live_lock = threading.Lock()
 
 
 class GreenflashClient:
@@ -109,6 +114,9 @@ class GreenflashClient:
             shipper=self._shipper if exporter is None and s.sender == "process" else None,
             resend_spool=self.active,
         )
+        if self.active:
+            with _live_lock:
+                _live.add(self)
 
     def _prepare(self, event: Event | FeedbackEvent) -> list[Part]:
         # runs under the uploader's mapping lock: its worker, or a host thread assisting it
@@ -180,7 +188,24 @@ class GreenflashClient:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Bounded flush, spool what is left, stop the worker. Idempotent."""
+        with _live_lock:
+            _live.discard(self)
         self.uploader.shutdown(timeout)
+
+    def spool_pending(self, timeout: float = 0.1) -> int:
+        """Spool everything not yet delivered, now, and keep running (a serverless
+        invocation at its deadline); the number of messages spooled, 0 without a
+        ``spool_dir``. See :meth:`~.transport.Uploader.spool_pending`."""
+        if not self.active:
+            return 0
+        return self.uploader.spool_pending(timeout)
+
+    def resend_spool(self) -> bool:
+        """Start resending what the spool holds (a serverless invocation began); False
+        when there is nothing to resend."""
+        if not self.active:
+            return False
+        return self.uploader.resend_spool()
 
     def stats(self) -> dict[str, int]:
         """Delivery counters: queued, sent, retried, dropped_*, spooled, sampled_out...;
@@ -218,6 +243,12 @@ def get_client() -> GreenflashClient:
         if _default is None:
             _default = GreenflashClient()
         return _default
+
+
+def live_clients() -> list[GreenflashClient]:
+    """Every client that can send and is still referenced (the default one included)."""
+    with _live_lock:
+        return list(_live)
 
 
 def flush(timeout: float = 5.0) -> bool:

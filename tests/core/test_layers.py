@@ -13,6 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "gf_integrations"
 
 # bottom to top (the side, collector and cli, may use anything)
 INTEGRATIONS = {
+    "faas",
     "langchain",
     "llamaindex",
     "openai",
@@ -97,7 +98,8 @@ def test_importing_the_package_imports_no_framework() -> None:
         "import sys, gf_integrations, gf_integrations.kit\n"
         "bad = [m for m in ('langchain_core', 'llama_index', 'openai', 'anthropic', "
         "'opentelemetry', 'langgraph', 'boto3', 'botocore', 'litellm', 'google.genai', "
-        "'genai_prices') "
+        "'genai_prices', "
+        "'awslambdaric', 'runtime_client', 'gf_integrations.faas') "
         "if m in sys.modules]\n"
         "print(bad)"
     )

@@ -21,6 +21,13 @@ ENV = (
     "GREENFLASH_ENABLED",
     "GREENFLASH_SPOOL_DIR",
     "GREENFLASH_EXTERNAL_USER_ID",
+    "GREENFLASH_SERVERLESS",
+    # what tells a serverless platform (core/platform.py)
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "K_SERVICE",
+    "FUNCTION_TARGET",
+    "VERCEL",
 )
 
 
@@ -198,3 +205,51 @@ def test_a_client_that_cannot_send_leaves_the_spool_alone(tmp_path):
     assert client.uploader._thread is None
     client.shutdown(0.1)
     assert spooled.exists()
+
+
+# -- serverless platforms (docs/DESIGN.md section 6b) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ("AWS_LAMBDA_FUNCTION_NAME", "my-function"),
+        ("K_SERVICE", "my-service"),
+        ("FUNCTION_TARGET", "handle"),
+        ("VERCEL", "1"),
+    ],
+)
+def test_a_detected_platform_sends_in_process_and_spools_under_tmp(
+    monkeypatch, tmp_path, variable, value
+):
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    s = build_settings()
+    assert s.serverless is True
+    assert s.sender == "thread"
+    assert s.spool_dir == str(tmp_path / "greenflash-spool")
+
+
+def test_on_lambda_the_spool_defaults_to_slash_tmp(monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "my-function")
+    monkeypatch.delenv("TMPDIR", raising=False)  # Lambda sets none
+    assert build_settings().spool_dir == "/tmp/greenflash-spool"
+
+
+def test_explicit_settings_win_over_the_serverless_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("VERCEL", "1")
+    s = build_settings(sender="process", spool_dir=str(tmp_path))
+    assert (s.serverless, s.sender, s.spool_dir) == (True, "process", str(tmp_path))
+    monkeypatch.setenv("GREENFLASH_SERVERLESS", "false")
+    s = build_settings()
+    assert (s.serverless, s.sender, s.spool_dir) == (False, "process", None)
+
+
+def test_serverless_forced_off_a_platform_keeps_the_spool_unset(monkeypatch):
+    # an undetected host's /tmp may be shared with other users: no spool by default
+    s = build_settings(serverless=True)
+    assert (s.serverless, s.sender, s.spool_dir) == (True, "thread", None)
+    assert build_settings().serverless is False
+    with pytest.raises(ConfigurationError, match="serverless"):
+        build_settings(serverless="yes")

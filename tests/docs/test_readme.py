@@ -241,6 +241,10 @@ def test_every_python_block_runs_and_records(
     assert reply["content"] == "The capital you asked about is Paris."
     assert reply["model"] == "gpt-4o-mini"
 
+    # Serverless: the Lambda handler tried locally, and a @gf.serverless handler.
+    assert kinds("lambda-1") == ["user_message", "assistant_message"]
+    assert kinds("cloud-run-1") == ["user_message", "assistant_message"]
+
     # The Anthropic quick start: a create then the streaming helper, one derived conversation.
     (claude,) = [
         c

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from ..transport.delivery import DeliverySettings
 from .masking import MaskFn, resolve_mask
+from .platform import default_spool_dir, detect_platform
 from .safejson import Limits
 
 DEFAULT_BASE_URL = "https://www.greenflash.ai/api/v1"
@@ -23,6 +24,7 @@ ENV_SPOOL_DIR = "GREENFLASH_SPOOL_DIR"
 ENV_USER_ID = "GREENFLASH_EXTERNAL_USER_ID"
 ENV_KEEP_PROVIDER_USAGE = "GREENFLASH_KEEP_PROVIDER_USAGE"
 ENV_ESTIMATE_COST = "GREENFLASH_ESTIMATE_COST"
+ENV_SERVERLESS = "GREENFLASH_SERVERLESS"
 
 
 class ConfigurationError(ValueError):
@@ -76,6 +78,12 @@ class Settings:
     extra installed, each model answer with usage gets ``properties.costUsd`` and
     ``properties.pricing`` from genai-prices' bundled table (core/pricing.py); false turns
     it off. Without the extra it does nothing.
+    ``serverless`` (env ``GREENFLASH_SERVERLESS``; default: true when
+    :func:`~.platform.detect_platform` finds AWS Lambda, Cloud Run or Vercel): the process
+    may be frozen between invocations. Sending then stays in this process (``sender``
+    defaults to ``"thread"``), and on a detected platform ``spool_dir`` defaults to
+    ``$TMPDIR/greenflash-spool`` (``/tmp``). The invocation-end delivery itself is
+    :mod:`gf_integrations.faas`'s (docs/DESIGN.md section 6b).
     """
 
     api_key: str | None = dataclasses.field(default=None, repr=False)
@@ -102,6 +110,7 @@ class Settings:
     spool_dir: str | None = None
     keep_provider_usage: bool = True
     estimate_cost: bool = True
+    serverless: bool = False
 
     def __post_init__(self) -> None:
         url = self.base_url.rstrip("/")
@@ -132,7 +141,7 @@ class Settings:
                 raise ConfigurationError(f"{name} must be > 0, not {value}")
         if self.sender not in ("process", "thread"):
             raise ConfigurationError(f"sender must be 'process' or 'thread', not {self.sender!r}")
-        for flag in ("keep_provider_usage", "estimate_cost"):
+        for flag in ("keep_provider_usage", "estimate_cost", "serverless"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigurationError(
                     f"{flag} must be True or False, not {getattr(self, flag)!r}"
@@ -169,6 +178,20 @@ class Settings:
         )
 
 
+def _serverless_defaults(merged: dict[str, Any]) -> None:
+    """Defaults for a process that a platform freezes between invocations (in place)."""
+    platform = detect_platform()
+    serverless = merged.setdefault("serverless", platform is not None)
+    if serverless is not True:
+        return
+    # no sender child: it would add an interpreter's start to the cold start, and a
+    # process that waits for its flush at every invocation's end gains nothing from it
+    merged.setdefault("sender", "thread")
+    if platform is not None:
+        # a detected platform's /tmp is private to its sandbox; a forced one's may be shared
+        merged.setdefault("spool_dir", default_spool_dir())
+
+
 def build_settings(**kwargs: Any) -> Settings:
     """Merge explicit keyword arguments (non-None wins) with the environment."""
     env: dict[str, Any] = {
@@ -181,9 +204,11 @@ def build_settings(**kwargs: Any) -> Settings:
         "spool_dir": os.environ.get(ENV_SPOOL_DIR) or None,
         "keep_provider_usage": _env_bool(ENV_KEEP_PROVIDER_USAGE),
         "estimate_cost": _env_bool(ENV_ESTIMATE_COST),
+        "serverless": _env_bool(ENV_SERVERLESS),
     }
     merged = {k: v for k, v in env.items() if v is not None}
     merged.update({k: v for k, v in kwargs.items() if v is not None})
+    _serverless_defaults(merged)
     if "mask" in merged:
         try:
             merged["mask"] = resolve_mask(merged["mask"])

@@ -41,6 +41,7 @@ class Spool:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._own_reclaimed = False  # see _reclaim_stale
 
     def write(self, path: str, body: bytes) -> Path:
         """Write one body atomically, readable by the owner only."""
@@ -119,11 +120,16 @@ class Spool:
         return original
 
     def _reclaim_stale(self) -> None:
-        """Put back files claimed by a process that died while resending them."""
+        """Put back files claimed by a process that died while resending them. Claims under
+        this process's id are put back the first time only (an earlier process had the same
+        id); after that they are this process's own resends, still in flight."""
+        own_too, self._own_reclaimed = not self._own_reclaimed, True
         for file in self.folder.glob("*" + SUFFIX + ".sending-*"):
             try:
                 pid = int(file.name.rsplit("-", 1)[1])
             except ValueError:
+                continue
+            if pid == os.getpid() and not own_too:
                 continue
             if pid != os.getpid() and _pid_alive(pid):
                 continue

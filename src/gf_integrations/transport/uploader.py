@@ -56,6 +56,16 @@ _HELP_AT = 512
 _HELP_PER_SUBMIT = 2  # more than one, so a backlog shrinks while the host keeps producing
 
 
+class _SpoolRequest:
+    """One :meth:`Uploader.spool_pending` call, served by the worker."""
+
+    __slots__ = ("done", "spooled")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.spooled = 0
+
+
 class Uploader(UploaderBase):
     """Owns the buffer, worker thread, batching, retries, flush, exit and fork handling.
 
@@ -249,6 +259,96 @@ class Uploader(UploaderBase):
             with contextlib.suppress(Exception):
                 self.exporter.shutdown()
 
+    # -- a process about to be frozen (serverless platforms, docs/DESIGN.md section 6b) ------
+
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._spool_requests: list[_SpoolRequest] = []  # spool_pending() calls, for the worker
+
+    def spool_pending(self, timeout: float = 0.1) -> int:
+        """Write everything not yet delivered to the spool now, and keep running.
+
+        For a process that is about to be frozen with work still pending (a serverless
+        invocation at its deadline). The worker prepares what is queued, closes the open
+        batches and writes every batch that is ready, waiting for a retry or in flight to
+        the spool; a request still in flight that is answered later only deletes its file.
+        Spooled work is resent by :meth:`resend_spool` (or after the next delivery), and
+        counted in ``stats()["spooled"]``. Returns the number of messages spooled: 0 without
+        a spool (the work then stays in memory, nothing is dropped) or when the worker did
+        not get to it within ``timeout`` (the request is then withdrawn). Never raises.
+        """
+        if self._spool is None or self._closed:
+            return 0
+        if threading.current_thread() is self._thread or self._mapping_here_active():
+            return 0
+        with self._lock:
+            if self._is_idle():
+                return 0
+        if self._thread is None and not self._ensure_thread():
+            return 0
+        request = _SpoolRequest()
+        with self._lock:
+            self._spool_requests.append(request)
+        self._linger_cut.set()
+        self._wake.set()
+        if not request.done.wait(max(timeout, 0.0)):
+            with self._lock:
+                if request in self._spool_requests:
+                    self._spool_requests.remove(request)  # never spool a later invocation's
+        return request.spooled
+
+    def resend_spool(self) -> bool:
+        """Start resending what the spool holds, now (a frozen process was thawed: a new
+        serverless invocation began). The worker resends it; ``flush`` waits for it. False
+        when there is no spool or nothing in it. Never raises."""
+        if self._spool is None or self._closed:
+            return False
+        if self._resending:
+            return True
+        if not self._spool.has_files():
+            return False
+        self._resending = True
+        if self._thread is None and not self._ensure_thread():
+            return False
+        self._wake.set()
+        return True
+
+    def _serve_spool_requests(self) -> None:
+        """On the worker: hand every undelivered batch to the spool (see spool_pending)."""
+        with self._lock:
+            requests, self._spool_requests = self._spool_requests, []
+        if not requests:
+            return
+        with self._map_lock:
+            while self._prepare_next():
+                pass
+            self._batches.close_older(math.inf)
+        # what is spooled now waits for the next resend_spool(), not for this resend
+        self._resending = False
+        self._spool_files = None
+        with self._lock:
+            flying = [p for p in self._inflight if not p.handed_off]
+        # oldest first (the spool is resent in file order): a conversation's request in
+        # flight or waiting to retry comes before its batches that are ready
+        held = [entry[2] for entry in sorted(self._waiting)] + list(self._ready)
+        self._waiting.clear()
+        self._ready.clear()
+        spooled = 0
+        for item in flying + held:
+            if not self._spool_write(item):
+                if not any(item is f for f in flying):
+                    self._ready.append(item)  # the spool failed: it stays in memory
+                continue
+            with self._lock:
+                item.handed_off = True
+                self._inflight.discard(item)
+            self._busy_keys.discard(item.key)
+            self._held_out += item.count
+            spooled += item.count
+        for request in requests:
+            request.spooled = spooled
+            request.done.set()
+
     # -- worker ------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -296,6 +396,8 @@ class Uploader(UploaderBase):
             opened_before = now - self.settings.flush_interval * (4 if backlog else 1)
         with self._map_lock:  # host threads add to the batches when they prepare
             self._batches.close_older(opened_before)
+        if self._spool_requests:
+            self._serve_spool_requests()
         self._resend_spool()
         self._dispatch(now)
         with self._lock:
