@@ -31,7 +31,7 @@ from .sender import ANSWER, FLAG_HAS_RETRY_AFTER, FLAG_OK, FLAG_RETRYABLE, REQUE
 log = logging.getLogger("gf_integrations")
 
 _SENDER = Path(__file__).with_name("sender.py")
-_WINDOW_PER_CONNECTION = 32
+_WINDOW_PER_CONNECTION = 256
 
 
 class Job(Protocol):
@@ -59,10 +59,6 @@ class Shipper(Protocol):
 
     def close(self) -> None:
         """Release threads/processes (requests still running are abandoned)."""
-        ...
-
-    def reset_after_fork(self) -> None:
-        """In a forked child: forget the parent's threads/process without touching them."""
         ...
 
 
@@ -120,9 +116,6 @@ class ThreadShipper:
     def close(self) -> None:
         """Threads are daemons, parked on an empty queue: nothing to release."""
 
-    def reset_after_fork(self) -> None:
-        self._init()
-
 
 # -- out of process -----------------------------------------------------------------------
 
@@ -178,11 +171,6 @@ class ProcessShipper:
             sender.release()
         if self._fallback is not None:
             self._fallback.close()
-
-    def reset_after_fork(self) -> None:
-        # the module's fork hook already closed our copies of the parent's pipes
-        self._sender = None
-        self._fallback = None
 
 
 class _SenderProcess:
@@ -299,6 +287,7 @@ class _SenderProcess:
     def _answers_in(self, data: bytes) -> bytes:
         """Report every complete answer in ``data``; return the incomplete rest."""
         at = 0
+        answers: list[tuple[int, ExportResult]] = []
         while len(data) - at >= ANSWER.size:
             job_id, status, flags, retry_ms, size = ANSWER.unpack_from(data, at)
             end = at + ANSWER.size + size
@@ -306,10 +295,6 @@ class _SenderProcess:
                 break
             detail = data[at + ANSWER.size : end].decode("utf-8", "replace")
             at = end
-            with self._lock:
-                entry = self._jobs.pop(job_id, None)
-            if entry is None:
-                continue
             result = ExportResult(
                 bool(flags & FLAG_OK),
                 retryable=bool(flags & FLAG_RETRYABLE),
@@ -317,7 +302,12 @@ class _SenderProcess:
                 status=status or None,
                 detail=detail,
             )
-            entry[1](entry[0], result)
+            answers.append((job_id, result))
+        with self._lock:  # once per read, not once per answer: the lock is the shipper's too
+            entries = [(self._jobs.pop(job_id, None), result) for job_id, result in answers]
+        for entry, result in entries:
+            if entry is not None:
+                entry[1](entry[0], result)
         return data[at:]
 
     def release(self) -> None:
@@ -357,15 +347,13 @@ def _shared_sender(target: tuple[str, str | None, int]) -> _SenderProcess:
         return sender
 
 
-def _forget_senders_after_fork() -> None:
-    # The parent's senders must see the parent's end of input, not ours: close our copies.
+def forget_senders_after_fork() -> None:
+    """In a forked child (from the uploader's fork hook): the parent's senders must see the
+    parent's end of input, not ours, so close our copies of their pipes."""
     _senders_lock[0] = threading.Lock()
     for sender in list(_senders.values()):
         sender.forget_after_fork()
     _senders.clear()
-
-
-os.register_at_fork(after_in_child=_forget_senders_after_fork)
 
 
 def _write_all(stream: Any, data: bytes) -> None:
