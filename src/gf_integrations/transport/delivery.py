@@ -145,18 +145,19 @@ class Delivery:
             self.shipper = self._shipper_factory(self.answer)
         return self.shipper
 
-    def dispatch(self, now: float) -> None:
-        """Ship ready payloads: due retries first, up to the shipper's window."""
+    def take_jobs(self, now: float) -> list[tuple[Any, float]]:
+        """The ready payloads to ship now (marked in flight): due retries first, up to the
+        shipper's window. :meth:`ship` them after leaving the gate."""
         while self.waiting and self.waiting[0][0] <= now:
             _, _, item = heapq.heappop(self.waiting)
             self._busy_lanes.discard(item.lane)
             self.ready.appendleft(item)
         if now < self.paused_until or not self.ready:
-            return
+            return []
         shipper = self.get_shipper()
         limit = 1 if self._probing else shipper.window
         if len(self.inflight) >= limit:
-            return
+            return []
         timeout = self.settings.request_timeout
         if self.deadline is not None:
             timeout = min(timeout, max(self.deadline - now, 0.05))
@@ -172,8 +173,19 @@ class Delivery:
             self.inflight.add(item)
             jobs.append((item, timeout))
         self.ready.extendleft(reversed(skipped))
+        return jobs
+
+    def ship(self, jobs: list[tuple[Any, float]]) -> None:
+        """Hand jobs to the shipper, all at once (one pipe write for a sender process).
+        Called outside the gate: a write that waits holds up nobody's turn. Jobs of one lane
+        are never out together, so two threads shipping keep every lane's order."""
         if jobs:
-            shipper.ship(jobs)  # all at once: one pipe write for the sender process
+            self.get_shipper().ship(jobs)
+
+    def poll(self) -> None:
+        """Take in the answers the shipper already has, without waiting for its thread."""
+        if self.shipper is not None:
+            self.shipper.poll()
 
     def answer(self, item: Payload, result: ExportResult) -> None:
         """Called by the shipper, from any thread, once per request."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+_HANDOVER_WAIT = 0.002  # seconds a host thread may wait for a preempted holder
+
 
 class PipelineGate:
     """Holds the pipeline lock and decides whose turn it is.
@@ -16,29 +18,40 @@ class PipelineGate:
 
     A host thread that keeps releasing the GIL for a moment (a syscall on every call, an
     event loop's poll) takes it back before a waiting thread wakes, and starves every
-    background thread. When ``assist_at`` items are queued the submitting threads start
-    taking turns (:meth:`host_turn`): each prepares two items, so the backlog shrinks while
-    the host keeps producing, and they stop once it is down to half. Meanwhile the worker
+    background thread. When ``assist_at`` items are queued, or half the memory bound is
+    used (``held_at``: queued items plus messages held in batches and requests), the
+    submitting threads start taking turns (:meth:`host_turn`): each prepares two items
+    (so the backlog shrinks while the host keeps producing), closes due batches and ships
+    them; they stop once both are down to half. Meanwhile the worker
     leaves preparing to them while they make progress (:meth:`worker_prepares`).
     """
 
-    def __init__(self, assist_at: int) -> None:
+    def __init__(self, assist_at: int, held_at: int) -> None:
         self.assist_at = max(assist_at, 1)
+        self.held_at = max(held_at, 1)
         self.lock = threading.Lock()
         self.by_hosts = 0  # items the host's threads prepared (stats: prepared_by_callers)
         self._assisting = False
         self._seen = -1  # by_hosts when the worker last left preparing to the host
         self._here = threading.local()  # .active: this thread is preparing
 
-    def host_turn(self, queued: int) -> bool:
-        """Called by a submitting thread: True when it should work the pipeline now, and
-        then it holds :attr:`lock` (release with :meth:`end_host_turn`)."""
-        if queued >= self.assist_at:
+    def host_turn(self, queued: int, held: int) -> bool:
+        """Called by a submitting thread with the items queued and the messages held: True
+        when it should work the pipeline now, and then it holds :attr:`lock` (release with
+        :meth:`end_host_turn`)."""
+        total = queued + held
+        if queued >= self.assist_at or total >= self.held_at:
             self._assisting = True
-        elif self._assisting and queued < self.assist_at // 2:
+        elif self._assisting and queued < self.assist_at // 2 and total < self.held_at // 2:
             self._assisting = False  # caught up: the worker takes over again
-        if not self._assisting or not self.lock.acquire(blocking=False):
+        if not self._assisting:
             return False
+        if not self.lock.acquire(blocking=False):
+            # The holder is a starved thread (preempted in a short slice). Past twice the
+            # mark, wait for it a moment: waiting hands it the GIL, so it finishes its
+            # slice; bounded, and never on the network.
+            if queued < 2 * self.assist_at or not self.lock.acquire(timeout=_HANDOVER_WAIT):
+                return False
         self._here.active = True
         return True
 

@@ -45,6 +45,9 @@ from .worker import Worker
 Prepare = Callable[[Any], Iterable[Part]]
 
 _MAX_DRAIN = 2_000  # items the worker prepares per turn before shipping what is ready
+# Queued items at which the submitting threads start taking turns: far above what a worker
+# that gets the GIL leaves queued (a linger's worth of calls), well below the queue bound.
+_ASSIST_AT = 512
 _HOST_TURN_ITEMS = 2  # more than one, so a backlog shrinks while the host keeps producing
 
 
@@ -90,7 +93,8 @@ class Uploader:
         """The components and their runtime state (built again in a forked child)."""
         self.counters = Counters()
         self.worker = Worker(self._turn, self._next_wait, self._start_shipper, self._once)
-        self.gate = PipelineGate(assist_at=self.settings.max_queue_size // 4)
+        bound = self.settings.max_queue_size
+        self.gate = PipelineGate(assist_at=min(_ASSIST_AT, bound // 4), held_at=bound // 2)
         self.delivery = Delivery(
             self.settings,
             self.counters,
@@ -129,29 +133,37 @@ class Uploader:
             )
             return False
         self.worker.push(item)
-        if self.gate.host_turn(len(buf)):
+        if self.gate.host_turn(len(buf), self.delivery.held):
             self._host_turn()
         return True
 
     def _host_turn(self) -> None:
         """A starved worker's work, a little of it, on the submitting thread (holding the
-        gate): prepare two items, take the answers, close due batches. Never blocks; the
-        worker ships what is ready on its next turn."""
+        gate): prepare two items, take the answers in, close due batches, ship what is
+        ready. Never waits on the network: a shipper only queues (threads) or writes to a
+        pipe (the sender process)."""
         prepared = 0
+        jobs: list[tuple[Any, float]] = []
+        delivery = self.delivery
         try:
-            for _ in range(_HOST_TURN_ITEMS):
-                if not self._prepare_next():
-                    break
-                prepared += 1
-            self.delivery.take_answers()
-            self.delivery.close_due(time.monotonic() - self.settings.flush_interval)
+            try:
+                for _ in range(_HOST_TURN_ITEMS):
+                    if not self._prepare_next():
+                        break
+                    prepared += 1
+                delivery.take_answers()
+                now = time.monotonic()
+                delivery.close_due(now - self.settings.flush_interval)
+                jobs = delivery.take_jobs(now)
+            finally:
+                self.gate.end_host_turn(prepared)
+            delivery.ship(jobs)
+            delivery.poll()  # in by the next turn: syscalls only outside the gate
         except Exception as exc:  # never into the host's call; the worker takes over
             self._once.warn(
                 f"help:{type(exc).__name__}",
                 f"gf_integrations: uploader error ({type(exc).__name__}); continuing",
             )
-        finally:
-            self.gate.end_host_turn(prepared)
 
     # -- flush / shutdown --------------------------------------------------------------------
 
@@ -289,14 +301,23 @@ class Uploader:
     # -- the worker's turn -------------------------------------------------------------------
 
     def _turn(self, stopping: bool) -> bool:
-        """One worker turn; True when the worker should exit."""
-        worker, delivery = self.worker, self.delivery
+        """One worker turn; True when the worker should exit.
+
+        The gate is held in short slices of pure Python (one item, then the delivery's
+        bookkeeping), never across a syscall: a thread that gives up the GIL may not get it
+        back for a long while under a busy host, and must not hold the gate meanwhile.
+        """
+        worker, delivery, gate = self.worker, self.delivery, self.gate
         urgent = worker.urgent > 0 or stopping
-        with self.gate.lock:
-            if self.gate.worker_prepares(urgent):
-                for _ in range(_MAX_DRAIN):
+        with gate.lock:
+            prepares = gate.worker_prepares(urgent)
+        if prepares:
+            for _ in range(_MAX_DRAIN):
+                with gate.lock:
                     if not self._prepare_next():
                         break
+        delivery.poll()
+        with gate.lock:
             delivery.take_answers()
             now = time.monotonic()
             caught_up = not worker.buf or self._past_deadline()
@@ -308,13 +329,14 @@ class Uploader:
             else:
                 # While a backlog waits for this thread, open batches get a little longer
                 # to fill up (bounded: 4 intervals): under load, fewer and fuller POSTs.
-                backlog = bool(worker.buf)
+                backlog = bool(worker.buf) and prepares
                 opened_before = now - self.settings.flush_interval * (4 if backlog else 1)
             delivery.close_due(opened_before)
             delivery.resend_spool(stopping)
-            delivery.dispatch(now)
+            jobs = delivery.take_jobs(now)
             done = not worker.buf and not (delivery.batches or delivery.ready or delivery.waiting)
             in_flight = bool(delivery.inflight)
+        delivery.ship(jobs)
         if stopping:
             return (done and not in_flight) or self._past_deadline()
         return False
