@@ -165,7 +165,7 @@ def test_no_key_and_remote_url_warns_once_and_is_a_silent_noop(caplog):
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert "GREENFLASH_API_KEY" in warnings[0].getMessage()
-    assert client.uploader._thread is None  # nothing started, nothing sent
+    assert client.uploader.worker.thread is None  # nothing started, nothing sent
     assert client.stats()["queued"] == 0
 
 
@@ -202,7 +202,7 @@ def test_a_client_that_cannot_send_leaves_the_spool_alone(tmp_path):
     spooled = tmp_path / "1-abc.json"
     spooled.write_bytes(b'{"externalUserId":"u","externalConversationId":"c","messages":[]}')
     client = gf.GreenflashClient(spool_dir=str(tmp_path))  # no key, remote URL
-    assert client.uploader._thread is None
+    assert client.uploader.worker.thread is None
     client.shutdown(0.1)
     assert spooled.exists()
 

@@ -203,7 +203,7 @@ def test_every_python_block_runs_and_records(
         own_sink = "start_collector" in code or "capture_messages" in code
         if INTEGRATIONS.search(code) and not own_sink:
             recorded = collector.conversations(product_id=f"readme-{n}")
-            assert recorded, f"README.md:{line} recorded nothing"
+            assert recorded, f"README.md:{line} recorded nothing:\n{proc.stderr[-3000:]}"
 
     # What the quick starts recorded, conversation by conversation.
     def kinds(external_id: str) -> list[str]:

@@ -293,7 +293,7 @@ def test_other_api_paths_share_the_queue_retries_and_spool(
     capture_server.script = [Reply(503)]  # the first attempt fails: retried like messages
     client = make_client(sender=sender, spool_dir=str(tmp_path), max_backoff=0.05)
     rating = {"externalConversationId": "c1", "rating": 5}
-    assert client.uploader.submit(Part("/ratings", None, encode_json(rating)))
+    assert client.uploader.submit(Part("/ratings", encode_json(rating)))
     client.record(user_msg("c1"))
     assert client.flush(10)
     paths = collections.Counter(capture_server.paths)
@@ -304,7 +304,7 @@ def test_other_api_paths_share_the_queue_retries_and_spool(
     # a part that never gets through is spooled under its own path, and resent there
     capture_server.default = Reply(503)
     client2 = make_client(spool_dir=str(tmp_path), retry_budget=0.2, max_backoff=0.05)
-    client2.uploader.submit(Part("/ratings", None, encode_json({"rating": 1})))
+    client2.uploader.submit(Part("/ratings", encode_json({"rating": 1})))
     assert client2.flush(5) is False
     assert len(list(tmp_path.glob("*~ratings.json"))) == 1
     capture_server.default = Reply()
@@ -358,7 +358,7 @@ def test_a_starved_worker_hands_preparing_to_the_submitting_thread(make_client, 
     assert preparers["MainThread"] == 0  # the worker holds the mapping lock: no helping yet
     release.set()
     # the worker finishes the item it holds and leaves the rest to the host's thread
-    assert wait_until(lambda: not client.uploader._map_lock.locked(), 10)
+    assert wait_until(lambda: not client.uploader.gate.lock.locked(), 10)
     for i in range(700, 1400):
         client.record(user_msg(f"c{i // 7}", f"k{i % 7}"))
     assert preparers["MainThread"] > 0  # the host's thread prepared part of the backlog

@@ -488,17 +488,17 @@ def test_an_exporter_raising_system_exit_loses_nothing_and_a_dead_worker_restart
 
     # a worker killed by a BaseException (here: from inside prepare) is restarted
     up = client.uploader
-    first_thread = up._thread
+    first_thread = up.worker.thread
 
-    def die() -> bool:
+    def die(stopping: bool) -> bool:
         raise SystemExit
 
-    up._step = die  # type: ignore[method-assign]
-    up._wake.set()
+    up.worker._turn = die
+    up.worker.wake()
     assert wait_until(lambda: not first_thread.is_alive(), 5)
-    del up._step
+    up.worker._turn = up._turn
     client.record(user_msg(conv(), "k2"))  # restarts the worker
-    assert client.uploader._thread is not first_thread
+    assert client.uploader.worker.thread is not first_thread
     assert client.flush(5)
     assert sorted(m["content"] for m in capture_server.messages) == ["text k1", "text k2"]
 
@@ -550,7 +550,7 @@ def test_23_fork_while_another_thread_holds_the_uploader_locks(make_client, capt
     release = threading.Event()
 
     def hold() -> None:
-        with up._lock, up._map_lock, up.exporter._lock, up.counters._lock:
+        with up.worker.lock, up.gate.lock, up.exporter._lock, up.counters._lock:
             held.set()
             release.wait(20)
 
@@ -662,4 +662,4 @@ def test_a_lazy_callable_raising_system_exit_loses_only_its_own_event(make_clien
     client.record(user_msg(c, "after"))
     assert client.flush(5) is False  # one event was lost, and flush says so
     assert sorted(m["content"] for m in capture_server.messages) == ["text after", "text before"]
-    assert client.uploader._thread.is_alive()
+    assert client.uploader.worker.thread.is_alive()

@@ -27,7 +27,7 @@ from gf_integrations.transport import (
     parse_retry_after,
 )
 from gf_integrations.transport.exporters import _error_detail
-from gf_integrations.transport.uploader import Uploader
+from gf_integrations.transport.retry import Action, RetryPolicy, Verdict
 
 NOW = 1_700_000_000.0
 
@@ -85,23 +85,26 @@ class Scripted:
 def client_with(exporter, monkeypatch, **settings) -> tuple[GreenflashClient, RecordingWaits]:
     """A client whose retry timers fire at once, recording the delays they were armed with."""
     monkeypatch.setattr("random.random", lambda: 0.0)  # no jitter: exact schedule
-    waits = RecordingWaits()
-    original = Uploader._retry_later
-
-    def armed(self, item, delay, *, pause):
-        waits.waits.append(delay)
-        original(self, item, 0.0, pause=pause)
-
-    monkeypatch.setattr(Uploader, "_retry_later", armed)
     client = GreenflashClient(base_url="http://127.0.0.1:9", exporter=exporter, **settings)
+    delivery = client.uploader.delivery
+    waits = RecordingWaits(delivery.policy)
+    delivery.policy = waits
     return client, waits
 
 
 class RecordingWaits:
-    """The retry delays the uploader armed, in order."""
+    """A retry policy that decides as the real one, records the delays and waits none."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
         self.waits: list[float] = []
+
+    def decide(self, result, attempt, **context) -> Verdict:
+        verdict = self.policy.decide(result, attempt, **context)
+        if verdict.action not in (Action.RETRY, Action.PAUSE):
+            return verdict
+        self.waits.append(verdict.delay)
+        return Verdict(verdict.action, 0.0)
 
 
 def record_one(client: GreenflashClient, key: str = "k") -> None:

@@ -25,7 +25,7 @@ from ..core.settings import DEFAULT_BASE_URL, Settings, is_loopback_url
 from ..kit.openai_format import chat_messages
 from ..schema import MessageCreateRequest, dump_request
 from ..transport.exporters import HTTPExporter
-from ..transport.uploader import backoff_delay
+from ..transport.retry import backoff_delay
 
 
 class _Progress:

@@ -123,7 +123,7 @@ def feedback_parts(event: FeedbackEvent, mapper: Mapper) -> list[Part]:
     elif isinstance(event, Traits):
         body = req.body
         after = (req.path, body.get("externalUserId") or body.get("externalOrganizationId"))
-    return [Part(req.path, after, encode_json(req.body))]
+    return [Part(req.path, encode_json(req.body), lane=after)]
 
 
 def to_request(event: FeedbackEvent, mapper: Mapper) -> WireRequest | None:

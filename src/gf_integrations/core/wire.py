@@ -158,7 +158,9 @@ class MessageWire:
         if prompt is not None:
             overhead += len(encode_json(prompt)) + 16
         # meta: the envelope (shared by the conversation's parts) and the prompt, if any
-        return Part(MESSAGES_PATH, key, encoded, join_messages, overhead, 1, (head, prompt))
+        return Part(
+            MESSAGES_PATH, encoded, key, join_messages, overhead=overhead, meta=(head, prompt)
+        )
 
     def _envelope(self, key: Any, conv: Conv) -> bytes:
         head = self._envelopes.get(key)

@@ -17,7 +17,7 @@ retry policy, one spool and one flush/shutdown.
 
 Example: a rating, queued like any other request::
 
-    uploader.submit(Part("/ratings", None, encode_json(rating)))
+    uploader.submit(Part("/ratings", encode_json(rating)))
 """
 
 from .exporters import (

@@ -1,4 +1,4 @@
-"""Open batches: parts grouped per (path, key), closed into request bodies."""
+"""Open batches: parts grouped per (path, batch), closed into request bodies."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .request import Part
-from .state import Payload
+from .request import Part, Payload
 
 
 @dataclasses.dataclass(slots=True)
@@ -21,7 +20,7 @@ class Batch:
 
 
 class Batcher:
-    """Groups parts per ``(path, key)``; a batch closes at ``max_parts`` parts, before it
+    """Groups parts per ``(path, batch)``; a batch closes at ``max_parts`` parts, before it
     would pass ``max_bytes``, or when asked (age, flush). Closed batches become
     :class:`Payload` s handed to ``closed``; a ``join`` that raises goes to ``failed``.
     Used by one thread at a time (the uploader's worker, or shutdown after it).
@@ -45,22 +44,18 @@ class Batcher:
         return bool(self.open)
 
     def add(self, part: Part) -> None:
-        """Add one part (a part without key or join is a request of its own).
+        """Add one part (see :class:`Part` for its three kinds).
 
-        A part without ``join`` but with a ``key`` follows the batch that key names (a
-        rating after its conversation's messages): that batch closes first, so it is ahead
-        in line, and the payload carries the key, so the two are never out at once.
+        A whole body with a ``lane`` closes the open batch of that lane first, so it is
+        ahead in line, and the payload carries the lane, so the two are never out at once.
         """
-        if part.join is None:
-            after = part.key
-            if isinstance(after, tuple) and after in self.open:
-                self.close(after)
-            self._closed(Payload(part.path, part.data, part.count, part.key))
+        if part.batch is None:
+            lane = part.lane
+            if lane is not None and lane in self.open:
+                self.close(lane)
+            self._closed(Payload(part.path, part.data, part.count, lane))
             return
-        if part.key is None:
-            self._closed(Payload(part.path, part.data, part.count))
-            return
-        key = (part.path, part.key)
+        key = (part.path, part.batch)
         extra = len(part.data) + 1
         batch = self.open.get(key)
         if batch is not None and max(batch.overhead, part.overhead) + batch.size + extra > (

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from .sender import ANSWER, FLAG_HAS_RETRY_AFTER, FLAG_OK, FLAG_RETRYABLE, REQUE
 log = logging.getLogger("gf_integrations")
 
 _SENDER = Path(__file__).with_name("sender.py")
-_WINDOW_PER_CONNECTION = 32
+_WINDOW_PER_CONNECTION = 256
 
 
 class Job(Protocol):
@@ -57,12 +58,13 @@ class Shipper(Protocol):
         """Start requests (job, timeout); ``on_done`` is called once for each when it ends."""
         ...
 
-    def close(self) -> None:
-        """Release threads/processes (requests still running are abandoned)."""
+    def poll(self) -> None:
+        """Report the answers that already arrived, from this thread, without waiting
+        (the worker or a host thread taking a turn need not wait for the reader's)."""
         ...
 
-    def reset_after_fork(self) -> None:
-        """In a forked child: forget the parent's threads/process without touching them."""
+    def close(self) -> None:
+        """Release threads/processes (requests still running are abandoned)."""
         ...
 
 
@@ -117,11 +119,11 @@ class ThreadShipper:
             with self._lock:
                 self._idle += 1
 
+    def poll(self) -> None:
+        """Answers come from the sending threads themselves."""
+
     def close(self) -> None:
         """Threads are daemons, parked on an empty queue: nothing to release."""
-
-    def reset_after_fork(self) -> None:
-        self._init()
 
 
 # -- out of process -----------------------------------------------------------------------
@@ -172,17 +174,16 @@ class ProcessShipper:
             for job, _ in jobs:
                 self.on_done(job, ExportResult(False, retryable=True, detail="connection error"))
 
+    def poll(self) -> None:
+        if self._sender is not None:
+            self._sender.poll()
+
     def close(self) -> None:
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.release()
         if self._fallback is not None:
             self._fallback.close()
-
-    def reset_after_fork(self) -> None:
-        # the module's fork hook already closed our copies of the parent's pipes
-        self._sender = None
-        self._fallback = None
 
 
 class _SenderProcess:
@@ -197,6 +198,9 @@ class _SenderProcess:
         self._next_id = 0
         self._failed = False
         self._silent_deaths = 0  # children that exited without answering anything
+        self._reading = threading.Lock()  # one thread at a time reads the answers pipe
+        self._pending = b""  # the start of an answer whose rest is still in the pipe
+        self._answered = False  # this child answered something
 
     def ensure_running(self) -> bool:
         with self._lock:
@@ -228,6 +232,13 @@ class _SenderProcess:
                 "gf_integrations: could not start the sender process (%s); sending in-process",
                 type(exc).__name__,
             )
+            self._failed = True
+            return False
+        try:
+            assert proc.stdout is not None
+            os.set_blocking(proc.stdout.fileno(), False)  # poll() reads without waiting
+        except (OSError, AttributeError):  # a platform without non-blocking pipes
+            proc.kill()
             self._failed = True
             return False
         reader = threading.Thread(
@@ -266,20 +277,44 @@ class _SenderProcess:
                 return False
         return True
 
-    def _read_answers(self, proc: subprocess.Popen[bytes]) -> None:
+    def poll(self) -> None:
+        """Take in the answers waiting in the pipe, if no other thread is at it."""
+        proc = self._proc
+        if proc is not None and self._reading.acquire(blocking=False):
+            try:
+                self._read_available(proc)
+            except (OSError, ValueError):
+                pass  # the reader thread sees the end too, and settles it
+            finally:
+                self._reading.release()
+
+    def _read_available(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Read what the pipe holds now (caller holds ``_reading``); False at its end."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        pending = b""
-        answered = False
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            self._answered = True
+            self._pending = self._answers_in(self._pending + chunk)
+
+    def _read_answers(self, proc: subprocess.Popen[bytes]) -> None:
+        """The reader thread: waits for answers (or the child's end) and takes them in,
+        unless the worker or a host thread already did (``poll``)."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
         try:
             while True:
-                # os.read on the raw pipe: one read (one GIL hand-off) takes in every
-                # answer waiting; no buffered-reader lock for interpreter exit to wait on
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                answered = True
-                pending = self._answers_in(pending + chunk)
+                # select, then a non-blocking read under the read lock: whoever gets there
+                # first takes in every answer waiting (one GIL hand-off for all of them)
+                select.select([fd], [], [])
+                with self._reading:
+                    if not self._read_available(proc):
+                        break
         except (OSError, ValueError):
             pass
         # the child is gone: what it held is retried (ids make a double delivery harmless)
@@ -289,7 +324,9 @@ class _SenderProcess:
             lost = list(self._jobs.values())
             self._jobs.clear()
             self._proc = None
-            self._silent_deaths = 0 if answered else self._silent_deaths + 1
+            self._pending = b""
+            self._silent_deaths = 0 if self._answered else self._silent_deaths + 1
+            self._answered = False
             if self._silent_deaths >= 3:  # it cannot run here: send in-process instead
                 self._failed = True
                 log.warning("gf_integrations: the sender process keeps exiting; sending in-process")
@@ -299,6 +336,7 @@ class _SenderProcess:
     def _answers_in(self, data: bytes) -> bytes:
         """Report every complete answer in ``data``; return the incomplete rest."""
         at = 0
+        answers: list[tuple[int, ExportResult]] = []
         while len(data) - at >= ANSWER.size:
             job_id, status, flags, retry_ms, size = ANSWER.unpack_from(data, at)
             end = at + ANSWER.size + size
@@ -306,10 +344,6 @@ class _SenderProcess:
                 break
             detail = data[at + ANSWER.size : end].decode("utf-8", "replace")
             at = end
-            with self._lock:
-                entry = self._jobs.pop(job_id, None)
-            if entry is None:
-                continue
             result = ExportResult(
                 bool(flags & FLAG_OK),
                 retryable=bool(flags & FLAG_RETRYABLE),
@@ -317,7 +351,12 @@ class _SenderProcess:
                 status=status or None,
                 detail=detail,
             )
-            entry[1](entry[0], result)
+            answers.append((job_id, result))
+        with self._lock:  # once per read, not once per answer: the lock is the shipper's too
+            entries = [(self._jobs.pop(job_id, None), result) for job_id, result in answers]
+        for entry, result in entries:
+            if entry is not None:
+                entry[1](entry[0], result)
         return data[at:]
 
     def release(self) -> None:
@@ -357,15 +396,13 @@ def _shared_sender(target: tuple[str, str | None, int]) -> _SenderProcess:
         return sender
 
 
-def _forget_senders_after_fork() -> None:
-    # The parent's senders must see the parent's end of input, not ours: close our copies.
+def forget_senders_after_fork() -> None:
+    """In a forked child (from the uploader's fork hook): the parent's senders must see the
+    parent's end of input, not ours, so close our copies of their pipes."""
     _senders_lock[0] = threading.Lock()
     for sender in list(_senders.values()):
         sender.forget_after_fork()
     _senders.clear()
-
-
-os.register_at_fork(after_in_child=_forget_senders_after_fork)
 
 
 def _write_all(stream: Any, data: bytes) -> None:

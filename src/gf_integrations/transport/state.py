@@ -1,31 +1,14 @@
-"""The uploader's bookkeeping: payloads, counters, and the one exit pass at exit."""
+"""The uploader's bookkeeping: counters, and the registry of live uploaders that the
+one exit pass and the one fork hook go through."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
-import os
 import threading
 import time
 import weakref
-from pathlib import Path
 from typing import Any
-
-
-@dataclasses.dataclass(slots=True, eq=False)
-class Payload:
-    path: str
-    body: bytes
-    count: int
-    key: Any = None  # (path, key) of the batch: one request out per key at a time
-    spool_path: Path | None = None
-    attempt: int = 0
-    budget_end: float = 0.0  # when retries stop (set on the first failure)
-    due: float = 0.0
-    # Set (under the lock) when shutdown took this payload over and spooled it: a late
-    # answer then only deletes the spool file.
-    handed_off: bool = False
 
 
 class Counters:
@@ -100,15 +83,15 @@ def _shutdown_all_at_exit() -> None:
                 u._finish_shutdown(deadline)
 
 
-def _reinit_live_lock() -> None:
+def live() -> list[Any]:
+    """Every live uploader."""
+    with _live_lock[0]:
+        return list(_live)
+
+
+def reinit_after_fork() -> None:
+    """In a forked child (from the uploader's fork hook): a fresh registry lock."""
     _live_lock[0] = threading.Lock()
 
 
 atexit.register(_shutdown_all_at_exit)
-os.register_at_fork(after_in_child=_reinit_live_lock)
-
-
-def call_ref(ref: weakref.WeakMethod[Any]) -> None:
-    method = ref()
-    if method is not None:
-        method()

@@ -1,72 +1,57 @@
-"""The background uploader: a bounded buffer, one worker that batches, concurrent sending.
+"""The background uploader, composed of a worker, a pipeline gate and a delivery.
 
-Policy (docs/DESIGN.md section 6):
+Policy (docs/DESIGN.md sections 3 and 6):
 
 * ``submit`` never blocks and never raises: when the work held in memory (queued items
   plus messages in open, waiting and in-flight batches) reaches ``max_queue_size``, the
-  newest item is dropped and counted (logged once). A submit is a deque append; the
-  worker is woken at most once per drain, not once per item.
-* Items are prepared in order, one at a time under ``_map_lock``, normally by the worker.
-  A host thread that keeps releasing the GIL for a moment (a syscall per call, an event
-  loop's poll) starves every background thread: it takes the GIL back before a waiting
-  thread wakes up. When ``_HELP_AT`` items are queued the submitting thread therefore
-  prepares two items per submit itself (its own and one of the backlog), and the worker
-  leaves mapping to the callers while they make progress, like a garbage collector's
-  allocation assist: the host pays for what it produces only when the worker cannot.
-* The worker turns queued items into :class:`~.request.Part` s (``prepare``, composed by
-  the client: the recorder maps, the wire encodes) and groups them per ``(path, key)``;
-  a batch closes at the count or byte cap, or when its oldest part is ``flush_interval``
-  old. Closed batches go to a :class:`~.shippers.Shipper`, up to
-  ``max_concurrent_requests`` at once; one conversation has at most one request out, so
-  its messages arrive in order.
-* Retries (408/409/429/5xx, timeouts, connection errors) wait on per-batch timers, with
-  capped, jittered exponential backoff bounded by ``retry_budget``: a batch waiting out
-  its backoff never holds up the others. A server-wide signal (429, 503, no answer at
-  all, any ``Retry-After``) pauses all sending; then one probe request goes out,
-  and full concurrency resumes on its success. While the server is unreachable
-  (connection errors, timeouts) and no ``spool_dir`` is set, batches wait in memory beyond their
-  budget (bounded by ``max_queue_size``). Other 4xx drop the batch with one log line.
+  newest item is dropped and counted (logged once).
+* A :class:`~.worker.Worker` thread takes turns: it prepares queued items in order
+  (``prepare``, composed by the client: the recorder maps, the wire encodes), takes the
+  answers that came back, closes due batches and ships what is ready. All of that happens
+  under the :class:`~.gate.PipelineGate`'s lock; when the worker is starved of the GIL,
+  the submitting threads take short turns instead (the allocation assist).
+* The :class:`~.delivery.Delivery` owns batches, requests out, retries (a pure
+  :class:`~.retry.RetryPolicy`) and the spool.
 * ``flush(timeout)`` returns by its deadline. At exit a bounded flush runs; whatever is
-  still undelivered (queued items, open, waiting and in-flight batches) goes to the spool
-  directory (if set) and is resent on next start. Resending is safe: ids deduplicate.
-* After ``os.fork()`` the child gets a fresh buffer, locks, counters, worker and shipper
-  (lazily started); the parent's unsent work stays the parent's.
+  still undelivered goes to the spool directory (if set) and is resent on next start.
+* After ``os.fork()`` the child gets fresh components (one fork hook for the module);
+  the parent's unsent work stays the parent's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+from ..common.once import OnceLog
+from . import shippers as _shippers
+from . import state as _state
+from .delivery import Delivery, DeliverySettings, log
+from .exporters import Exporter, ExportResult
+from .gate import PipelineGate
 from .request import Part
-from .uploader_base import UploaderBase, log
-from .uploader_base import backoff_delay as backoff_delay
+from .retry import backoff_delay as backoff_delay
+from .shippers import Shipper, ThreadShipper
+from .spool import Spool
+from .state import Counters
+from .worker import Worker
 
-_MAX_DRAIN = 2_000  # items prepared per worker iteration before shipping what is ready
-# After waking for new items the worker waits this long before draining, so a steady
-# stream of calls wakes it at most ~50 times a second instead of once per call: every
-# wake-up is a GIL hand-off that the host's thread pays for.
-_LINGER = 0.02
-# Queued items at which a submitting thread starts preparing items itself (see _help): far
-# above what a worker that gets the GIL leaves queued (a linger's worth of calls).
-_HELP_AT = 512
-_HELP_PER_SUBMIT = 2  # more than one, so a backlog shrinks while the host keeps producing
+Prepare = Callable[[Any], Iterable[Part]]
 
-
-class _SpoolRequest:
-    """One :meth:`Uploader.spool_pending` call, served by the worker."""
-
-    __slots__ = ("done", "spooled")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.spooled = 0
+_MAX_DRAIN = 2_000  # items the worker prepares per turn before shipping what is ready
+# Queued items at which the submitting threads start taking turns: far above what a worker
+# that gets the GIL leaves queued (a linger's worth of calls), well below the queue bound.
+_ASSIST_AT = 512
+_HOST_TURN_ITEMS = 2  # more than one, so a backlog shrinks while the host keeps producing
 
 
-class Uploader(UploaderBase):
+class Uploader:
     """Owns the buffer, worker thread, batching, retries, flush, exit and fork handling.
 
     Args:
@@ -79,18 +64,66 @@ class Uploader(UploaderBase):
             e.g. no API key, must not turn spooled batches into 401 drops).
     """
 
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        exporter: Exporter,
+        prepare: Prepare | None = None,
+        *,
+        shipper: Callable[[Callable[[Any, ExportResult], None]], Shipper] | None = None,
+        resend_spool: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.exporter = exporter
+        self.prepare = prepare or _parts_only
+        self._shipper_factory = shipper or (
+            lambda done: ThreadShipper(exporter, settings.max_concurrent_requests, done)
+        )
+        self._spool = Spool(Path(settings.spool_dir)) if settings.spool_dir else None
+        self._once = OnceLog()  # this uploader's warnings, each said once
+        self._closed = False
+        self._build()
+        _state.register(self)  # one bounded exit pass, one fork hook (see state)
+        if resend_spool and self._spool is not None and self._spool.has_files():
+            # undelivered batches from an earlier run: resend them now, not on first use
+            self.delivery.resending = True
+            self.worker.start()
+
+    def _build(self) -> None:
+        """The components and their runtime state (built again in a forked child)."""
+        self.counters = Counters()
+        self.worker = Worker(self._turn, self._next_wait, self._start_shipper, self._once)
+        bound = self.settings.max_queue_size
+        self.gate = PipelineGate(assist_at=min(_ASSIST_AT, bound // 4), held_at=bound // 2)
+        self.delivery = Delivery(
+            self.settings,
+            self.counters,
+            self._shipper_factory,
+            self._spool,
+            self._once,
+            self.worker.wake,
+        )
+        self._drained = 0  # items taken from the buffer (stats: queued)
+        self._failures_reported = 0
+        self._mapping_failures = 0
+
+    def _after_fork(self) -> None:
+        # Replace (never acquire) every lock: another thread may have held one at fork time.
+        self._build()
+        reset = getattr(self.exporter, "reset_after_fork", None)
+        if callable(reset):
+            with contextlib.suppress(Exception):
+                reset()
+
     # -- producer side ---------------------------------------------------------------------
 
     def submit(self, item: Any) -> bool:
         """Queue one item (an event, or a :class:`Part`). Never blocks; False when dropped."""
-        if self._closed:
+        if self._closed or (self.worker.thread is None and not self.worker.start()):
             self.counters.bump("dropped_shutdown")
             return False
-        if self._thread is None and not self._ensure_thread():
-            self.counters.bump("dropped_shutdown")
-            return False
-        buf = self._buf
-        if len(buf) + self._held >= self.settings.max_queue_size:
+        buf = self.worker.buf
+        if len(buf) + self.delivery.held >= self.settings.max_queue_size:
             self.counters.bump("dropped_queue_full")
             self._once.warn(
                 "queue_full",
@@ -99,59 +132,38 @@ class Uploader(UploaderBase):
                 "(counted in stats()['dropped_queue_full'])",
             )
             return False
-        buf.append(item)
-        if len(buf) >= _HELP_AT or self._callers_map:
-            self._help()
-        if not self._wake_armed:  # wake the worker once per drain, not once per item
-            self._wake_armed = True
-            self._wake.set()
+        self.worker.push(item)
+        if self.gate.host_turn(len(buf), self.delivery.held):
+            self._host_turn()
         return True
 
-    def _help(self) -> None:
-        """Prepare a few queued items on the submitting thread. Never blocks.
-
-        Only a thread that gets ``_map_lock`` at once helps; one that does not asks the
-        worker to hand over after its current item (``_callers_map``).
-        """
-        self._callers_map = True
-        if not self._map_lock.acquire(blocking=False):
-            return
-        self._mapping_here.active = True  # flush() from a mask called here must not wait
+    def _host_turn(self) -> None:
+        """A starved worker's work, a little of it, on the submitting thread (holding the
+        gate): prepare two items, take the answers in, close due batches, ship what is
+        ready. Never waits on the network: a shipper only queues (threads) or writes to a
+        pipe (the sender process)."""
+        prepared = 0
+        jobs: list[tuple[Any, float]] = []
+        delivery = self.delivery
         try:
-            for _ in range(_HELP_PER_SUBMIT):
-                if not self._prepare_next():
-                    break
-                self._caller_mapped += 1
-            # close what is due here too: the worker may not get the GIL to do it
-            self._batches.close_older(time.monotonic() - self.settings.flush_interval)
-            if not self._buf:
-                self._callers_map = False  # caught up: the worker takes over again
+            try:
+                for _ in range(_HOST_TURN_ITEMS):
+                    if not self._prepare_next():
+                        break
+                    prepared += 1
+                delivery.take_answers()
+                now = time.monotonic()
+                delivery.close_due(now - self.settings.flush_interval)
+                jobs = delivery.take_jobs(now)
+            finally:
+                self.gate.end_host_turn(prepared)
+            delivery.ship(jobs)
+            delivery.poll()  # in by the next turn: syscalls only outside the gate
         except Exception as exc:  # never into the host's call; the worker takes over
-            self._callers_map = False
             self._once.warn(
                 f"help:{type(exc).__name__}",
                 f"gf_integrations: uploader error ({type(exc).__name__}); continuing",
             )
-        finally:
-            self._mapping_here.active = False
-            self._map_lock.release()
-
-    def _ensure_thread(self) -> bool:
-        with self._lock:
-            if self._thread is not None:
-                return True
-            if self._closed:
-                return False
-            thread = threading.Thread(
-                target=self._run, name="gf-integrations-uploader", daemon=True
-            )
-            try:
-                thread.start()
-            except RuntimeError:
-                # interpreter shutting down: give up quietly, like sentry does
-                return False
-            self._thread = thread
-            return True
 
     # -- flush / shutdown --------------------------------------------------------------------
 
@@ -161,52 +173,49 @@ class Uploader(UploaderBase):
         Always returns by ``timeout``; never raises.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        if threading.current_thread() is self._thread or self._mapping_here_active():
+        worker = self.worker
+        if worker.on_thread() or self.gate.preparing_here():
             return False  # called while preparing (a mask or lazy callable): cannot wait
-        with self._lock:
-            if self._is_idle():
+        if self._is_idle():
+            with worker.lock:
                 return self._verdict()
-        if self._thread is None and not self._ensure_thread():
+        if worker.thread is None and not worker.start():
             return False
-        with self._lock:
-            self._urgent += 1
-        self._linger_cut.set()
-        self._wake.set()
+        with worker.lock:
+            worker.urgent += 1
+        worker.hurry()
         try:
-            with self._idle:
+            with worker.idle:
                 while not self._is_idle():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         log.info(
                             "gf_integrations: flush timed out with about %d message(s) pending",
-                            len(self._buf) + self._held,
+                            len(worker.buf) + self.delivery.held,
                         )
                         return False
-                    self._idle.wait(min(remaining, 0.05))
+                    worker.idle.wait(min(remaining, 0.05))
                 return self._verdict()
         finally:
-            with self._lock:
-                self._urgent -= 1
+            with worker.lock:
+                worker.urgent -= 1
 
     def _verdict(self) -> bool:
-        """True when nothing was lost or spooled since the previous flush (holds _lock)."""
-        ok = self._failures == self._failures_reported
-        self._failures_reported = self._failures
+        """True when nothing was lost or spooled since the previous flush."""
+        failures = self.delivery.failures + self._mapping_failures
+        ok = failures == self._failures_reported
+        self._failures_reported = failures
         return ok
 
     def _is_idle(self) -> bool:
-        # caller holds _lock
-        return not (
-            self._buf
-            or self._batches
-            or self._ready
-            or self._waiting
-            or self._inflight
-            or self._answers
-            or self._busy
-            or self._resending
-            or self._map_lock.locked()  # a host thread is preparing an item it took
-        )
+        # Under the gate, every item is in the buffer or in the delivery: a free gate and
+        # both empty means nothing is on its way. A busy gate is not idle.
+        if not self.gate.lock.acquire(blocking=False):
+            return False
+        try:
+            return not self.worker.buf and self.delivery.idle()
+        finally:
+            self.gate.lock.release()
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush within ``timeout`` (default ``shutdown_timeout``), spool the rest, stop.
@@ -221,26 +230,25 @@ class Uploader(UploaderBase):
 
     def _begin_shutdown(self, deadline: float, *, at_exit: bool = False) -> bool:
         """Stop accepting items and tell the worker to send everything now."""
-        with self._lock:
+        with self.worker.lock:
             if self._closed:
                 return False
             self._closed = True
-            pending = len(self._buf) + self._held
+            pending = len(self.worker.buf) + self.delivery.held
         if at_exit and pending:
             log.info(
                 "gf_integrations: sending %d pending message(s) before exit (up to %.1f s)",
                 pending,
                 max(deadline - time.monotonic(), 0.0),
             )
-        self._deadline = deadline
-        self._stopping.set()
-        self._linger_cut.set()
-        self._wake.set()
+        self.delivery.deadline = deadline
+        self.worker.stopping.set()
+        self.worker.hurry()
         return True
 
     def _finish_shutdown(self, deadline: float) -> None:
         """Wait for the worker until ``deadline``, then spool whatever is left."""
-        thread = self._thread
+        thread = self.worker.thread
         alive = (
             thread is not None and thread.is_alive() and thread is not threading.current_thread()
         )
@@ -249,277 +257,39 @@ class Uploader(UploaderBase):
             thread.join(max(deadline - time.monotonic(), 0.0))
             alive = thread.is_alive()
         self._spool_leftovers(worker_alive=alive, deadline=deadline)
-        shipper = self._shipper
-        if shipper is not None:
+        delivery = self.delivery
+        if delivery.shipper is not None:
             with contextlib.suppress(Exception):
-                shipper.close()
-        answered = {item for item, _ in list(self._answers)}
-        if not self._inflight - answered:
+                delivery.shipper.close()
+        answered = {item for item, _ in list(delivery.answers)}
+        if not delivery.inflight - answered:
             # never close the pool under a request that is still running
             with contextlib.suppress(Exception):
                 self.exporter.shutdown()
 
-    # -- a process about to be frozen (serverless platforms, docs/DESIGN.md section 6b) ------
-
-    def _init_runtime(self) -> None:
-        super()._init_runtime()
-        self._spool_requests: list[_SpoolRequest] = []  # spool_pending() calls, for the worker
-
-    def spool_pending(self, timeout: float = 0.1) -> int:
-        """Write everything not yet delivered to the spool now, and keep running.
-
-        For a process that is about to be frozen with work still pending (a serverless
-        invocation at its deadline). The worker prepares what is queued, closes the open
-        batches and writes every batch that is ready, waiting for a retry or in flight to
-        the spool; a request still in flight that is answered later only deletes its file.
-        Spooled work is resent by :meth:`resend_spool` (or after the next delivery), and
-        counted in ``stats()["spooled"]``. Returns the number of messages spooled: 0 without
-        a spool (the work then stays in memory, nothing is dropped) or when the worker did
-        not get to it within ``timeout`` (the request is then withdrawn). Never raises.
-        """
-        if self._spool is None or self._closed:
-            return 0
-        if threading.current_thread() is self._thread or self._mapping_here_active():
-            return 0
-        with self._lock:
-            if self._is_idle():
-                return 0
-        if self._thread is None and not self._ensure_thread():
-            return 0
-        request = _SpoolRequest()
-        with self._lock:
-            self._spool_requests.append(request)
-        self._linger_cut.set()
-        self._wake.set()
-        if not request.done.wait(max(timeout, 0.0)):
-            with self._lock:
-                if request in self._spool_requests:
-                    self._spool_requests.remove(request)  # never spool a later invocation's
-        return request.spooled
-
-    def resend_spool(self) -> bool:
-        """Start resending what the spool holds, now (a frozen process was thawed: a new
-        serverless invocation began). The worker resends it; ``flush`` waits for it. False
-        when there is no spool or nothing in it. Never raises."""
-        if self._spool is None or self._closed:
-            return False
-        if self._resending:
-            return True
-        if not self._spool.has_files():
-            return False
-        self._resending = True
-        if self._thread is None and not self._ensure_thread():
-            return False
-        self._wake.set()
-        return True
-
-    def _serve_spool_requests(self) -> None:
-        """On the worker: hand every undelivered batch to the spool (see spool_pending)."""
-        with self._lock:
-            requests, self._spool_requests = self._spool_requests, []
-        if not requests:
-            return
-        with self._map_lock:
-            while self._prepare_next():
-                pass
-            self._batches.close_older(math.inf)
-        # what is spooled now waits for the next resend_spool(), not for this resend
-        self._resending = False
-        self._spool_files = None
-        with self._lock:
-            flying = [p for p in self._inflight if not p.handed_off]
-        # oldest first (the spool is resent in file order): a conversation's request in
-        # flight or waiting to retry comes before its batches that are ready
-        held = [entry[2] for entry in sorted(self._waiting)] + list(self._ready)
-        self._waiting.clear()
-        self._ready.clear()
-        spooled = 0
-        for item in flying + held:
-            if not self._spool_write(item):
-                if not any(item is f for f in flying):
-                    self._ready.append(item)  # the spool failed: it stays in memory
-                continue
-            with self._lock:
-                item.handed_off = True
-                self._inflight.discard(item)
-            self._busy_keys.discard(item.key)
-            self._held_out += item.count
-            spooled += item.count
-        for request in requests:
-            request.spooled = spooled
-            request.done.set()
-
-    # -- worker ------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            with contextlib.suppress(Exception):
-                self._get_shipper().start()  # a sender process starts while we batch
-            while True:
-                try:
-                    if self._step():
-                        break
-                except Exception as exc:  # keep the worker alive whatever happens
-                    self._once.warn(
-                        f"worker:{type(exc).__name__}",
-                        f"gf_integrations: uploader error ({type(exc).__name__}); continuing",
-                    )
-        finally:
-            with self._lock:
-                self._busy = False
-                if self._thread is threading.current_thread():
-                    self._thread = None  # a dying worker is restarted by the next submit
-                self._idle.notify_all()
-
-    def _step(self) -> bool:
-        """One worker iteration; True when the worker should exit."""
-        woke = self._wake.wait(self._next_due())
-        self._wake.clear()
-        self._wake_armed = False
-        stopping = self._stopping.is_set()
-        if woke and self._buf and not self._urgent and not stopping:
-            self._linger_cut.wait(_LINGER)  # flush() and shutdown() cut it short
-            self._linger_cut.clear()
-        self._busy = True
-        self._drain()
-        self._take_answers()
-        now = time.monotonic()
-        caught_up = not self._buf or self._past_deadline()
-        # A flush/shutdown sends partial batches only once the backlog is prepared: until
-        # then they can still fill up (fewer, fuller POSTs). The deadline still bounds it.
-        if (stopping or self._urgent > 0) and caught_up:
-            opened_before = math.inf
-        else:
-            # While a backlog waits for this thread, open batches get a little longer to
-            # fill up (bounded: 4 intervals): under load, fewer and fuller POSTs.
-            backlog = self._buf and not self._callers_map
-            opened_before = now - self.settings.flush_interval * (4 if backlog else 1)
-        with self._map_lock:  # host threads add to the batches when they prepare
-            self._batches.close_older(opened_before)
-        if self._spool_requests:
-            self._serve_spool_requests()
-        self._resend_spool()
-        self._dispatch(now)
-        with self._lock:
-            self._busy = False
-            if self._is_idle():
-                self._idle.notify_all()
-            done = not (self._buf or self._batches or self._ready or self._waiting)
-        if self._buf:
-            self._wake.set()  # more than one drain's worth is waiting
-        if stopping:
-            return (done and not self._inflight) or self._past_deadline()
-        return False
-
-    def _drain(self) -> None:
-        """Prepare queued items in order, one at a time under ``_map_lock``."""
-        if self._callers_map:
-            # The host's threads asked to prepare: this thread is starved. Leave it to them
-            # while they make progress (the first time, give them the chance to start),
-            # but not while a flush or shutdown waits.
-            urgent = self._urgent > 0 or self._stopping.is_set()
-            if not urgent and self._caller_mapped != self._caller_mapped_seen:
-                self._caller_mapped_seen = self._caller_mapped
-                return
-            self._callers_map = False  # they stopped submitting: take over
-            self._caller_mapped_seen = -1
-        for _ in range(_MAX_DRAIN):
-            if self._callers_map:
-                return
-            with self._map_lock:
-                if not self._prepare_next():
-                    return
-
-    def _prepare_next(self) -> bool:
-        """Take the oldest queued item and prepare it (caller holds ``_map_lock``);
-        False when the queue is empty."""
-        try:
-            item = self._buf.popleft()
-        except IndexError:
-            return False
-        self._drained += 1
-        self._prepare(item)
-        return True
-
-    def _prepare(self, item: Any) -> None:
-        """Turn one item into parts and batch them (caller holds ``_map_lock``).
-
-        Never raises, except a KeyboardInterrupt on a host thread (that is the user's).
-        """
-        try:
-            parts = [item] if isinstance(item, Part) else self.prepare(item)
-        except BaseException as exc:  # a lazy callable's SystemExit must not kill the worker
-            self.counters.bump("failed_mapping")
-            with self._lock:
-                self._failures += 1  # flush() promises delivery: a lost item is a failure
-            self._once.warn(
-                f"map:{type(exc).__name__}",
-                f"gf_integrations: could not map a {type(item).__name__} event "
-                f"({type(exc).__name__}); it was skipped",
-            )
-            if isinstance(exc, KeyboardInterrupt) and self._mapping_here_active():
-                raise
-            return
-        for part in parts:
-            self._held_in += part.count
-            self._batches.add(part)
-
-    def _mapping_here_active(self) -> bool:
-        return bool(getattr(self._mapping_here, "active", False))
-
-    def _next_due(self) -> float:
-        if self._urgent > 0 or self._stopping.is_set():
-            return 0.01
-        if self._buf or self._answers:
-            return 0.0
-        now = time.monotonic()
-        due = now + self.settings.flush_interval
-        with self._map_lock:
-            oldest = self._batches.oldest()
-        if oldest is not None:
-            due = min(due, oldest + self.settings.flush_interval)
-        if self._waiting:
-            due = min(due, self._waiting[0][0])
-        if self._ready:  # paused, at the concurrency limit, or behind a busy conversation
-            due = min(due, self._paused_until if self._paused_until > now else now + 0.05)
-        return max(0.0, due - now)
-
-    def _past_deadline(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
-
     def _spool_leftovers(self, *, worker_alive: bool, deadline: float) -> None:
         """After shutdown's join: spool queued items and every batch not yet delivered."""
         items: list[Any] = []
-        while self._buf:
-            items.append(self._buf.popleft())
-        # prepare() is free unless the worker is stuck inside it (a hung lazy callable);
-        # a worker waiting on the network does not hold it.
+        buf = self.worker.buf
+        while buf:
+            items.append(buf.popleft())
+        # the gate is free unless its holder is stuck inside prepare() (a hung lazy
+        # callable); a worker waiting on the network does not hold it
         wait = max(deadline - time.monotonic(), 0.2) if worker_alive else -1
-        if self._map_lock.acquire(timeout=wait):
+        gate = self.gate.lock
+        if gate.acquire(timeout=wait):
             try:
                 self._drained += len(items)
                 for item in items:
                     self._prepare(item)
-                self._batches.close_older(math.inf)
+                lost = self.delivery.spool_leftovers()
             finally:
-                self._map_lock.release()
+                gate.release()
         else:
             self.counters.bump("dropped_shutdown", len(items))
-            self._batches.close_older(math.inf)  # the one holding it is stuck
-        with self._lock:
-            leftovers = list(self._ready) + [w[2] for w in self._waiting]
-            self._ready.clear()
-            self._waiting.clear()
-            # The batch a hung request holds is spooled too; if that request lands after
-            # all, its answer deletes the spool file (and a resend would be deduplicated).
-            leftovers += [p for p in self._inflight if not p.handed_off]
-            for p in leftovers:
-                p.handed_off = True
-            self._idle.notify_all()
-        lost = 0
-        for item in leftovers:
-            if not self._spool_write(item):
-                lost += item.count
+            lost = self.delivery.spool_leftovers()  # the one holding the gate is stuck
+        with self.worker.lock:
+            self.worker.idle.notify_all()
         if lost:
             self.counters.bump("dropped_shutdown", lost)
             log.warning(
@@ -527,3 +297,180 @@ class Uploader(UploaderBase):
                 lost,
                 "" if self._spool else " (set spool_dir to keep them)",
             )
+
+    # -- a process about to be frozen (serverless platforms, docs/DESIGN.md section 6b) ------
+
+    def spool_pending(self, timeout: float = 0.1) -> int:
+        """Write everything not yet delivered to the spool now, and keep running.
+
+        For a process that is about to be frozen with work still pending (a serverless
+        invocation at its deadline). On this thread, holding the gate: what is queued is
+        prepared, open batches close, and every batch in flight, waiting for a retry or
+        ready is written to the spool, oldest first; a request still in flight that is
+        answered later only deletes its file. Spooled work is resent by
+        :meth:`resend_spool` (or after the next delivery), and counted in
+        ``stats()["spooled"]``. Returns the number of messages spooled: 0 without a spool
+        (the work then stays in memory, nothing is dropped) or when the gate was not free
+        within ``timeout``. Never raises.
+        """
+        if self._spool is None or self._closed:
+            return 0
+        if self.worker.on_thread() or self.gate.preparing_here():
+            return 0
+        gate = self.gate.lock
+        if not gate.acquire(timeout=max(timeout, 0.0)):
+            return 0
+        try:
+            while self._prepare_next():
+                pass
+            return self.delivery.spool_now()
+        except Exception as exc:
+            self._once.warn(
+                f"spool_now:{type(exc).__name__}",
+                f"gf_integrations: could not spool pending work ({type(exc).__name__})",
+            )
+            return 0
+        finally:
+            gate.release()
+            with self.worker.lock:
+                self.worker.idle.notify_all()
+
+    def resend_spool(self) -> bool:
+        """Start resending what the spool holds, now (a frozen process was thawed: a new
+        serverless invocation began). The worker resends it; ``flush`` waits for it. False
+        when there is no spool or nothing in it. Never raises."""
+        if self._spool is None or self._closed:
+            return False
+        if self.delivery.resending:
+            return True
+        if not self._spool.has_files():
+            return False
+        self.delivery.resending = True
+        if self.worker.thread is None and not self.worker.start():
+            return False
+        self.worker.wake()
+        return True
+
+    # -- the worker's turn -------------------------------------------------------------------
+
+    def _turn(self, stopping: bool) -> bool:
+        """One worker turn; True when the worker should exit.
+
+        The gate is held in short slices of pure Python (one item, then the delivery's
+        bookkeeping), never across a syscall: a thread that gives up the GIL may not get it
+        back for a long while under a busy host, and must not hold the gate meanwhile.
+        """
+        worker, delivery, gate = self.worker, self.delivery, self.gate
+        urgent = worker.urgent > 0 or stopping
+        with gate.lock:
+            prepares = gate.worker_prepares(urgent)
+        if prepares:
+            for _ in range(_MAX_DRAIN):
+                with gate.lock:
+                    if not self._prepare_next():
+                        break
+        delivery.poll()
+        with gate.lock:
+            delivery.take_answers()
+            now = time.monotonic()
+            caught_up = not worker.buf or self._past_deadline()
+            # A flush/shutdown sends partial batches only once the backlog is prepared:
+            # until then they can still fill up (fewer, fuller POSTs). The deadline still
+            # bounds it.
+            if urgent and caught_up:
+                opened_before = math.inf
+            else:
+                # While a backlog waits for this thread, open batches get a little longer
+                # to fill up (bounded: 4 intervals): under load, fewer and fuller POSTs.
+                backlog = bool(worker.buf) and prepares
+                opened_before = now - self.settings.flush_interval * (4 if backlog else 1)
+            delivery.close_due(opened_before)
+            delivery.resend_spool(stopping)
+            jobs = delivery.take_jobs(now)
+            done = not worker.buf and not (delivery.batches or delivery.ready or delivery.waiting)
+            in_flight = bool(delivery.inflight)
+        delivery.ship(jobs)
+        if stopping:
+            return (done and not in_flight) or self._past_deadline()
+        return False
+
+    def _start_shipper(self) -> None:
+        self.delivery.get_shipper().start()
+
+    def _next_wait(self) -> float:
+        worker = self.worker
+        if worker.urgent > 0 or worker.stopping.is_set():
+            return 0.01
+        if worker.buf or self.delivery.answers:
+            return 0.0
+        now = time.monotonic()
+        due = now + self.settings.flush_interval
+        with self.gate.lock:
+            held = self.delivery.next_due(now)
+        if held is not None:
+            due = min(due, held)
+        return max(0.0, due - now)
+
+    def _past_deadline(self) -> bool:
+        deadline = self.delivery.deadline
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _prepare_next(self) -> bool:
+        """Take the oldest queued item and prepare it (holding the gate); False when the
+        queue is empty."""
+        try:
+            item = self.worker.buf.popleft()
+        except IndexError:
+            return False
+        self._drained += 1
+        self._prepare(item)
+        return True
+
+    def _prepare(self, item: Any) -> None:
+        """Turn one item into parts and batch them (holding the gate).
+
+        Never raises, except a KeyboardInterrupt on a host thread (that is the user's).
+        """
+        try:
+            parts = (item,) if isinstance(item, Part) else tuple(self.prepare(item))
+        except BaseException as exc:  # a lazy callable's SystemExit must not kill the worker
+            self.counters.bump("failed_mapping")
+            self._mapping_failures += 1  # flush() promises delivery: a lost item is a failure
+            self._once.warn(
+                f"map:{type(exc).__name__}",
+                f"gf_integrations: could not map a {type(item).__name__} event "
+                f"({type(exc).__name__}); it was skipped",
+            )
+            if isinstance(exc, KeyboardInterrupt) and self.gate.preparing_here():
+                raise
+            return
+        self.delivery.add(parts)
+
+    # -- misc ----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Delivery counters (queued, sent, retried, dropped, dropped_*, spooled, ...)."""
+        snap = self.counters.as_dict()
+        queue_size = len(self.worker.buf)
+        snap["queued"] = self._drained + queue_size
+        snap["queue_size"] = queue_size
+        snap["in_flight"] = len(self.delivery.inflight)
+        snap["prepared_by_callers"] = self.gate.by_hosts
+        return snap
+
+
+def _parts_only(item: Any) -> Iterable[Part]:
+    raise TypeError(f"no preparer for {type(item).__name__}")
+
+
+def _after_fork_in_child() -> None:
+    """The one fork hook: locks replaced, the parent's sender processes forgotten (their
+    pipes closed on our side), every uploader rebuilt empty."""
+    _state.reinit_after_fork()
+    _shippers.forget_senders_after_fork()
+    for uploader in _state.live():
+        with contextlib.suppress(Exception):
+            uploader._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
