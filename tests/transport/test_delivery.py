@@ -372,3 +372,41 @@ def test_a_starved_worker_hands_preparing_to_the_submitting_thread(make_client, 
         arrived[conv_of(request)] += [m["content"] for m in request["messages"]]
     assert arrived.pop("first") == ["text first k"]
     assert arrived == {f"c{c}": [f"text c{c} k{k}" for k in range(7)] for c in range(200)}
+
+
+def test_a_worker_that_never_gets_a_turn_loses_nothing(make_client, capture_server):
+    # Under a host that keeps taking the GIL back, the worker may get no turn for seconds.
+    # Here it gets none at all while 2,000 conversations are recorded, one per call of a
+    # host making calls as fast as it can, against a bound of 1,000 held: only the
+    # submitting thread's turns can prepare, ship and take answers in. (With sender="thread" the
+    # sending threads are starved too: that is what the sender process is for.)
+    client = make_client(max_queue_size=1000, sender="process")
+    worker = client.uploader.worker
+    starved = threading.Event()
+    release = threading.Event()
+    turn = worker._turn
+
+    def no_turn(stopping: bool) -> bool:
+        starved.set()
+        release.wait(60)
+        return turn(stopping)
+
+    worker._turn = no_turn
+    try:
+        for i in range(2000):
+            client.record(user_msg(f"c{i}", "k"))
+            # the host's own work, waiting on I/O like a real call (the capture server's
+            # threads live in this process and need the GIL to answer)
+            time.sleep(0.0005)
+        assert starved.is_set()
+        stats = client.stats()
+        assert stats["dropped"] == 0
+        assert stats["prepared_by_callers"] > 1500
+        # most of it arrived while the worker was stuck: what is left is under the mark
+        assert capture_server.wait_for(lambda s: len(s.requests) >= 1000, 10)
+    finally:
+        release.set()
+    assert client.flush(30)
+    assert sorted(conv_of(r) for r in capture_server.requests) == sorted(
+        f"c{i}" for i in range(2000)
+    )

@@ -40,7 +40,7 @@ from .retry import backoff_delay as backoff_delay
 from .shippers import Shipper, ThreadShipper
 from .spool import Spool
 from .state import Counters
-from .worker import Worker
+from .worker import LINGER, Worker
 
 Prepare = Callable[[Any], Iterable[Part]]
 
@@ -104,6 +104,7 @@ class Uploader:
             self.worker.wake,
         )
         self._drained = 0  # items taken from the buffer (stats: queued)
+        self._host_io_due = 0.0  # when a host turn may next ship and read answers
         self._failures_reported = 0
         self._mapping_failures = 0
 
@@ -139,11 +140,12 @@ class Uploader:
 
     def _host_turn(self) -> None:
         """A starved worker's work, a little of it, on the submitting thread (holding the
-        gate): prepare two items, take the answers in, close due batches, ship what is
-        ready. Never waits on the network: a shipper only queues (threads) or writes to a
-        pipe (the sender process)."""
+        gate): prepare two items; at most every ``LINGER``, take the answers in, close due
+        batches and ship what is ready. Never waits on the network: a shipper only queues
+        (threads) or writes to a pipe (the sender process)."""
         prepared = 0
         jobs: list[tuple[Any, float]] = []
+        io = False
         delivery = self.delivery
         try:
             try:
@@ -151,14 +153,20 @@ class Uploader:
                     if not self._prepare_next():
                         break
                     prepared += 1
-                delivery.take_answers()
                 now = time.monotonic()
-                delivery.close_due(now - self.settings.flush_interval)
-                jobs = delivery.take_jobs(now)
+                # the pipe's syscalls (ship, poll) at the worker's cadence, not per call:
+                # each hands the GIL around
+                io = now >= self._host_io_due
+                if io:
+                    self._host_io_due = now + LINGER
+                    delivery.take_answers()
+                    delivery.close_due(self._close_before(now, self.settings.flush_interval))
+                    jobs = delivery.take_jobs(now)
             finally:
                 self.gate.end_host_turn(prepared)
-            delivery.ship(jobs)
-            delivery.poll()  # in by the next turn: syscalls only outside the gate
+            if io:
+                delivery.ship(jobs)
+                delivery.poll()  # in by the next turn: syscalls only outside the gate
         except Exception as exc:  # never into the host's call; the worker takes over
             self._once.warn(
                 f"help:{type(exc).__name__}",
@@ -383,7 +391,8 @@ class Uploader:
                 # While a backlog waits for this thread, open batches get a little longer
                 # to fill up (bounded: 4 intervals): under load, fewer and fuller POSTs.
                 backlog = bool(worker.buf) and prepares
-                opened_before = now - self.settings.flush_interval * (4 if backlog else 1)
+                age = self.settings.flush_interval * (4 if backlog else 1)
+                opened_before = self._close_before(now, age)
             delivery.close_due(opened_before)
             delivery.resend_spool(stopping)
             jobs = delivery.take_jobs(now)
@@ -393,6 +402,11 @@ class Uploader:
         if stopping:
             return (done and not in_flight) or self._past_deadline()
         return False
+
+    def _close_before(self, now: float, age: float) -> float:
+        """Batches opened before this close now: those ``age`` old, or all of them when half
+        the memory bound is held (partial batches go out rather than new events drop)."""
+        return math.inf if self.delivery.held >= self.gate.held_at else now - age
 
     def _start_shipper(self) -> None:
         self.delivery.get_shipper().start()
