@@ -229,6 +229,7 @@ def test_a_detected_platform_sends_in_process_and_spools_under_tmp(
     assert s.serverless is True
     assert s.sender == "thread"
     assert s.spool_dir == str(tmp_path / "greenflash-spool")
+    assert s.estimate_cost is False  # the price table's import would slow every cold start
 
 
 def test_on_lambda_the_spool_defaults_to_slash_tmp(monkeypatch):
@@ -239,11 +240,12 @@ def test_on_lambda_the_spool_defaults_to_slash_tmp(monkeypatch):
 
 def test_explicit_settings_win_over_the_serverless_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("VERCEL", "1")
-    s = build_settings(sender="process", spool_dir=str(tmp_path))
+    s = build_settings(sender="process", spool_dir=str(tmp_path), estimate_cost=True)
     assert (s.serverless, s.sender, s.spool_dir) == (True, "process", str(tmp_path))
+    assert s.estimate_cost is True
     monkeypatch.setenv("GREENFLASH_SERVERLESS", "false")
     s = build_settings()
-    assert (s.serverless, s.sender, s.spool_dir) == (False, "process", None)
+    assert (s.serverless, s.sender, s.spool_dir, s.estimate_cost) == (False, "process", None, True)
 
 
 def test_serverless_forced_off_a_platform_keeps_the_spool_unset(monkeypatch):

@@ -74,7 +74,8 @@ class Settings:
     ``reasoningTokens``: see core/usage.py); when true, the provider's own usage object is
     kept beside it as ``properties.providerUsage``, when false it is dropped.
 
-    ``estimate_cost`` (env ``GREENFLASH_ESTIMATE_COST``, default true): with the ``prices``
+    ``estimate_cost`` (env ``GREENFLASH_ESTIMATE_COST``, default true, false when
+    ``serverless``: the table's import costs a cold start 85-240 ms): with the ``prices``
     extra installed, each model answer with usage gets ``properties.costUsd`` and
     ``properties.pricing`` from genai-prices' bundled table (core/pricing.py); false turns
     it off. Without the extra it does nothing.
@@ -187,6 +188,9 @@ def _serverless_defaults(merged: dict[str, Any]) -> None:
     # no sender child: it would add an interpreter's start to the cold start, and a
     # process that waits for its flush at every invocation's end gains nothing from it
     merged.setdefault("sender", "thread")
+    # the price table's import adds 85 ms to every cold start, 240 ms where its bytecode
+    # is not cached (a read-only package without .pyc files): asked for, not by default
+    merged.setdefault("estimate_cost", False)
     if platform is not None:
         # a detected platform's /tmp is private to its sandbox; a forced one's may be shared
         merged.setdefault("spool_dir", default_spool_dir())
