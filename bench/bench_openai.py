@@ -14,6 +14,8 @@ over ``--repeats`` rounds; a process warms up, then times ``--batches`` batches 
 ``--calls`` calls and reports its median batch:
 
 * ``bare``: the unwrapped client.
+* ``hooks``: ``wrap_openai`` with nothing queued (the client's ``submit`` is a no-op):
+  what the wrapper itself costs the caller's thread.
 * ``greenflash``: ``gf_integrations.openai.wrap_openai``, uploading to a loopback sink.
 * ``langsmith``: ``langsmith.wrappers.wrap_openai`` with a ``Client`` pointed at the sink.
 * ``langfuse``: ``langfuse.openai`` (patches the OpenAI classes on import) with a
@@ -87,10 +89,12 @@ WORKER = (
         from openai import OpenAI
     client = OpenAI(api_key="test", base_url="http://mock/v1", max_retries=0,
                     http_client=httpx.Client(transport=httpx.MockTransport(handler)))
-    if variant == "greenflash":
+    if variant in ("greenflash", "hooks"):
         import gf_integrations as gf
         from gf_integrations.openai import wrap_openai
         gfc = gf.configure(base_url=sink + "/api/v1", external_user_id="bench")
+        if variant == "hooks":  # the wrapper's own work on the caller's thread, nothing queued
+            gfc.uploader.submit = lambda item: True
         client = wrap_openai(client)
         flush = lambda: gfc.flush(60)
     elif variant == "langsmith":
@@ -182,7 +186,7 @@ def main() -> int:
         if args.profile:
             worker("greenflash", args.profile, sink, args.calls, 1, mode="profile")
             return 0
-        variants = ["bare", "greenflash"]
+        variants = ["bare", "hooks", "greenflash"]
         if not args.skip_peers:
             for name in ("langfuse", "langsmith"):
                 if available(name):
@@ -231,7 +235,7 @@ def count_instructions(variants: list[str], sink: str, calls: int) -> None:
                 f"{v:<12}{m['caller'] / 1e3:>10.0f}{(m['caller'] - bare['caller']) / 1e3:>+9.0f}"
                 f"{m['all'] / 1e3:>10.0f}{(m['all'] - bare['all']) / 1e3:>+9.0f}"
             )
-        peers = [v for v in per_call if v not in ("bare", "greenflash")]
+        peers = [v for v in per_call if v not in ("bare", "hooks", "greenflash")]
         if "greenflash" in per_call and peers:
             for key in ("caller", "all"):
                 ours = per_call["greenflash"][key] - bare[key]
