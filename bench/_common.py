@@ -164,10 +164,15 @@ def run_worker(
 
 
 def report_overhead(
-    title: str, runs: str, samples: dict[str, dict[str, list[float]]], ours: str = "greenflash"
+    title: str,
+    runs: str,
+    samples: dict[str, dict[str, list[float]]],
+    ours: str = "greenflash",
+    own: tuple[str, ...] = ("hooks",),
 ) -> None:
     """Median per-call times of each variant next to ``bare``'s, measured in the same run
-    (worker figures ``thread`` / ``proc`` / ``wall``), and ours over the lightest peer's."""
+    (worker figures ``thread`` / ``proc`` / ``wall``), and ours over the lightest peer's
+    (``own``: our other variants, never peers)."""
     print(f"\n{title}: median us per call ({runs})")
     med = {v: {k: statistics.median(x) for k, x in s.items()} for v, s in samples.items() if s}
     if "bare" not in med:
@@ -182,7 +187,7 @@ def report_overhead(
         for key in ("thread", "proc", "wall"):
             line += f"{m[key]:>10.1f}{m[key] - med['bare'][key]:>+9.1f}"
         print(line)
-    peers = [v for v in med if v not in ("bare", ours)]
+    peers = [v for v in med if v not in ("bare", ours, *own)]
     if ours in med and peers:
         for key, label in (("thread", "caller"), ("proc", "process"), ("wall", "wall")):
             added = med[ours][key] - med["bare"][key]
