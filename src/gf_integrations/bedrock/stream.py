@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..kit import StreamTap, finish_when_collected
+from ..kit.streams import tap_items
 from .call import Call
 
 
@@ -43,21 +44,6 @@ def tap_event_stream(stream: Any, tap: BedrockStreamTap) -> None:
     parse: Callable[[Any], Any] = stream._parse_event
     close: Callable[[], None] = stream.close
 
-    def events() -> Iterator[Any]:
-        tap.running = True
-        try:
-            for message in raw:
-                tap.running = False
-                yield message
-                tap.running = True
-        except GeneratorExit:
-            tap.finish("abandoned")
-            raise
-        except BaseException as exc:
-            tap.finish("error", exc)
-            raise
-        tap.finish("exhausted")
-
     def parse_event(message: Any) -> Any:
         try:
             parsed = parse(message)
@@ -75,7 +61,8 @@ def tap_event_stream(stream: Any, tap: BedrockStreamTap) -> None:
             if not tap.running:
                 tap.finish("closed")
 
-    stream._event_generator = events()
+    # raw messages pass as they are (parse_event notes them): the end is seen here
+    stream._event_generator = tap_items(raw, tap, note=False)
     stream._parse_event = parse_event
     stream.close = close_hook
     finish_when_collected(stream, tap)
