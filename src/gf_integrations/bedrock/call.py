@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..client import GreenflashClient
-from ..core.targets import AnswerMap, AnswerRef
-from ..kit import CallState, WrapConfig, wrapper_failed
+from ..kit import CallState, ResponseAnswers, WrapConfig, wrapper_failed
 
 
 def log_failure(where: str, exc: BaseException) -> None:
@@ -62,20 +61,8 @@ def request_id(response: Any) -> str | None:
     return rid if isinstance(rid, str) and rid else None
 
 
-# AWS request id -> the answer it produced, for gf.rate(response) (see core/targets.py)
-answers: AnswerMap[str] = AnswerMap()
-
-
-def remember_answer(rid: str | None, call: Call) -> None:
-    """Remember which answer the request ``rid`` produced (``gf.rate`` of the response)."""
-    if rid:
-        answers.put(rid, call.conv, call.key)
-
-
-def rating_target(target: Any) -> AnswerRef | None:
-    """``gf.rate`` targets: a Bedrock response dict (its ``ResponseMetadata.RequestId``) or
-    the request id itself."""
-    if isinstance(target, str):
-        return answers.get(target)
-    rid = request_id(target)
-    return answers.get(rid) if rid else None
+# AWS request id -> the answer it produced, for gf.rate(response) (see core/targets.py): the
+# request id itself, or a Bedrock response dict (its ``ResponseMetadata.RequestId``)
+answers = ResponseAnswers(request_id)
+remember_answer = answers.remember
+rating_target = answers.target

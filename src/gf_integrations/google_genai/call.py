@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..client import GreenflashClient
-from ..core.targets import AnswerMap, AnswerRef
-from ..kit import CallState, WrapConfig, wrapper_failed
+from ..kit import CallState, ResponseAnswers, WrapConfig, attribute_of, wrapper_failed
 
 
 def log_failure(where: str, exc: BaseException) -> None:
@@ -35,21 +34,8 @@ class Call(CallState):
         return {"statusCode": code} if isinstance(code, int) else {}
 
 
-# response id -> the answer it produced, for gf.rate(response) (see core/targets.py)
-answers: AnswerMap[str] = AnswerMap()
-
-
-def remember_answer(response_id: Any, call: Call) -> None:
-    """Remember which answer ``response_id`` produced (``gf.rate`` of the response)."""
-    if isinstance(response_id, str) and response_id:
-        answers.put(response_id, call.conv, call.key)
-
-
-def rating_target(target: Any) -> AnswerRef | None:
-    """``gf.rate`` targets: a response id, or a ``GenerateContentResponse`` (its id)."""
-    if isinstance(target, str):
-        return answers.get(target)
-    if type(target).__module__.startswith("google.genai."):
-        rid = getattr(target, "response_id", None)
-        return answers.get(rid) if isinstance(rid, str) else None
-    return None
+# response id -> the answer it produced, for gf.rate(response) (see core/targets.py): a
+# response id, or a ``GenerateContentResponse`` (its ``response_id``)
+answers = ResponseAnswers(attribute_of("google.genai.", "response_id"))
+remember_answer = answers.remember
+rating_target = answers.target

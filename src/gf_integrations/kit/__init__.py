@@ -25,6 +25,7 @@ from __future__ import annotations
 from ..common.bounded import BoundedMap, RunRegistry
 from ..common.once import forget_logged, warn_once
 from ..core.context import IdentityDefaults, register_capture_probe
+from .answers import ResponseAnswers, attribute_of
 from .calls import (
     CallState,
     WrapConfig,
@@ -59,11 +60,13 @@ __all__ = [
     "IdentityDefaults",
     "IdentityKwargs",
     "LazyUsage",
+    "ResponseAnswers",
     "RunRegistry",
     "StreamTap",
     "Unpack",
     "WrapConfig",
     "async_method",
+    "attribute_of",
     "finish_on_parse",
     "finish_when_collected",
     "forget_logged",

@@ -21,8 +21,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.events import ChatMessage
-from ..core.targets import AnswerMap, AnswerRef
-from ..kit import BoundedMap, CallState, RunRegistry, register_capture_probe
+from ..kit import (
+    BoundedMap,
+    CallState,
+    ResponseAnswers,
+    RunRegistry,
+    attribute_of,
+    register_capture_probe,
+)
 
 #: calls whose hooks never came back (a stream the caller abandoned) are forgotten after this
 PENDING_TTL = 3600.0
@@ -92,24 +98,11 @@ def first_time(kind: str, cid: str | None) -> bool:
     return True
 
 
-# response id -> the answer it produced, for gf.rate(response) (see core/targets.py)
-answers: AnswerMap[str] = AnswerMap()
-
-
-def remember_answer(response_id: Any, call: CallState) -> None:
-    """Remember which answer ``response_id`` produced."""
-    if isinstance(response_id, str) and response_id:
-        answers.put(response_id, call.conv, call.key)
-
-
-def rating_target(target: Any) -> AnswerRef | None:
-    """``gf.rate`` targets: a LiteLLM response object (its ``id``) or a response id."""
-    if isinstance(target, str):
-        return answers.get(target)
-    if type(target).__module__.startswith("litellm."):
-        rid = getattr(target, "id", None)
-        return answers.get(rid) if isinstance(rid, str) else None
-    return None
+# response id -> the answer it produced, for gf.rate(response) (see core/targets.py): a
+# response id, or a LiteLLM response object (its ``id``)
+answers = ResponseAnswers(attribute_of("litellm.", "id"))
+remember_answer = answers.remember
+rating_target = answers.target
 
 
 def no_messages() -> list[ChatMessage]:

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..client import GreenflashClient
 from ..core.context import IdentityDefaults
-from ..core.targets import AnswerMap, AnswerRef
-from ..kit import CallState, WrapConfig, resolve_identity
+from ..kit import CallState, ResponseAnswers, WrapConfig, attribute_of, resolve_identity
 
 if TYPE_CHECKING:
     from .endpoints import Endpoint
@@ -70,21 +69,8 @@ def resolve_call(
     )
 
 
-# response id -> the answer it produced, for gf.rate(response) (see core/targets.py)
-answers: AnswerMap[str] = AnswerMap()
-
-
-def remember_answer(response_id: Any, call: Call) -> None:
-    """Remember which answer ``response_id`` produced (``gf.rate`` of the response)."""
-    if isinstance(response_id, str) and response_id:
-        answers.put(response_id, call.conv, call.key)
-
-
-def rating_target(target: Any) -> AnswerRef | None:
-    """``gf.rate`` targets: a response id, or an OpenAI response object (its ``id``)."""
-    if isinstance(target, str):
-        return answers.get(target)
-    if type(target).__module__.startswith("openai."):
-        rid = getattr(target, "id", None)
-        return answers.get(rid) if isinstance(rid, str) else None
-    return None
+# response id -> the answer it produced, for gf.rate(response) (see core/targets.py): a
+# response id, or an OpenAI response object (its ``id``)
+answers = ResponseAnswers(attribute_of("openai.", "id"))
+remember_answer = answers.remember
+rating_target = answers.target
