@@ -80,7 +80,3 @@ class PipelineGate:
     def preparing_here(self) -> bool:
         """This thread is preparing an item (a mask that calls ``flush`` must not wait)."""
         return bool(getattr(self._here, "active", False))
-
-    def mark_preparing(self, active: bool) -> None:
-        """Say whether this thread is preparing (the worker, around its turn)."""
-        self._here.active = active
