@@ -190,16 +190,27 @@ class GreenflashLogger(CustomLogger):
         messages = list(raw) if isinstance(raw, (list, tuple)) else []
         return self._state(kwargs, messages), messages
 
+    def _claim(
+        self, kwargs: Any, outcome: str
+    ) -> tuple[str | None, CallState, Sequence[Any]] | None:
+        """A chat call's id, state and messages, taken from the pending ones; None when it
+        is not a chat call, not ours, or its ``outcome`` was recorded already."""
+        if not isinstance(kwargs, Mapping) or not read.is_chat(kwargs):
+            return None
+        cid = read.call_id(kwargs)
+        call, messages = self._take(kwargs)
+        if cid is not None:
+            pending.pop(cid)
+        if call is None or not first_time(outcome, cid):
+            return None
+        return cid, call, messages
+
     def _success(self, kwargs: Any, response: Any, start_time: Any, end_time: Any) -> None:
         try:
-            if not isinstance(kwargs, Mapping) or not read.is_chat(kwargs):
+            claimed = self._claim(kwargs, "ok")
+            if claimed is None:
                 return
-            cid = read.call_id(kwargs)
-            call, messages = self._take(kwargs)
-            if cid is not None:
-                pending.pop(cid)
-            if call is None or not first_time("ok", cid):
-                return
+            cid, call, messages = claimed
             if read.first_choice(response) is None:
                 # a stream's hook without the assembled response
                 response = kwargs.get("complete_streaming_response") or response
@@ -234,14 +245,10 @@ class GreenflashLogger(CustomLogger):
 
     def _failure(self, kwargs: Any, start_time: Any, end_time: Any) -> None:
         try:
-            if not isinstance(kwargs, Mapping) or not read.is_chat(kwargs):
+            claimed = self._claim(kwargs, "error")
+            if claimed is None:
                 return
-            cid = read.call_id(kwargs)
-            call, messages = self._take(kwargs)
-            if cid is not None:
-                pending.pop(cid)
-            if call is None or not first_time("error", cid):
-                return
+            cid, call, messages = claimed
             error = kwargs.get("exception")
             props = call.properties()
             if cid is not None:
